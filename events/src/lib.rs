@@ -1,0 +1,32 @@
+//! The event contract between the writer (producer) and the projector (consumer).
+//!
+//! Both sides depend on this crate, so an event's name, its schema version and
+//! its payload shape are defined exactly once. The crate does no I/O.
+//!
+//! # Layout
+//! - [`Envelope`]: the metadata every event carries. On the wire the metadata
+//!   travels as Kafka headers set by Debezium's Event Router (names in
+//!   [`header`]), the payload as the record value (plain JSON), the aggregate id
+//!   as the record key.
+//! - [`Event`]: every event type with its payload struct and schema version.
+//! - [`Envelope::from_record`]: decodes a record's parts back into a typed
+//!   envelope, with a [`ContractError`] that says what was wrong.
+//!
+//! Consumers ignore unknown payload fields (no `deny_unknown_fields`), so a
+//! producer may add optional fields without breaking older consumers.
+
+mod envelope;
+mod event;
+
+pub use envelope::{header, ContractError, Envelope};
+pub use event::{Event, OrderCancelled, OrderLine, OrderPaid, OrderPlaced, OrderShipped};
+
+/// Aggregate type of orders; Debezium routes it to the topic `outbox.event.order`.
+pub const ORDER_AGGREGATE: &str = "order";
+
+/// Kafka topic that carries the events of an aggregate type.
+///
+/// Mirrors `route.topic.replacement` in `debezium/outbox-connector.json`.
+pub fn topic_for(aggregate_type: &str) -> String {
+    format!("outbox.event.{aggregate_type}")
+}

@@ -1,0 +1,247 @@
+//! The projector's loop: poll a batch, apply it, store its offsets, repeat.
+//!
+//! Offsets follow the at-least-once recipe: `enable.auto.offset.store=false`,
+//! so librdkafka commits (periodically, in the background) only offsets that
+//! this loop stored, and it stores them only after the batch's read-database
+//! transaction committed. On shutdown the current batch finishes, its offsets
+//! are stored and committed synchronously, then the loop returns.
+
+use std::future::Future;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientContext, Statistics, TopicPartitionList};
+use tokio::time::Instant;
+
+use crate::batch::{apply_batch, Outcome};
+use crate::record::Record;
+use crate::settings::Settings;
+
+/// Why the projector stopped other than by the shutdown signal.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// A database error that retrying cannot fix (e.g. a schema mismatch);
+    /// nothing of the failing batch was committed or acknowledged.
+    #[error("read database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+}
+
+/// Logs rebalances and publishes the consumer lag from librdkafka's statistics.
+#[derive(Debug, Default)]
+pub struct ProjectorContext;
+
+impl ClientContext for ProjectorContext {
+    fn stats(&self, statistics: Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        metrics::gauge!("projector_consumer_lag").set(lag as f64);
+    }
+}
+
+impl ConsumerContext for ProjectorContext {
+    fn pre_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        tracing::info!(rebalance = ?describe(rebalance), "rebalance starting");
+    }
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        tracing::info!(rebalance = ?describe(rebalance), "rebalance done");
+    }
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
+        if let Err(e) = result {
+            // Not loss: the offsets are committed again on the next interval.
+            tracing::warn!(error = %e, "offset commit failed");
+        }
+    }
+}
+
+fn describe(rebalance: &Rebalance<'_>) -> String {
+    match rebalance {
+        Rebalance::Assign(tpl) => format!("assign {:?}", partitions(tpl)),
+        Rebalance::Revoke(tpl) => format!("revoke {:?}", partitions(tpl)),
+        Rebalance::Error(e) => format!("error {e}"),
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<String> {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect()
+}
+
+/// Builds the group consumer with the at-least-once settings.
+pub fn build_consumer(settings: &Settings) -> Result<StreamConsumer<ProjectorContext>, KafkaError> {
+    let kafka = &settings.kafka;
+    let consumer: StreamConsumer<ProjectorContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("group.id", &kafka.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
+        .set("max.poll.interval.ms", "300000")
+        .set("statistics.interval.ms", "1000")
+        .create_with_context(ProjectorContext)?;
+    let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(consumer)
+}
+
+/// Connects to the read database; the connection task logs when it ends.
+pub async fn connect(settings: &Settings) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = settings
+        .database
+        .pg_config()
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "read database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Most time between two attempts at the same batch.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Runs until `shutdown` resolves (returns `Ok`) or a fatal error.
+///
+/// Read-database outages are retried with capped exponential backoff for as
+/// long as they last; nothing is acknowledged meanwhile.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProjectorError> {
+    let consumer = build_consumer(&settings)?;
+    let mut client = connect_with_retry(&settings).await;
+    tokio::pin!(shutdown);
+    tracing::info!(topics = ?settings.kafka.topics, group = %settings.kafka.group_id, "projector started");
+
+    loop {
+        let Some(batch) = next_batch(&consumer, &settings, &mut shutdown).await? else {
+            break;
+        };
+        let outcome = apply_with_retry(&settings, &mut client, &batch).await?;
+        for record in &batch {
+            consumer.store_offset(&record.topic, record.partition, record.offset)?;
+        }
+        record_metrics(&batch, &outcome);
+    }
+    // Final synchronous commit so a restart resumes exactly after the last applied batch.
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "final offset commit failed; the next start re-applies (idempotently)")
+        }
+    }
+    tracing::info!("projector stopped");
+    Ok(())
+}
+
+/// Waits for the first record, then collects more until the batch is full or
+/// `max_wait_ms` passed. `None` when shutdown was signalled before any record.
+async fn next_batch(
+    consumer: &StreamConsumer<ProjectorContext>,
+    settings: &Settings,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<Option<Vec<Record>>, ProjectorError> {
+    let first = tokio::select! {
+        message = consumer.recv() => message?,
+        () = shutdown => return Ok(None),
+    };
+    let mut batch = vec![Record::from_message(&first)];
+    let deadline = Instant::now() + Duration::from_millis(settings.batch.max_wait_ms);
+    while batch.len() < settings.batch.max_records {
+        tokio::select! {
+            message = consumer.recv() => batch.push(Record::from_message(&message?)),
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    Ok(Some(batch))
+}
+
+async fn apply_with_retry(
+    settings: &Settings,
+    client: &mut tokio_postgres::Client,
+    batch: &[Record],
+) -> Result<Outcome, ProjectorError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if client.is_closed() {
+            *client = connect_with_retry(settings).await;
+        }
+        match apply_batch(client, batch).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) if service::is_retryable(&e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, records = batch.len(), "batch failed, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "batch failed permanently; offsets not stored, stopping");
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+async fn connect_with_retry(settings: &Settings) -> tokio_postgres::Client {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match connect(settings).await {
+            Ok(client) => return client,
+            Err(e) => {
+                tracing::warn!(error = %e, database = %settings.database.describe(), retry_in_ms = backoff.as_millis() as u64, "read database unreachable");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+fn record_metrics(batch: &[Record], outcome: &Outcome) {
+    metrics::counter!("projector_events_applied_total").increment(outcome.applied as u64);
+    metrics::counter!("projector_events_duplicate_total").increment(outcome.duplicates as u64);
+    metrics::counter!("projector_dead_letters_total").increment(outcome.dead_lettered as u64);
+    metrics::counter!("projector_batches_total").increment(1);
+    // Commit-to-read-model latency, from the event's occurred_at header.
+    let now = chrono::Utc::now();
+    for record in batch {
+        if let Some(at) = record
+            .headers
+            .get(outbox_events::header::OCCURRED_AT)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        {
+            let seconds = (now - at.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0;
+            metrics::histogram!("projector_event_latency_seconds").record(seconds);
+        }
+    }
+    tracing::debug!(
+        applied = outcome.applied,
+        duplicates = outcome.duplicates,
+        dead_lettered = outcome.dead_lettered,
+        "batch committed"
+    );
+}

@@ -1,0 +1,34 @@
+//! The read side: Kafka topics in, denormalized read models out.
+//!
+//! Delivery from Kafka is at-least-once. Each event's id goes into the `inbox`
+//! table in the same read-database transaction as its projection change, so a
+//! redelivered event is recognised and skipped: every event has exactly one
+//! effect. Kafka offsets are stored only after that transaction commits; a
+//! crash in between means redelivery, never loss.
+//!
+//! # Layout
+//! - [`record`]: an owned copy of a Kafka record and its decoding into an
+//!   [`outbox_events::Envelope`].
+//! - [`batch`]: [`batch::apply_batch`], one step of the worker: one transaction
+//!   for a batch of records (inbox, projections, dead letters), then an
+//!   [`batch::Outcome`]. Tests drive it directly.
+//! - [`read_model`]: each projection owns its tables and one `apply` function.
+//! - [`consumer`]: the thin loop around `apply_batch`: poll a batch, apply it
+//!   with capped retries, store offsets, stop cleanly on the shutdown signal.
+//! - [`settings`]: typed settings (file + `PROJECTOR__*` environment).
+
+pub mod batch;
+pub mod consumer;
+pub mod read_model;
+pub mod record;
+pub mod settings;
+
+mod embedded {
+    refinery::embed_migrations!("../sql/read");
+}
+
+/// Applies the read database's migrations (`sql/read/`); idempotent.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, refinery::Error> {
+    let report = embedded::migrations::runner().run_async(client).await?;
+    Ok(report.applied_migrations().len())
+}

@@ -1,0 +1,70 @@
+//! Projector settings: `--config FILE` (TOML) overridden by `PROJECTOR__*` variables.
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use service::{DatabaseSettings, SettingsError};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// The read database (projections, inbox, dead letters).
+    pub database: DatabaseSettings,
+    pub kafka: KafkaSettings,
+    #[serde(default)]
+    pub batch: BatchSettings,
+    /// Where `/metrics` (Prometheus) is served; also the liveness probe.
+    #[serde(default = "default_metrics_addr")]
+    pub metrics_addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Topics to consume, e.g. `["outbox.event.order"]`.
+    pub topics: Vec<String>,
+    #[serde(default = "default_session_timeout")]
+    pub session_timeout_ms: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BatchSettings {
+    /// Most records applied in one read-database transaction.
+    #[serde(default = "default_max_records")]
+    pub max_records: usize,
+    /// How long to wait for more records before applying a partial batch.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_records: default_max_records(),
+            max_wait_ms: default_max_wait_ms(),
+        }
+    }
+}
+
+fn default_metrics_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+fn default_group() -> String {
+    "projector".into()
+}
+fn default_session_timeout() -> u32 {
+    6000
+}
+fn default_max_records() -> usize {
+    500
+}
+fn default_max_wait_ms() -> u64 {
+    50
+}
+
+impl Settings {
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        service::load_settings(file, "PROJECTOR", &["kafka.topics"])
+    }
+}

@@ -1,0 +1,212 @@
+use std::time::Duration;
+
+use projector::batch::{apply_batch, Outcome};
+use rdkafka::consumer::{CommitMode, Consumer};
+use uuid::Uuid;
+
+use crate::helpers::{paid, placed, receive, TestEnv};
+
+#[tokio::test]
+async fn the_same_event_delivered_twice_changes_the_read_model_once() {
+    let mut env = TestEnv::new().await;
+    let order = Uuid::new_v4();
+    let (placed, paid) = (placed(order), paid(order));
+    env.publish(&placed).await;
+    env.publish(&paid).await;
+    env.publish(&paid).await; // redelivery: same event id
+
+    let consumer = env.consumer();
+    let records = receive(&consumer, 3).await;
+    // Apply the first two, then the duplicate in a batch of its own.
+    let first = apply_batch(&mut env.client, &records[..2]).await.unwrap();
+    assert_eq!(
+        first,
+        Outcome {
+            applied: 2,
+            duplicates: 0,
+            dead_lettered: 0
+        }
+    );
+    let after_first = env.snapshot().await;
+    let second = apply_batch(&mut env.client, &records[2..]).await.unwrap();
+    assert_eq!(
+        second,
+        Outcome {
+            applied: 0,
+            duplicates: 1,
+            dead_lettered: 0
+        }
+    );
+    // Replaying everything again changes nothing either.
+    let third = apply_batch(&mut env.client, &records).await.unwrap();
+    assert_eq!(
+        third,
+        Outcome {
+            applied: 0,
+            duplicates: 3,
+            dead_lettered: 0
+        }
+    );
+
+    assert_eq!(env.snapshot().await, after_first);
+    assert_eq!(env.order_view(order).await, Some(("paid".into(), 2)));
+}
+
+#[tokio::test]
+async fn a_projector_killed_before_committing_offsets_reapplies_to_the_same_state() {
+    let mut env = TestEnv::new().await;
+    let orders: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    for order in &orders {
+        env.publish(&placed(*order)).await;
+        env.publish(&paid(*order)).await;
+    }
+
+    // First incarnation: applies and commits the read-DB transaction, then
+    // dies before storing any offset.
+    let consumer = env.consumer();
+    let records = receive(&consumer, 8).await;
+    apply_batch(&mut env.client, &records).await.unwrap();
+    drop(consumer);
+    let state = env.snapshot().await;
+
+    // Second incarnation, same group: everything is delivered again and skipped.
+    let consumer = env.consumer();
+    let again = receive(&consumer, 8).await;
+    let mut ids: Vec<_> = again.iter().map(|r| r.headers["id"].clone()).collect();
+    let mut first_ids: Vec<_> = records.iter().map(|r| r.headers["id"].clone()).collect();
+    ids.sort();
+    first_ids.sort();
+    assert_eq!(ids, first_ids, "the same records must be redelivered");
+    let outcome = apply_batch(&mut env.client, &again).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome {
+            applied: 0,
+            duplicates: 8,
+            dead_lettered: 0
+        }
+    );
+    assert_eq!(env.snapshot().await, state);
+    for order in &orders {
+        assert_eq!(env.order_view(*order).await, Some(("paid".into(), 2)));
+    }
+
+    // Now store and commit: a third incarnation gets nothing more.
+    for r in &again {
+        consumer
+            .store_offset(&r.topic, r.partition, r.offset)
+            .unwrap();
+    }
+    consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+    drop(consumer);
+    let consumer = env.consumer();
+    let nothing = tokio::time::timeout(Duration::from_secs(8), consumer.recv()).await;
+    assert!(nothing.is_err(), "committed records were delivered again");
+}
+
+#[tokio::test]
+async fn an_undecodable_record_is_dead_lettered_and_the_batch_goes_on() {
+    let mut env = TestEnv::new().await;
+    let order = Uuid::new_v4();
+    let good = placed(order);
+    let mut headers = good.to_headers();
+    headers.retain(|(name, _)| *name != "id");
+    env.publish_raw(&order.to_string(), &headers, b"{\"order_id\":1}")
+        .await;
+    env.publish_raw(&order.to_string(), &good.to_headers(), b"not json")
+        .await;
+    env.publish(&good).await;
+    // Out of order: version 3 while the view is at version 1.
+    let mut gap = paid(order);
+    gap.aggregate_version = 3;
+    env.publish(&gap).await;
+
+    let consumer = env.consumer();
+    let records = receive(&consumer, 4).await;
+    let outcome = apply_batch(&mut env.client, &records).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome {
+            applied: 1,
+            duplicates: 0,
+            dead_lettered: 3
+        }
+    );
+    let reasons: Vec<String> = env
+        .client
+        .query(
+            "SELECT reason FROM dead_letters ORDER BY kafka_partition, kafka_offset",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("missing header `id`")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("payload does not match")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("version gap")),
+        "{reasons:?}"
+    );
+    assert_eq!(env.order_view(order).await, Some(("placed".into(), 1)));
+}
+
+#[tokio::test]
+async fn the_service_loop_applies_events_and_stops_cleanly_on_shutdown() {
+    let mut env = TestEnv::new().await;
+    env.batch_settings(50);
+    let orders: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
+    for order in &orders {
+        env.publish(&placed(*order)).await;
+        env.publish(&paid(*order)).await;
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let settings = env.settings.clone();
+    let service = tokio::spawn(projector::consumer::run(settings, async {
+        let _ = stopped.await;
+    }));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: i64 = env
+            .client
+            .query_one("SELECT count(*) FROM order_view WHERE status = 'paid'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if done == 20 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {done} of 20 orders projected"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), service)
+        .await
+        .expect("stops within 30s")
+        .unwrap()
+        .expect("clean stop");
+    // Offsets were committed on shutdown: a new member of the group gets nothing.
+    let consumer = env.consumer();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(8), consumer.recv())
+            .await
+            .is_err()
+    );
+    let inbox: i64 = env
+        .client
+        .query_one("SELECT count(*) FROM inbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(inbox, 40);
+}

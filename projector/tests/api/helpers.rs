@@ -1,0 +1,189 @@
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use chrono::Utc;
+use outbox_events::{Envelope, Event, OrderLine, OrderPaid, OrderPlaced};
+use projector::record::Record;
+use projector::settings::{BatchSettings, Settings};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use stack::{Component, Stack};
+use uuid::Uuid;
+
+/// PostgreSQL and the broker, once for this test binary.
+pub fn stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let stack = Stack::for_tests("projector").expect("test stack");
+        stack
+            .start(Component::Postgres, &|_| {})
+            .expect("postgres starts");
+        stack
+            .start(Component::Broker, &|_| {})
+            .expect("broker starts");
+        stack
+    })
+}
+
+/// A fresh read database, a fresh topic and a fresh consumer group for one test.
+pub struct TestEnv {
+    pub settings: Settings,
+    pub topic: String,
+    pub client: tokio_postgres::Client,
+    producer: FutureProducer,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        let stack = stack();
+        let suffix = Uuid::new_v4().simple().to_string();
+        let dbname = format!("r_{suffix}");
+        stack
+            .admin_sql(
+                "postgres",
+                &format!("CREATE DATABASE {dbname} OWNER orders_app"),
+            )
+            .expect("create database");
+        let topic = format!("t{suffix}.outbox.event.order");
+        stack.create_topic(&topic, 3).expect("create topic");
+        let db = stack.db(&dbname);
+        let settings: Settings = serde_json::from_value(serde_json::json!({
+            "database": { "host": db.host, "port": db.port, "user": db.user, "password": db.password, "dbname": db.dbname },
+            "kafka": { "bootstrap_servers": stack.bootstrap_servers(), "group_id": format!("g{suffix}"), "topics": [topic] },
+            "metrics_addr": "127.0.0.1:0",
+        }))
+        .expect("settings");
+        let mut client = projector::consumer::connect(&settings)
+            .await
+            .expect("connect");
+        projector::migrate(&mut client).await.expect("migrate");
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", stack.bootstrap_servers())
+            .set("message.timeout.ms", "10000")
+            .create()
+            .expect("producer");
+        Self {
+            settings,
+            topic,
+            client,
+            producer,
+        }
+    }
+
+    pub fn batch_settings(&mut self, max_records: usize) {
+        self.settings.batch = BatchSettings {
+            max_records,
+            max_wait_ms: 200,
+        };
+    }
+
+    /// Publishes an envelope as the Event Router would: key = aggregate id,
+    /// value = payload JSON, metadata in headers.
+    pub async fn publish(&self, envelope: &Envelope) {
+        let payload = envelope.event.to_payload().to_string();
+        self.publish_raw(
+            &envelope.aggregate_id,
+            &envelope.to_headers(),
+            payload.as_bytes(),
+        )
+        .await;
+    }
+
+    pub async fn publish_raw(&self, key: &str, headers: &[(&str, String)], payload: &[u8]) {
+        let mut owned = OwnedHeaders::new();
+        for (name, value) in headers {
+            owned = owned.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        self.producer
+            .send(
+                FutureRecord::to(&self.topic)
+                    .key(key)
+                    .payload(payload)
+                    .headers(owned),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("publish");
+    }
+
+    pub fn consumer(&self) -> StreamConsumer<projector::consumer::ProjectorContext> {
+        projector::consumer::build_consumer(&self.settings).expect("consumer")
+    }
+
+    pub async fn order_view(&self, order_id: Uuid) -> Option<(String, i64)> {
+        self.client
+            .query_opt(
+                "SELECT status, last_version FROM order_view WHERE order_id = $1",
+                &[&order_id],
+            )
+            .await
+            .unwrap()
+            .map(|r| (r.get(0), r.get(1)))
+    }
+
+    /// The whole read side as text, to compare states.
+    pub async fn snapshot(&self) -> String {
+        self.client
+            .query_one(
+                "SELECT (SELECT coalesce(string_agg((v.order_id, v.status, v.total_cents, v.lines, v.last_version, v.paid_at)::text, ';' ORDER BY order_id), '') FROM order_view v) \
+                 || '|' || (SELECT count(*) FROM inbox) || '|' || (SELECT count(*) FROM dead_letters)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// Receives `n` records (or fails after a deadline).
+pub async fn receive(
+    consumer: &StreamConsumer<projector::consumer::ProjectorContext>,
+    n: usize,
+) -> Vec<Record> {
+    let mut records = Vec::new();
+    while records.len() < n {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} records arrived within 60s", records.len()))
+            .expect("kafka message");
+        records.push(Record::from_message(&message));
+    }
+    records
+}
+
+pub fn placed(order_id: Uuid) -> Envelope {
+    Envelope::new(
+        Event::OrderPlaced(OrderPlaced {
+            order_id,
+            customer_id: "c-1".into(),
+            currency: "EUR".into(),
+            lines: vec![OrderLine {
+                sku: "A".into(),
+                quantity: 2,
+                unit_price_cents: 500,
+            }],
+            total_cents: 1000,
+        }),
+        1,
+        Utc::now(),
+    )
+}
+
+pub fn paid(order_id: Uuid) -> Envelope {
+    Envelope::new(
+        Event::OrderPaid(OrderPaid {
+            order_id,
+            payment_reference: "p-1".into(),
+            amount_cents: 1000,
+            currency: "EUR".into(),
+        }),
+        2,
+        Utc::now(),
+    )
+}

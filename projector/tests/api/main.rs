@@ -1,0 +1,7 @@
+//! Projector tests against a real broker (Tansu) and a real PostgreSQL: records
+//! are published exactly as Debezium's Event Router publishes them.
+
+#![allow(clippy::unwrap_used)] // test helpers fail loudly by design
+
+mod delivery;
+mod helpers;

@@ -1,0 +1,134 @@
+//! Plumbing the writer and the projector share, so both read settings, reach
+//! PostgreSQL and log the same way.
+//!
+//! # Layout
+//! - [`load_settings`]: typed settings from an optional TOML file, overridden by
+//!   environment variables (`PREFIX__SECTION__KEY`). The local stack writes the
+//!   file; docker compose sets the variables: one schema, two routes.
+//! - [`DatabaseSettings`]: where a database lives; the password is a secret and
+//!   never shows in `Debug` output or logs.
+//! - [`init_tracing`]: structured logs on stderr, filtered by `RUST_LOG`.
+
+use std::path::Path;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Settings could not be loaded; fix the file or the environment and retry.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("settings file {path} does not exist")]
+    MissingFile { path: String },
+    #[error("invalid settings: {0}")]
+    Invalid(#[from] config::ConfigError),
+}
+
+/// Loads settings of type `T` from `file` (if given) and from environment
+/// variables `{env_prefix}__SECTION__KEY`, the latter winning. Keys named in
+/// `list_keys` (e.g. `kafka.topics`) take comma-separated lists from the environment.
+pub fn load_settings<T: serde::de::DeserializeOwned>(
+    file: Option<&Path>,
+    env_prefix: &str,
+    list_keys: &[&str],
+) -> Result<T, SettingsError> {
+    let mut builder = config::Config::builder();
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(SettingsError::MissingFile {
+                path: path.display().to_string(),
+            });
+        }
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+    }
+    let mut environment = config::Environment::with_prefix(env_prefix)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true);
+    if !list_keys.is_empty() {
+        environment = environment.list_separator(",");
+        for key in list_keys {
+            environment = environment.with_list_parse_key(key);
+        }
+    }
+    let settings = builder.add_source(environment).build()?.try_deserialize()?;
+    Ok(settings)
+}
+
+/// Where one PostgreSQL database lives and how to log in.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub user: String,
+    pub password: SecretString,
+    pub dbname: String,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    5432
+}
+fn default_connect_timeout() -> u64 {
+    5
+}
+
+impl DatabaseSettings {
+    /// A tokio-postgres config for these settings.
+    pub fn pg_config(&self) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .password(self.password.expose_secret())
+            .dbname(&self.dbname)
+            .application_name(env!("CARGO_PKG_NAME"))
+            .connect_timeout(std::time::Duration::from_secs(self.connect_timeout_secs));
+        config
+    }
+
+    /// `host:port/dbname`, for messages; carries no secret.
+    pub fn describe(&self) -> String {
+        format!("{}:{}/{}", self.host, self.port, self.dbname)
+    }
+}
+
+/// Whether retrying the same statement later may succeed: connection loss,
+/// server shutdown, serialization failures and deadlocks. Everything else
+/// (constraint violations, bad SQL) is a bug or bad data and will fail again.
+pub fn is_retryable(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    match error.code() {
+        None => error.is_closed() || error.to_string().contains("connect"),
+        Some(code) => {
+            *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || code.code().starts_with("08")
+        }
+    }
+}
+
+/// Structured logs to stderr; `RUST_LOG` filters (default `info`), and
+/// `LOG_FORMAT=json` switches to one JSON object per line.
+pub fn init_tracing(default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,620 @@
+//! The local stack without Docker, as a library the tests use and a thin CLI
+//! (`stack`) for people.
+//!
+//! It runs the same parts as `docker-compose.yml`, from the same files: the
+//! SQL in `sql/`, the connector in `debezium/outbox-connector.json`, the topic
+//! list in `debezium/topics.txt`, and the writer/projector settings schema.
+//!
+//! # Layout
+//! - [`Stack`]: one stack under one state directory (`.stack/` for people, a
+//!   fresh directory per test run). Its [`StackState`] (ports, generated
+//!   passwords) is chosen on first use and kept in `stack.json`, so ports never
+//!   collide with services already on the machine.
+//! - [`Component`]: PostgreSQL, the broker (Tansu, SQLite storage), Kafka
+//!   Connect with Debezium, the projector. Each runs as its own process group
+//!   with a pid file and a log file, so it can be killed (SIGKILL) and started
+//!   again alone; `start` waits for readiness with a deadline, never a fixed sleep.
+//! - [`tools`]: where the installed tools live (`dev/install` puts them in a cache).
+//! - [`status`]: per-component liveness and health.
+//! - [`demo`]: the scripted scenario of `./dev/demo`.
+
+pub mod demo;
+mod postgres;
+mod process;
+pub mod status;
+pub mod tools;
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use process::wait_until;
+
+/// Errors of the stack. Each message says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} is not installed; run ./dev/install")]
+    NotInstalled(String),
+    #[error("{component} did not become ready within {seconds}s: {detail} (see `stack logs {component}`)")]
+    NotReady {
+        component: Component,
+        seconds: u64,
+        detail: String,
+    },
+    #[error("{0} is not running; run `stack up` (or `stack start {0}`)")]
+    NotRunning(Component),
+    #[error("command `{command}` failed: {detail}")]
+    Command { command: String, detail: String },
+    #[error("invalid stack state {path}: {detail}; remove the state directory and run `stack up`")]
+    BadState { path: String, detail: String },
+}
+
+pub type Result<T, E = StackError> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StackError {
+    let what = what.into();
+    move |source| StackError::Io { what, source }
+}
+
+/// The processes of the stack, in start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Component {
+    Postgres,
+    Broker,
+    Connect,
+    Projector,
+}
+
+impl Component {
+    pub const ALL: [Component; 4] = [
+        Component::Postgres,
+        Component::Broker,
+        Component::Connect,
+        Component::Projector,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Postgres => "postgres",
+            Component::Broker => "broker",
+            Component::Connect => "connect",
+            Component::Projector => "projector",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Ports and secrets of one stack, chosen once and kept in `stack.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StackState {
+    pub postgres_port: u16,
+    pub broker_port: u16,
+    pub connect_port: u16,
+    pub projector_metrics_port: u16,
+    pub app_password: String,
+    pub debezium_password: String,
+}
+
+/// Where a database is and how the services log in to it.
+#[derive(Debug, Clone)]
+pub struct DbParams {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub dbname: String,
+}
+
+impl DbParams {
+    /// A libpq connection string (for tokio-postgres or psql).
+    pub fn conn_string(&self) -> String {
+        format!(
+            "host={} port={} user={} password={} dbname={}",
+            self.host, self.port, self.user, self.password, self.dbname
+        )
+    }
+}
+
+/// Name of the connector in `debezium/outbox-connector.json`.
+pub const CONNECTOR_NAME: &str = "outbox-connector";
+pub const WRITE_DB: &str = "orders_write";
+pub const READ_DB: &str = "orders_read";
+pub const APP_USER: &str = "orders_app";
+
+/// One local stack rooted at a state directory.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub state_dir: PathBuf,
+    /// The repository (for `sql/`, `debezium/`).
+    pub repo: PathBuf,
+    /// Directory with the `writer` and `projector` binaries.
+    pub bin_dir: PathBuf,
+    pub state: StackState,
+}
+
+impl Stack {
+    /// Opens (or creates) the stack under `state_dir`.
+    pub fn open(state_dir: impl Into<PathBuf>, bin_dir: impl Into<PathBuf>) -> Result<Self> {
+        let state_dir = state_dir.into();
+        for sub in ["run", "logs", "config", "connect/secrets"] {
+            fs::create_dir_all(state_dir.join(sub))
+                .map_err(io_err(format!("creating {}", state_dir.display())))?;
+        }
+        let file = state_dir.join("stack.json");
+        let state = if file.exists() {
+            let text = fs::read_to_string(&file).map_err(io_err("reading stack.json"))?;
+            serde_json::from_str(&text).map_err(|e| StackError::BadState {
+                path: file.display().to_string(),
+                detail: e.to_string(),
+            })?
+        } else {
+            let state = StackState {
+                postgres_port: free_port()?,
+                broker_port: free_port()?,
+                connect_port: free_port()?,
+                projector_metrics_port: free_port()?,
+                app_password: random_secret(),
+                debezium_password: random_secret(),
+            };
+            let text = serde_json::to_string_pretty(&state).unwrap_or_default();
+            fs::write(&file, text).map_err(io_err("writing stack.json"))?;
+            state
+        };
+        let stack = Self {
+            state_dir,
+            repo: repo_root(),
+            bin_dir: bin_dir.into(),
+            state,
+        };
+        stack.write_service_configs()?;
+        Ok(stack)
+    }
+
+    /// A throw-away stack for tests under `target/test-stacks/NAME-PID`,
+    /// with the workspace's binaries. Stacks of dead test runs are cleaned up.
+    pub fn for_tests(name: &str) -> Result<Self> {
+        let root = repo_root().join("target/test-stacks");
+        process::reap_stale_test_stacks(&root);
+        let dir = root.join(format!("{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        Self::open(dir, default_bin_dir())
+    }
+
+    pub fn log_file(&self, component: Component) -> PathBuf {
+        self.state_dir.join("logs").join(format!("{component}.log"))
+    }
+
+    pub fn writer_config(&self) -> PathBuf {
+        self.state_dir.join("config/writer.toml")
+    }
+
+    pub fn projector_config(&self) -> PathBuf {
+        self.state_dir.join("config/projector.toml")
+    }
+
+    pub fn write_db(&self) -> DbParams {
+        self.db(WRITE_DB)
+    }
+
+    pub fn read_db(&self) -> DbParams {
+        self.db(READ_DB)
+    }
+
+    /// Login of the services' role to database `dbname` of this stack.
+    pub fn db(&self, dbname: &str) -> DbParams {
+        DbParams {
+            host: "127.0.0.1".into(),
+            port: self.state.postgres_port,
+            user: APP_USER.into(),
+            password: self.state.app_password.clone(),
+            dbname: dbname.into(),
+        }
+    }
+
+    pub fn bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.state.broker_port)
+    }
+
+    pub fn connect_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.state.connect_port)
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/metrics",
+            self.state.projector_metrics_port
+        )
+    }
+
+    /// Topics the connector publishes to (`debezium/topics.txt`).
+    pub fn topics(&self) -> Result<Vec<String>> {
+        read_topics(&self.repo)
+    }
+
+    /// Starts every component that is not running, in order, each awaited.
+    pub fn up(&self, progress: &dyn Fn(&str)) -> Result<()> {
+        for component in Component::ALL {
+            self.start(component, progress)?;
+            if component == Component::Postgres {
+                self.migrate(progress)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies both databases' migrations with the services' own binaries
+    /// (the same embedded `sql/write` and `sql/read` files compose uses).
+    pub fn migrate(&self, progress: &dyn Fn(&str)) -> Result<()> {
+        progress("migrating the write database (writer migrate)");
+        self.writer(&["migrate"])?;
+        progress("migrating the read database (projector --migrate-only)");
+        let binary = self.bin_dir.join("projector");
+        run_quiet(
+            std::process::Command::new(&binary)
+                .arg("--config")
+                .arg(self.projector_config())
+                .arg("--migrate-only")
+                .env("RUST_LOG", "warn"),
+        )?;
+        Ok(())
+    }
+
+    /// Starts one component (if not running) and waits until it is ready.
+    pub fn start(&self, component: Component, progress: &dyn Fn(&str)) -> Result<()> {
+        if self.pid(component).is_some() {
+            progress(&format!("{component} already running"));
+            return self.await_ready(component);
+        }
+        progress(&format!("starting {component}"));
+        match component {
+            Component::Postgres => postgres::start(self, progress),
+            Component::Broker => self.start_broker(progress),
+            Component::Connect => self.start_connect(),
+            Component::Projector => self.start_projector(),
+        }?;
+        self.await_ready(component)?;
+        progress(&format!("{component} ready"));
+        Ok(())
+    }
+
+    /// Stops everything: SIGTERM, then SIGKILL after a grace period.
+    pub fn down(&self, progress: &dyn Fn(&str)) -> Result<()> {
+        for component in Component::ALL.into_iter().rev() {
+            if let Some(pid) = self.pid(component) {
+                progress(&format!("stopping {component}"));
+                // Postgres: SIGINT is a fast shutdown (SIGTERM would wait for clients).
+                let signal = match component {
+                    Component::Postgres => nix::sys::signal::Signal::SIGINT,
+                    _ => nix::sys::signal::Signal::SIGTERM,
+                };
+                process::stop(pid, signal, Duration::from_secs(20));
+            }
+            let _ = fs::remove_file(self.pid_file(component));
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs one component (and its process group): a crash, for reliability tests.
+    pub fn kill(&self, component: Component) -> Result<()> {
+        let pid = self
+            .pid(component)
+            .ok_or(StackError::NotRunning(component))?;
+        process::kill_group(pid);
+        let _ = fs::remove_file(self.pid_file(component));
+        Ok(())
+    }
+
+    /// The pid of a running component, if its pid file names a live process.
+    pub fn pid(&self, component: Component) -> Option<i32> {
+        let text = fs::read_to_string(self.pid_file(component)).ok()?;
+        let pid: i32 = text.trim().parse().ok()?;
+        process::is_alive(pid).then_some(pid)
+    }
+
+    fn pid_file(&self, component: Component) -> PathBuf {
+        self.state_dir.join("run").join(format!("{component}.pid"))
+    }
+
+    fn await_ready(&self, component: Component) -> Result<()> {
+        let deadline = match component {
+            Component::Postgres => Duration::from_secs(60),
+            Component::Broker => Duration::from_secs(60),
+            Component::Connect => Duration::from_secs(180),
+            Component::Projector => Duration::from_secs(60),
+        };
+        let mut last = String::from("not checked yet");
+        let ready = wait_until(deadline, Duration::from_millis(250), || {
+            if self.pid(component).is_none() {
+                last = "process exited".into();
+                return true; // stop waiting; reported below
+            }
+            match status::health(self, component) {
+                Ok(_) => true,
+                Err(e) => {
+                    last = e;
+                    false
+                }
+            }
+        });
+        if ready && self.pid(component).is_some() {
+            return Ok(());
+        }
+        Err(StackError::NotReady {
+            component,
+            seconds: deadline.as_secs(),
+            detail: format!("{last}; last log lines:\n{}", self.tail_log(component, 15)),
+        })
+    }
+
+    /// The last `lines` lines of a component's log.
+    pub fn tail_log(&self, component: Component, lines: usize) -> String {
+        let text = fs::read_to_string(self.log_file(component)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn spawn(&self, component: Component, command: std::process::Command) -> Result<()> {
+        let pid = process::spawn_detached(command, &self.log_file(component))?;
+        fs::write(self.pid_file(component), pid.to_string()).map_err(io_err("writing pid file"))?;
+        Ok(())
+    }
+
+    /// Settings files of the writer and the projector for this stack. Same
+    /// schema as the `WRITER__*` / `PROJECTOR__*` variables compose sets.
+    fn write_service_configs(&self) -> Result<()> {
+        let db_section = |db: &DbParams| {
+            format!(
+                "[database]\nhost = \"{}\"\nport = {}\nuser = \"{}\"\npassword = \"{}\"\ndbname = \"{}\"\n",
+                db.host, db.port, db.user, db.password, db.dbname
+            )
+        };
+        let writer = db_section(&self.write_db());
+        let topics: Vec<String> = read_topics(&self.repo)?
+            .into_iter()
+            .filter(|t| !t.starts_with("__"))
+            .map(|t| format!("\"{t}\""))
+            .collect();
+        let projector = format!(
+            "metrics_addr = \"127.0.0.1:{}\"\n\n{}\n[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"projector\"\ntopics = [{}]\n",
+            self.state.projector_metrics_port,
+            db_section(&self.read_db()),
+            self.bootstrap_servers(),
+            topics.join(", ")
+        );
+        write_private(&self.writer_config(), &writer)?;
+        write_private(&self.projector_config(), &projector)
+    }
+
+    fn start_broker(&self, progress: &dyn Fn(&str)) -> Result<()> {
+        let tansu = tools::broker_binary()?;
+        let dir = self.state_dir.join("broker");
+        fs::create_dir_all(&dir).map_err(io_err("creating broker dir"))?;
+        let url = format!("tcp://127.0.0.1:{}", self.state.broker_port);
+        let mut command = std::process::Command::new(&tansu);
+        command
+            .current_dir(&dir)
+            .arg("broker")
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .env("RUST_LOG", "warn");
+        self.spawn(Component::Broker, command)?;
+        // The broker creates its schema on first start; add the index it lacks
+        // (without it every fetch scans all record headers).
+        let db = dir.join("tansu.db");
+        let indexed = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+            run_quiet(
+                std::process::Command::new("sqlite3").arg(&db).arg(
+                    "CREATE INDEX IF NOT EXISTS header_topition_offset ON header (topition, offset_id);",
+                ),
+            )
+            .is_ok()
+        });
+        if !indexed {
+            return Err(StackError::NotReady {
+                component: Component::Broker,
+                seconds: 30,
+                detail: "its SQLite schema did not appear".into(),
+            });
+        }
+        self.await_ready(Component::Broker)?;
+        for topic in self.topics()? {
+            progress(&format!("creating topic {topic}"));
+            self.create_topic(&topic, 3)?;
+        }
+        Ok(())
+    }
+
+    /// Creates a topic on the broker (an existing one is left as it is).
+    pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.state.broker_port);
+        let out = std::process::Command::new(tools::broker_binary()?)
+            .args([
+                "topic",
+                "create",
+                topic,
+                "--partitions",
+                &partitions.to_string(),
+                "--broker",
+                &url,
+            ])
+            .output()
+            .map_err(io_err("running tansu topic create"))?;
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() && !text.contains("TopicAlreadyExists") {
+            return Err(StackError::Command {
+                command: format!("tansu topic create {topic}"),
+                detail: text,
+            });
+        }
+        Ok(())
+    }
+
+    fn start_connect(&self) -> Result<()> {
+        let dir = self.state_dir.join("connect");
+        let worker = format!(
+            "{}\nbootstrap.servers={}\nlisteners=http://127.0.0.1:{}\noffset.storage.file.filename={}\n",
+            fs::read_to_string(self.repo.join("debezium/connect-standalone.properties"))
+                .map_err(io_err("reading debezium/connect-standalone.properties"))?,
+            self.bootstrap_servers(),
+            self.state.connect_port,
+            dir.join("offsets.dat").display(),
+        );
+        write_private(&dir.join("worker.properties"), &worker)?;
+        write_private(
+            &dir.join("secrets/debezium.properties"),
+            &format!("password={}\n", self.state.debezium_password),
+        )?;
+        let mut command = std::process::Command::new("java");
+        command
+            .current_dir(&dir)
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.repo.join("debezium/log4j2.properties").display()
+            ))
+            .arg("-Xmx512m")
+            .arg("-cp")
+            .arg(tools::connect_classpath()?)
+            .arg("org.apache.kafka.connect.cli.ConnectStandalone")
+            .arg("worker.properties")
+            .arg(self.repo.join("debezium/outbox-connector.json"))
+            // Coordinates the connector JSON reads through ${env:...}.
+            .env("OUTBOX_PG_HOST", "127.0.0.1")
+            .env("OUTBOX_PG_PORT", self.state.postgres_port.to_string())
+            .env("OUTBOX_PG_DBNAME", WRITE_DB);
+        self.spawn(Component::Connect, command)
+    }
+
+    fn start_projector(&self) -> Result<()> {
+        let binary = self.bin_dir.join("projector");
+        if !binary.exists() {
+            return Err(StackError::NotInstalled(format!(
+                "{} (build it: cargo build --workspace)",
+                binary.display()
+            )));
+        }
+        let mut command = std::process::Command::new(binary);
+        command
+            .arg("--config")
+            .arg(self.projector_config())
+            .env("RUST_LOG", "info,rdkafka=warn");
+        self.spawn(Component::Projector, command)
+    }
+
+    /// Runs the writer binary against this stack; returns its stdout.
+    pub fn writer(&self, args: &[&str]) -> Result<String> {
+        let binary = self.bin_dir.join("writer");
+        let out = std::process::Command::new(&binary)
+            .arg("--config")
+            .arg(self.writer_config())
+            .args(args)
+            .output()
+            .map_err(io_err(format!("running {}", binary.display())))?;
+        if !out.status.success() {
+            return Err(StackError::Command {
+                command: format!("writer {}", args.join(" ")),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs SQL in `dbname` with psql as the services' role; returns unaligned output.
+    pub fn psql(&self, dbname: &str, sql: &str) -> Result<String> {
+        postgres::psql(&self.db(dbname), sql, &["-tA", "-F", "|"])
+    }
+
+    /// Runs SQL as the superuser over the unix socket (tests: create databases).
+    pub fn admin_sql(&self, dbname: &str, sql: &str) -> Result<String> {
+        postgres::admin_sql(self, dbname, sql)
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, text).map_err(io_err(format!("writing {}", path.display())))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err("chmod"))
+}
+
+pub(crate) fn run_quiet(command: &mut std::process::Command) -> Result<String> {
+    let out = command
+        .output()
+        .map_err(io_err(format!("running {:?}", command.get_program())))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(StackError::Command {
+            command: format!("{command:?}"),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// Topics listed in `debezium/topics.txt` (one per line, `#` comments).
+pub fn read_topics(repo: &Path) -> Result<Vec<String>> {
+    let text = fs::read_to_string(repo.join("debezium/topics.txt"))
+        .map_err(io_err("reading debezium/topics.txt"))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Stops and removes the test stacks of test runs that have exited.
+pub fn reap_test_stacks() {
+    process::reap_stale_test_stacks(&repo_root().join("target/test-stacks"));
+}
+
+/// The repository root (this crate lives in `stack/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `target/debug` (or the profile the current binary was built with).
+pub fn default_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+    } else {
+        dir
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(io_err("finding a free port"))
+}
+
+fn random_secret() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 24)
+}

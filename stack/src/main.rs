@@ -1,0 +1,207 @@
+//! `stack`: the local stack's CLI (thin; see the library).
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use stack::{demo, status, Component, Stack};
+
+/// The outbox/CDC stack on this machine, without Docker: PostgreSQL, a
+/// Kafka-protocol broker, Kafka Connect + Debezium, and the projector.
+#[derive(Debug, Parser)]
+#[command(name = "stack", version)]
+struct Cli {
+    /// State directory (data, logs, ports, settings). Default: `.stack` in the repository.
+    #[arg(long, global = true, env = "OUTBOX_STACK_DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start every component that is not running and wait until all are ready.
+    Up,
+    /// Stop every component (data is kept; `up` resumes).
+    Down,
+    /// Show each component: running or not, and its health.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a component's log (postgres, broker, connect, projector).
+    Logs {
+        component: String,
+        #[arg(long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// SIGKILL a component (a crash, for reliability tests).
+    Kill { component: String },
+    /// Start one component and wait until it is ready.
+    Start { component: String },
+    /// `up`, then a scripted order scenario through the writer, awaited in the read model.
+    Demo,
+    /// Print the settings files and a psql command for this stack.
+    Env,
+    /// Stop and remove test stacks whose test process has exited.
+    #[command(hide = true)]
+    ReapTests,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn component(name: &str) -> anyhow::Result<Component> {
+    Component::parse(name).with_context(|| {
+        format!("unknown component {name:?}; use one of postgres, broker, connect, projector")
+    })
+}
+
+/// Progress lines with elapsed time; a spinner on a terminal.
+struct Progress {
+    bar: Option<ProgressBar>,
+    started: Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self {
+            bar,
+            started: Instant::now(),
+        }
+    }
+
+    fn step(&self, message: &str) {
+        let line = format!("[{:>5.1}s] {message}", self.started.elapsed().as_secs_f64());
+        match &self.bar {
+            Some(bar) => {
+                bar.println(&line);
+                bar.set_message(message.to_owned());
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::ReapTests = cli.command {
+        stack::reap_test_stacks();
+        return Ok(());
+    }
+    let state_dir = cli
+        .state_dir
+        .unwrap_or_else(|| stack::repo_root().join(".stack"));
+    let stack = Stack::open(&state_dir, stack::default_bin_dir())?;
+    let progress = Progress::new();
+    let step = |m: &str| progress.step(m);
+    match cli.command {
+        Command::Up => {
+            stack.up(&step)?;
+            progress.finish();
+            print_status(&stack, false);
+        }
+        Command::Down => {
+            stack.down(&step)?;
+            progress.finish();
+            println!("stack stopped; data kept in {}", state_dir.display());
+        }
+        Command::Status { json } => {
+            let all_healthy = print_status(&stack, json);
+            if !all_healthy {
+                bail!("some components are down or unhealthy (see `stack logs COMPONENT`)");
+            }
+        }
+        Command::Logs {
+            component: name,
+            lines,
+        } => {
+            println!("{}", stack.tail_log(component(&name)?, lines));
+        }
+        Command::Kill { component: name } => {
+            let c = component(&name)?;
+            stack.kill(c)?;
+            println!("{c} killed (SIGKILL); `stack start {c}` brings it back");
+        }
+        Command::Start { component: name } => {
+            stack.start(component(&name)?, &step)?;
+            progress.finish();
+        }
+        Command::Demo => {
+            stack.up(&step)?;
+            step("running the order scenario through the writer CLI");
+            let scenario = demo::run_scenario(&stack, &step)?;
+            step("waiting until the projector has applied every event");
+            let waited = demo::await_read_model(&stack, &scenario, Duration::from_secs(120))?;
+            progress.finish();
+            println!(
+                "\n{} commands committed, {} refused; the read model caught up {:.1}s after the last command.\n",
+                scenario.commands,
+                scenario.refused.len(),
+                waited.as_secs_f64()
+            );
+            println!("{}", demo::show_read_model(&stack, &scenario)?);
+            print_env(&stack);
+            println!("Stop the stack:          cargo run -q -p stack -- down");
+        }
+        Command::Env => print_env(&stack),
+        Command::ReapTests => {}
+    }
+    Ok(())
+}
+
+fn print_env(stack: &Stack) {
+    let read = stack.read_db();
+    println!("Query the read database: PGPASSWORD={} psql -h {} -p {} -U {} {} -c 'SELECT * FROM order_view'", read.password, read.host, read.port, read.user, read.dbname);
+    println!("Run a command:           cargo run -q -p writer -- --config {} order place --customer c-1 --currency EUR --line BOOK-1:1:9.99", stack.writer_config().display());
+    println!("Stack status:            cargo run -q -p stack -- status");
+}
+
+fn print_status(stack: &Stack, json: bool) -> bool {
+    let report = status::report(stack);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        for s in &report {
+            let state = match (s.pid, s.healthy) {
+                (None, _) => "down",
+                (Some(_), true) => "up",
+                (Some(_), false) => "unhealthy",
+            };
+            let pid = s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+            println!(
+                "{:<10} {:<9} pid {:<8} {}",
+                s.component, state, pid, s.detail
+            );
+        }
+    }
+    report.iter().all(|s| s.healthy)
+}

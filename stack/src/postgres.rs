@@ -1,0 +1,180 @@
+//! The stack's private PostgreSQL cluster: initdb once, start, bootstrap.
+//!
+//! Superuser access is only over the cluster's unix socket (trust); TCP
+//! logins need a password (scram-sha-256), as the services use in production.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{io_err, run_quiet, Component, DbParams, Result, Stack, StackError};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+pub fn data_dir(stack: &Stack) -> PathBuf {
+    stack.state_dir.join("postgres")
+}
+
+/// PostgreSQL refuses to run as root: as root, run it as the `postgres` user.
+fn as_postgres_user(command: &mut Command) -> Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(());
+    }
+    let user = nix::unistd::User::from_name("postgres")
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            StackError::NotInstalled("the `postgres` OS user (Debian package postgresql-15)".into())
+        })?;
+    command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    Ok(())
+}
+
+/// Makes every ancestor of `dir` traversable (o+x, not readable) so the
+/// `postgres` user can reach its data directory when we run as root.
+fn make_traversable(dir: &Path) -> Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(());
+    }
+    for ancestor in dir.ancestors().skip(1) {
+        if let Ok(meta) = fs::metadata(ancestor) {
+            let mode = meta.permissions().mode();
+            if mode & 0o001 == 0 {
+                fs::set_permissions(ancestor, fs::Permissions::from_mode(mode | 0o001))
+                    .map_err(io_err(format!("making {} traversable", ancestor.display())))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn start(stack: &Stack, progress: &dyn Fn(&str)) -> Result<()> {
+    let data = fs::canonicalize(&stack.state_dir)
+        .map_err(io_err("resolving the state directory"))?
+        .join("postgres");
+    if !data.join("PG_VERSION").exists() {
+        progress("initialising the PostgreSQL cluster");
+        init(stack, &data)?;
+    }
+    let mut command = Command::new(format!("{PG_BIN}/postgres"));
+    command.arg("-D").arg(&data);
+    as_postgres_user(&mut command)?;
+    stack.spawn(Component::Postgres, command)?;
+    stack.await_ready(Component::Postgres)?;
+    progress("bootstrapping roles and databases (sql/bootstrap.sql)");
+    let mut psql = admin_psql(stack, "postgres");
+    psql.arg("-v")
+        .arg(format!("app_password={}", stack.state.app_password))
+        .arg("-v")
+        .arg(format!(
+            "debezium_password={}",
+            stack.state.debezium_password
+        ))
+        .arg("-f")
+        .arg(stack.repo.join("sql/bootstrap.sql"));
+    run_quiet(&mut psql)?;
+    Ok(())
+}
+
+fn init(stack: &Stack, data: &Path) -> Result<()> {
+    make_traversable(data)?;
+    fs::create_dir_all(data).map_err(io_err("creating the data directory"))?;
+    fs::set_permissions(data, fs::Permissions::from_mode(0o700))
+        .map_err(io_err("chmod data dir"))?;
+    if nix::unistd::Uid::effective().is_root() {
+        let user = nix::unistd::User::from_name("postgres").ok().flatten();
+        if let Some(user) = user {
+            std::os::unix::fs::chown(data, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+                .map_err(io_err("chown data dir"))?;
+        }
+    }
+    let mut initdb = Command::new(format!("{PG_BIN}/initdb"));
+    initdb.arg("-D").arg(data).args([
+        "-U",
+        "postgres",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--auth-local=trust",
+        "--auth-host=scram-sha-256",
+    ]);
+    as_postgres_user(&mut initdb)?;
+    run_quiet(&mut initdb)?;
+    let conf = format!(
+        "\n# local stack\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\n\
+         wal_level = logical\nmax_wal_senders = 10\nmax_replication_slots = 10\n\
+         shared_buffers = 128MB\nmax_connections = 200\n",
+        port = stack.state.postgres_port,
+        dir = data.display()
+    );
+    let path = data.join("postgresql.conf");
+    let mut text = fs::read_to_string(&path).map_err(io_err("reading postgresql.conf"))?;
+    text.push_str(&conf);
+    fs::write(&path, text).map_err(io_err("writing postgresql.conf"))?;
+    Ok(())
+}
+
+fn admin_psql(stack: &Stack, dbname: &str) -> Command {
+    let socket_dir = fs::canonicalize(data_dir(stack)).unwrap_or_else(|_| data_dir(stack));
+    let mut psql = Command::new("psql");
+    psql.arg("-X")
+        .args(["-v", "ON_ERROR_STOP=1", "-q"])
+        .arg("-h")
+        .arg(socket_dir)
+        .arg("-p")
+        .arg(stack.state.postgres_port.to_string())
+        .args(["-U", "postgres", "-d", dbname]);
+    psql
+}
+
+/// SQL as the superuser over the unix socket; unaligned, tuples only.
+pub fn admin_sql(stack: &Stack, dbname: &str, sql: &str) -> Result<String> {
+    let mut psql = admin_psql(stack, dbname);
+    psql.args(["-tA", "-c", sql]);
+    run_quiet(&mut psql)
+}
+
+/// SQL over TCP with the given login (password through the environment).
+pub fn psql(db: &DbParams, sql: &str, format_args: &[&str]) -> Result<String> {
+    let mut psql = Command::new("psql");
+    psql.arg("-X")
+        .args(["-v", "ON_ERROR_STOP=1"])
+        .args([
+            "-h",
+            &db.host,
+            "-p",
+            &db.port.to_string(),
+            "-U",
+            &db.user,
+            "-d",
+            &db.dbname,
+        ])
+        .args(format_args)
+        .args(["-c", sql])
+        .env("PGPASSWORD", &db.password);
+    run_quiet(&mut psql)
+}
+
+/// Ready when the server accepts connections on its TCP port.
+pub fn health(stack: &Stack) -> std::result::Result<String, String> {
+    let out = Command::new(format!("{PG_BIN}/pg_isready"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &stack.state.postgres_port.to_string(),
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() {
+        Ok(format!(
+            "accepting connections on 127.0.0.1:{}",
+            stack.state.postgres_port
+        ))
+    } else {
+        Err(text)
+    }
+}

@@ -1,0 +1,164 @@
+//! Liveness (is the process there?) and health (does it do its job?) per component.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::{postgres, Component, Stack, CONNECTOR_NAME};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentStatus {
+    pub component: String,
+    pub pid: Option<i32>,
+    pub healthy: bool,
+    pub detail: String,
+}
+
+/// The status of every component.
+pub fn report(stack: &Stack) -> Vec<ComponentStatus> {
+    Component::ALL
+        .into_iter()
+        .map(|component| {
+            let pid = stack.pid(component);
+            let (healthy, detail) = match (pid, health(stack, component)) {
+                (None, _) => (false, "down".to_owned()),
+                (Some(_), Ok(detail)) => (true, detail),
+                (Some(_), Err(detail)) => (false, detail),
+            };
+            ComponentStatus {
+                component: component.to_string(),
+                pid,
+                healthy,
+                detail,
+            }
+        })
+        .collect()
+}
+
+/// `Ok(detail)` when the component does its job, `Err(why not)` otherwise.
+pub fn health(stack: &Stack, component: Component) -> Result<String, String> {
+    match component {
+        Component::Postgres => postgres::health(stack),
+        Component::Broker => broker_health(stack.state.broker_port),
+        Component::Connect => connector_health(stack),
+        Component::Projector => projector_health(stack),
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(3)))
+        .build()
+        .into()
+}
+
+/// Sends a Kafka `ApiVersions` (v0) request and expects error code 0.
+fn broker_health(port: u16) -> Result<String, String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| e.to_string())?;
+    let client_id = b"stack";
+    let mut body = Vec::new();
+    body.extend_from_slice(&18i16.to_be_bytes()); // api key: ApiVersions
+    body.extend_from_slice(&0i16.to_be_bytes()); // api version 0
+    body.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    body.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+    body.extend_from_slice(client_id);
+    let mut request = (body.len() as i32).to_be_bytes().to_vec();
+    request.extend_from_slice(&body);
+    stream.write_all(&request).map_err(|e| e.to_string())?;
+    let mut header = [0u8; 10];
+    stream
+        .read_exact(&mut header)
+        .map_err(|e| format!("no ApiVersions answer: {e}"))?;
+    let correlation = i32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    let error_code = i16::from_be_bytes([header[8], header[9]]);
+    if correlation == 7 && error_code == 0 {
+        Ok(format!("answering Kafka requests on 127.0.0.1:{port}"))
+    } else {
+        Err(format!(
+            "ApiVersions answered correlation {correlation}, error {error_code}"
+        ))
+    }
+}
+
+/// The connector and all its tasks RUNNING, per Connect's REST API.
+fn connector_health(stack: &Stack) -> Result<String, String> {
+    let url = format!("{}/connectors/{CONNECTOR_NAME}/status", stack.connect_url());
+    let mut response = agent()
+        .get(&url)
+        .call()
+        .map_err(|e| format!("REST API: {e}"))?;
+    let status: serde_json::Value = response.body_mut().read_json().map_err(|e| e.to_string())?;
+    let connector = status["connector"]["state"]
+        .as_str()
+        .unwrap_or("UNKNOWN")
+        .to_owned();
+    let tasks: Vec<(String, String)> = status["tasks"]
+        .as_array()
+        .map(|tasks| {
+            tasks
+                .iter()
+                .map(|t| {
+                    let state = t["state"].as_str().unwrap_or("UNKNOWN").to_owned();
+                    let trace = t["trace"]
+                        .as_str()
+                        .unwrap_or("")
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    (state, trace)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let summary = format!(
+        "connector {connector}, tasks [{}]",
+        tasks
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if connector == "RUNNING" && !tasks.is_empty() && tasks.iter().all(|(s, _)| s == "RUNNING") {
+        Ok(summary)
+    } else {
+        let trace = tasks
+            .iter()
+            .find(|(_, t)| !t.is_empty())
+            .map(|(_, t)| t.clone())
+            .unwrap_or_default();
+        Err(format!("{summary} {trace}"))
+    }
+}
+
+/// Reads the projector's Prometheus metrics: alive, lag and counts.
+fn projector_health(stack: &Stack) -> Result<String, String> {
+    let text = agent()
+        .get(&stack.metrics_url())
+        .call()
+        .map_err(|e| format!("metrics endpoint: {e}"))?
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    let metric = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(format!(
+        "alive, lag {} records, {} events applied, {} duplicates skipped, {} dead letters",
+        metric("projector_consumer_lag"),
+        metric("projector_events_applied_total"),
+        metric("projector_events_duplicate_total"),
+        metric("projector_dead_letters_total"),
+    ))
+}

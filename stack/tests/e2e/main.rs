@@ -1,0 +1,165 @@
+//! End to end on a real local stack: writer binary -> PostgreSQL outbox ->
+//! Debezium (Kafka Connect) -> Tansu -> projector binary -> order_view.
+//! Needs the workspace binaries (`cargo build --workspace --bins`).
+
+#![allow(clippy::unwrap_used)] // test helpers fail loudly by design
+
+use std::time::{Duration, Instant};
+
+use stack::{demo, Stack, READ_DB, WRITE_DB};
+
+fn count(stack: &Stack, db: &str, sql: &str) -> i64 {
+    stack
+        .psql(db, sql)
+        .expect("query")
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+#[test]
+fn orders_written_by_the_cli_reach_the_read_model_through_debezium() {
+    let stack = Stack::for_tests("e2e").expect("test stack");
+    stack.up(&|m| eprintln!("[e2e] {m}")).expect("stack up");
+
+    // The scripted scenario: 5 orders, 10 commands, 2 refused.
+    let scenario = demo::run_scenario(&stack, &|m| eprintln!("[e2e] {m}")).expect("scenario");
+    assert_eq!(scenario.expected.len(), 5);
+    assert_eq!(scenario.refused.len(), 2);
+    let waited = demo::await_read_model(&stack, &scenario, Duration::from_secs(120))
+        .expect("read model converges");
+    eprintln!(
+        "[e2e] read model caught up {:.2}s after the last command",
+        waited.as_secs_f64()
+    );
+
+    // Exactly the expected rows, every event applied once, nothing dead.
+    let ids: Vec<String> = scenario
+        .expected
+        .keys()
+        .map(|id| format!("'{id}'"))
+        .collect();
+    let rows = stack
+        .psql(
+            READ_DB,
+            &format!(
+                "SELECT order_id, status, last_version, total_cents, line_count FROM order_view WHERE order_id IN ({}) ORDER BY order_id",
+                ids.join(",")
+            ),
+        )
+        .unwrap();
+    let seen: Vec<(String, String, i64)> = rows
+        .lines()
+        .map(|l| {
+            let p: Vec<&str> = l.split('|').collect();
+            (p[0].to_owned(), p[1].to_owned(), p[2].parse().unwrap())
+        })
+        .collect();
+    let expected: Vec<(String, String, i64)> = scenario
+        .expected
+        .iter()
+        .map(|(id, (s, v))| (id.clone(), s.clone(), *v))
+        .collect();
+    assert_eq!(seen, expected);
+    let outbox = count(&stack, WRITE_DB, "SELECT count(*) FROM outbox");
+    assert_eq!(outbox, 10, "10 commands committed 10 events");
+    assert_eq!(count(&stack, READ_DB, "SELECT count(*) FROM inbox"), outbox);
+    assert_eq!(
+        count(&stack, READ_DB, "SELECT count(*) FROM dead_letters"),
+        0
+    );
+    // Headers made it through the Event Router: versions were checked on apply,
+    // and the inbox recorded the type and version of each event.
+    assert_eq!(
+        count(
+            &stack,
+            READ_DB,
+            "SELECT count(*) FROM inbox WHERE event_type = 'OrderPlaced' AND aggregate_version = 1"
+        ),
+        5
+    );
+
+    // Commit-to-read-model latency of one order.
+    let started = Instant::now();
+    let out = stack
+        .writer(&[
+            "--json",
+            "order",
+            "place",
+            "--customer",
+            "c-latency",
+            "--currency",
+            "EUR",
+            "--line",
+            "A:1:1.00",
+        ])
+        .unwrap();
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let visible = stack::wait_until(Duration::from_secs(60), Duration::from_millis(20), || {
+        stack
+            .psql(
+                READ_DB,
+                &format!("SELECT count(*) FROM order_view WHERE order_id = '{id}'"),
+            )
+            .map(|o| o.trim() == "1")
+            .unwrap_or(false)
+    });
+    assert!(visible, "order {id} never reached the read model");
+    eprintln!(
+        "[e2e] commit-to-read-model latency for one order: {} ms",
+        started.elapsed().as_millis()
+    );
+
+    // Status reports every component healthy.
+    for s in stack::status::report(&stack) {
+        assert!(s.healthy, "{} unhealthy: {}", s.component, s.detail);
+    }
+    stack.down(&|_| {}).unwrap();
+}
+
+#[test]
+fn compose_uses_the_same_connector_sql_and_topics_as_the_local_stack() {
+    let repo = stack::repo_root();
+    let compose = std::fs::read_to_string(repo.join("docker-compose.yml")).unwrap();
+    for needle in [
+        "./debezium/outbox-connector.json",
+        "./debezium/topics.txt",
+        "./sql/bootstrap.sql",
+        "./sql/compose-init.sh",
+        "wal_level=logical",
+        "WRITER__DATABASE__HOST",
+        "PROJECTOR__KAFKA__BOOTSTRAP_SERVERS",
+    ] {
+        assert!(
+            compose.contains(needle),
+            "docker-compose.yml does not reference {needle}"
+        );
+    }
+    // The connector file is valid JSON with the settings both stacks rely on.
+    let connector: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo.join("debezium/outbox-connector.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(connector["name"], stack::CONNECTOR_NAME);
+    let config = &connector["config"];
+    assert_eq!(config["plugin.name"], "pgoutput");
+    assert_eq!(config["publication.autocreate.mode"], "disabled");
+    assert_eq!(
+        config["transforms.outbox.type"],
+        "io.debezium.transforms.outbox.EventRouter"
+    );
+    assert!(config["heartbeat.interval.ms"].as_str().is_some());
+    // The writer's and projector's embedded migrations are the files in sql/.
+    assert!(repo.join("sql/write/V1__orders_and_outbox.sql").exists());
+    assert!(repo.join("sql/read/V1__order_view_and_inbox.sql").exists());
+    assert_eq!(
+        stack::read_topics(&repo).unwrap(),
+        vec![
+            "outbox.event.order".to_owned(),
+            "__debezium-heartbeat.outbox".to_owned()
+        ]
+    );
+}

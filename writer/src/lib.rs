@@ -1,0 +1,29 @@
+//! The write side of the order service.
+//!
+//! A command either commits its state change *and* its events together, or
+//! changes nothing and says why. Events leave the service only through the
+//! `outbox` table, which Debezium reads from the WAL: there is no dual write.
+//!
+//! # Layout
+//! - [`input`]: parses and validates raw CLI text into domain values.
+//! - [`domain`]: pure rules, `decide(state, command) -> events | rejection`.
+//! - [`store`]: one transaction per command: lock the aggregate, decide, write
+//!   state rows, append outbox rows with the next aggregate versions, commit.
+//! - [`cli`]: the clap interface and its output (human or `--json`).
+//! - [`settings`]: typed settings (file + `WRITER__*` environment).
+
+pub mod cli;
+pub mod domain;
+pub mod input;
+pub mod settings;
+pub mod store;
+
+mod embedded {
+    refinery::embed_migrations!("../sql/write");
+}
+
+/// Applies the write database's migrations (`sql/write/`); idempotent.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, refinery::Error> {
+    let report = embedded::migrations::runner().run_async(client).await?;
+    Ok(report.applied_migrations().len())
+}

@@ -1,0 +1,253 @@
+use uuid::Uuid;
+use writer::domain::Command;
+use writer::store::{self, StoreError};
+
+use crate::helpers::TestDb;
+
+#[tokio::test]
+async fn a_placed_order_commits_state_and_outbox_together() {
+    let db = TestDb::new().await;
+    let out = db.writer_ok(&[
+        "order",
+        "place",
+        "--customer",
+        "c-42",
+        "--currency",
+        "eur",
+        "--line",
+        "BOOK-1:2:19.99",
+        "--line",
+        "PEN:1:2.50",
+    ]);
+    let order_id: Uuid = out["order_id"].as_str().unwrap().parse().unwrap();
+    let event_id: Uuid = out["events"][0]["event_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let order = db
+        .client
+        .query_one("SELECT customer_id, status, currency, total_cents, version FROM orders WHERE order_id = $1", &[&order_id])
+        .await
+        .unwrap();
+    assert_eq!(order.get::<_, String>(0), "c-42");
+    assert_eq!(order.get::<_, String>(1), "placed");
+    assert_eq!(order.get::<_, String>(2), "EUR");
+    assert_eq!(order.get::<_, i64>(3), 4248);
+    assert_eq!(order.get::<_, i64>(4), 1);
+    assert_eq!(db.count("order_lines").await, 2);
+
+    let outbox = db
+        .client
+        .query_one(
+            "SELECT id, aggregate_type, aggregate_id, event_type, schema_version, aggregate_version, payload, occurred_at IS NOT NULL FROM outbox",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(outbox.get::<_, Uuid>(0), event_id);
+    assert_eq!(outbox.get::<_, String>(1), "order");
+    assert_eq!(outbox.get::<_, String>(2), order_id.to_string());
+    assert_eq!(outbox.get::<_, String>(3), "OrderPlaced");
+    assert_eq!(outbox.get::<_, i32>(4), 1);
+    assert_eq!(outbox.get::<_, i64>(5), 1);
+    let payload: serde_json::Value = outbox.get(6);
+    assert_eq!(payload["total_cents"], 4248);
+    assert_eq!(payload["lines"][0]["sku"], "BOOK-1");
+    assert!(outbox.get::<_, bool>(7));
+}
+
+#[tokio::test]
+async fn aggregate_versions_are_gapless_through_the_life_cycle() {
+    let db = TestDb::new().await;
+    let id = db.place(&["A:1:10.00"]);
+    db.writer_ok(&[
+        "order",
+        "pay",
+        &id,
+        "--reference",
+        "pay-1",
+        "--amount",
+        "10",
+    ]);
+    db.writer_ok(&[
+        "order",
+        "ship",
+        &id,
+        "--carrier",
+        "DHL",
+        "--tracking",
+        "T-1",
+    ]);
+    let rows = db
+        .client
+        .query("SELECT aggregate_version, event_type FROM outbox WHERE aggregate_id = $1 ORDER BY aggregate_version", &[&id])
+        .await
+        .unwrap();
+    let seen: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (1, "OrderPlaced".into()),
+            (2, "OrderPaid".into()),
+            (3, "OrderShipped".into())
+        ]
+    );
+    let version: i64 = db
+        .client
+        .query_one(
+            "SELECT version FROM orders WHERE order_id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 3);
+}
+
+#[tokio::test]
+async fn concurrent_commands_on_one_order_serialise_without_gaps() {
+    let db = TestDb::new().await;
+    let id: Uuid = db.place(&["A:1:10.00"]).parse().unwrap();
+    // Eight clients race to cancel and pay the same order: exactly one wins.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let conn = db.params.conn_string();
+        tasks.push(tokio::spawn(async move {
+            let (mut client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            let command = if i % 2 == 0 {
+                Command::Cancel {
+                    order_id: id,
+                    reason: format!("racer {i}"),
+                }
+            } else {
+                Command::Pay {
+                    order_id: id,
+                    payment_reference: format!("p-{i}"),
+                    amount_cents: 1000,
+                }
+            };
+            store::execute(&mut client, &command, None).await
+        }));
+    }
+    let mut committed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => committed += 1,
+            Err(StoreError::Rejected(_)) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    // Paying then cancelling is allowed, so one or two commands can commit.
+    let versions: Vec<i64> = db
+        .client
+        .query(
+            "SELECT aggregate_version FROM outbox ORDER BY aggregate_version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, (1..=(committed + 1)).collect::<Vec<i64>>());
+    assert!(
+        (1..=2).contains(&committed),
+        "{committed} commands committed"
+    );
+}
+
+#[tokio::test]
+async fn a_command_that_fails_in_the_database_leaves_neither_state_nor_outbox() {
+    let db = TestDb::new().await;
+    let id = db.place(&["A:1:10.00"]);
+    // Make the outbox refuse the next insert, after the state update already ran.
+    db.client
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'outbox unavailable'; END $$;
+             CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .await
+        .unwrap();
+    let before = db.snapshot().await;
+    let out = db.writer(&[
+        "order",
+        "pay",
+        &id,
+        "--reference",
+        "p-1",
+        "--amount",
+        "10.00",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outbox unavailable"));
+    assert_eq!(
+        db.snapshot().await,
+        before,
+        "state changed although the outbox insert failed"
+    );
+    let status: String = db
+        .client
+        .query_one(
+            "SELECT status FROM orders WHERE order_id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "placed");
+}
+
+#[tokio::test]
+async fn free_text_with_quotes_and_sql_is_stored_literally() {
+    let db = TestDb::new().await;
+    let id = db.place(&["A:1:10.00"]);
+    let reason = r#"it's "late"; DROP TABLE orders; --"#;
+    db.writer_ok(&["order", "cancel", &id, "--reason", reason]);
+    let stored: String = db
+        .client
+        .query_one(
+            "SELECT cancel_reason FROM orders WHERE order_id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, reason);
+    let payload: serde_json::Value = db
+        .client
+        .query_one(
+            "SELECT payload FROM outbox WHERE event_type = 'OrderCancelled'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(payload["reason"], reason);
+}
+
+#[tokio::test]
+async fn human_output_names_the_order_and_its_events() {
+    let db = TestDb::new().await;
+    let out = db.writer(&[
+        "order",
+        "place",
+        "--customer",
+        "c-1",
+        "--currency",
+        "EUR",
+        "--line",
+        "A:1:1.00",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("order "), "{text}");
+    assert!(
+        text.contains("committed OrderPlaced (schema v1, aggregate version 1)"),
+        "{text}"
+    );
+}

@@ -1,0 +1,121 @@
+use std::process::Output;
+use std::sync::OnceLock;
+
+use stack::{Component, DbParams, Stack};
+
+/// One PostgreSQL cluster for this test binary.
+fn cluster() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let stack = Stack::for_tests("writer").expect("test stack");
+        stack
+            .start(Component::Postgres, &|_| {})
+            .expect("postgres starts");
+        stack
+    })
+}
+
+/// A fresh, migrated write database of its own for one test.
+pub struct TestDb {
+    pub params: DbParams,
+    pub client: tokio_postgres::Client,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let stack = cluster();
+        let name = format!("w_{}", uuid::Uuid::new_v4().simple());
+        stack
+            .admin_sql(
+                "postgres",
+                &format!("CREATE DATABASE {name} OWNER orders_app"),
+            )
+            .expect("create database");
+        let params = stack.db(&name);
+        let (mut client, connection) =
+            tokio_postgres::connect(&params.conn_string(), tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+        tokio::spawn(connection);
+        writer::migrate(&mut client).await.expect("migrate");
+        Self { params, client }
+    }
+
+    /// Runs the real writer binary against this database.
+    pub fn writer(&self, args: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_writer"))
+            .env("WRITER__DATABASE__HOST", &self.params.host)
+            .env("WRITER__DATABASE__PORT", self.params.port.to_string())
+            .env("WRITER__DATABASE__USER", &self.params.user)
+            .env("WRITER__DATABASE__PASSWORD", &self.params.password)
+            .env("WRITER__DATABASE__DBNAME", &self.params.dbname)
+            .env_remove("WRITER_CONFIG")
+            .args(args)
+            .output()
+            .expect("run writer")
+    }
+
+    /// Runs the writer with `--json` and expects success; returns the parsed output.
+    pub fn writer_ok(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.writer(&all);
+        assert!(
+            out.status.success(),
+            "writer {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json output")
+    }
+
+    pub fn place(&self, lines: &[&str]) -> String {
+        let mut args = vec!["order", "place", "--customer", "c-1", "--currency", "EUR"];
+        for l in lines {
+            args.extend(["--line", l]);
+        }
+        self.writer_ok(&args)["order_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Every row of the write model and the outbox, as text: equal snapshots
+    /// mean the database did not change.
+    pub async fn snapshot(&self) -> String {
+        let row = self
+            .client
+            .query_one(
+                "SELECT (SELECT coalesce(string_agg(o::text, ';' ORDER BY order_id), '') FROM orders o) || '|' || \
+                        (SELECT coalesce(string_agg(l::text, ';' ORDER BY order_id, line_no), '') FROM order_lines l) || '|' || \
+                        (SELECT coalesce(string_agg(x::text, ';' ORDER BY id), '') FROM outbox x)",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get(0)
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        self.client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// Asserts a refused command: non-zero exit and exactly one line on stderr.
+pub fn assert_refused(out: &Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.iter().any(|l| l.contains(expected)),
+        "stderr should mention {expected:?}: {stderr}"
+    );
+    assert_eq!(lines.len(), 1, "expected one clear line, got: {stderr}");
+}

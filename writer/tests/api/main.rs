@@ -1,0 +1,8 @@
+//! Writer tests against a real PostgreSQL cluster (one per test run, a fresh
+//! database per test), driving the real `writer` binary where the CLI matters.
+
+#![allow(clippy::unwrap_used)] // test helpers fail loudly by design
+
+mod bad_input;
+mod commands;
+mod helpers;
