@@ -412,7 +412,7 @@ impl Stack {
         command
             .current_dir(&dir)
             .arg("broker")
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--storage-engine", "sqlite:///tansu.db"])
             .args(["--listener-url", &url])
             .args(["--advertised-listener-url", &url])
             .env("RUST_LOG", "warn");

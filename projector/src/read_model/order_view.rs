@@ -35,7 +35,7 @@ pub async fn apply(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), Appl
             let changed = tx
                 .execute(
                     "UPDATE order_view SET status = 'paid', payment_reference = $2, paid_at = $3, last_version = $4, updated_at = now() \
-                     WHERE order_id = $1 AND last_version = $4 - 1",
+                     WHERE order_id = $1 AND last_version = $4::bigint - 1",
                     &[&e.order_id, &e.payment_reference, &at, &version],
                 )
                 .await?;
@@ -45,7 +45,7 @@ pub async fn apply(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), Appl
             let changed = tx
                 .execute(
                     "UPDATE order_view SET status = 'shipped', carrier = $2, tracking_number = $3, shipped_at = $4, last_version = $5, updated_at = now() \
-                     WHERE order_id = $1 AND last_version = $5 - 1",
+                     WHERE order_id = $1 AND last_version = $5::bigint - 1",
                     &[&e.order_id, &e.carrier, &e.tracking_number, &at, &version],
                 )
                 .await?;
@@ -55,7 +55,7 @@ pub async fn apply(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), Appl
             let changed = tx
                 .execute(
                     "UPDATE order_view SET status = 'cancelled', cancel_reason = $2, cancelled_at = $3, last_version = $4, updated_at = now() \
-                     WHERE order_id = $1 AND last_version = $4 - 1",
+                     WHERE order_id = $1 AND last_version = $4::bigint - 1",
                     &[&e.order_id, &e.reason, &at, &version],
                 )
                 .await?;
