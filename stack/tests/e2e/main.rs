@@ -22,7 +22,7 @@ fn orders_written_by_the_cli_reach_the_read_model_through_debezium() {
     let stack = Stack::for_tests("e2e").expect("test stack");
     stack.up(&|m| eprintln!("[e2e] {m}")).expect("stack up");
 
-    // The scripted scenario: 5 orders, 10 commands, 2 refused.
+    // The scripted scenario: 5 orders, 12 commands, 2 refused.
     let scenario = demo::run_scenario(&stack, &|m| eprintln!("[e2e] {m}")).expect("scenario");
     assert_eq!(scenario.expected.len(), 5);
     assert_eq!(scenario.refused.len(), 2);
@@ -62,7 +62,7 @@ fn orders_written_by_the_cli_reach_the_read_model_through_debezium() {
         .collect();
     assert_eq!(seen, expected);
     let outbox = count(&stack, WRITE_DB, "SELECT count(*) FROM outbox");
-    assert_eq!(outbox, 10, "10 commands committed 10 events");
+    assert_eq!(outbox, 12, "12 commands committed 12 events");
     assert_eq!(count(&stack, READ_DB, "SELECT count(*) FROM inbox"), outbox);
     assert_eq!(
         count(&stack, READ_DB, "SELECT count(*) FROM dead_letters"),
