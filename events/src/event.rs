@@ -1,104 +1,240 @@
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{ContractError, ORDER_AGGREGATE};
+use crate::upcast;
+use crate::{ContractError, CUSTOMER_AGGREGATE, ORDER_AGGREGATE};
 
-/// One line of an order. Money is in minor units (cents) to stay exact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A postal address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Address {
+    /// Street and number.
+    pub street: String,
+    /// City or town.
+    pub city: String,
+    /// Postal code as written in the country (letters, digits, spaces, dashes).
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 country code, upper case (e.g. `DE`).
+    pub country: String,
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderLine {
+    /// Stock keeping unit: `[A-Za-z0-9._:-]`, at most 64 characters.
     pub sku: String,
+    /// Units ordered, 1..=10000.
     pub quantity: i32,
+    /// Price of one unit in minor units of the order's currency (cents).
     pub unit_price_cents: i64,
 }
 
-/// A customer placed an order; the order is open and awaits payment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderPlaced {
-    pub order_id: Uuid,
+/// A customer registered; orders may now be placed for them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CustomerRegistered {
+    /// Customer id chosen at registration (e.g. `c-42`); the aggregate id.
     pub customer_id: String,
+    /// Full name as shown on orders.
+    pub name: String,
+    /// Contact e-mail address.
+    pub email: String,
+    /// Default shipping address.
+    pub address: Address,
+}
+
+/// A customer's name or e-mail changed; orders that show them follow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CustomerContactChanged {
+    /// The customer id; the aggregate id of customer events.
+    pub customer_id: String,
+    /// The new full name.
+    pub name: String,
+    /// The new e-mail address.
+    pub email: String,
+}
+
+/// A customer's default shipping address changed (orders already placed keep theirs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CustomerAddressChanged {
+    /// The customer id; the aggregate id of customer events.
+    pub customer_id: String,
+    /// The new default shipping address.
+    pub address: Address,
+}
+
+/// An order was placed and awaits payment (schema v2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderPlaced {
+    /// The order id; the aggregate id.
+    pub order_id: Uuid,
+    /// The registered customer who placed the order.
+    pub customer_id: String,
+    /// ISO 4217 currency code of every amount of the order.
     pub currency: String,
+    /// At least one line.
     pub lines: Vec<OrderLine>,
+    /// Sum of quantity x unit price over the lines, in cents.
+    pub total_cents: i64,
+    /// Where the order ships to: the customer's address when the order was
+    /// placed. Added in v2; absent in v1 events (upcast to `null`).
+    #[serde(default)]
+    pub shipping_address: Option<Address>,
+}
+
+/// `OrderPlaced` as schema v1 published it: no shipping address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderPlacedV1 {
+    /// The order id; the aggregate id.
+    pub order_id: Uuid,
+    /// The customer id; the aggregate id of customer events.
+    pub customer_id: String,
+    /// ISO 4217 currency code.
+    pub currency: String,
+    /// At least one line.
+    pub lines: Vec<OrderLine>,
+    /// Sum of quantity x unit price over the lines, in cents.
     pub total_cents: i64,
 }
 
 /// The order was paid in full.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderPaid {
+    /// The order id; the aggregate id.
     pub order_id: Uuid,
+    /// The payment provider's reference.
     pub payment_reference: String,
+    /// Amount paid in cents; always equals the order total.
     pub amount_cents: i64,
+    /// ISO 4217 currency code.
     pub currency: String,
 }
 
 /// A paid order was handed to a carrier.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderShipped {
+    /// The order id; the aggregate id.
     pub order_id: Uuid,
+    /// Carrier name (e.g. `DHL`).
     pub carrier: String,
+    /// The carrier's tracking number.
     pub tracking_number: String,
 }
 
-/// The order was cancelled before it shipped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderCancelled {
+/// A shipped order reached the customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderDelivered {
+    /// The order id; the aggregate id.
     pub order_id: Uuid,
+}
+
+/// The order was cancelled before it shipped; a paid order awaits its refund.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderCancelled {
+    /// The order id; the aggregate id.
+    pub order_id: Uuid,
+    /// Why the order was cancelled (free text).
+    pub reason: String,
+}
+
+/// The payment of a cancelled or delivered (returned) order was given back in full.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderRefunded {
+    /// The order id; the aggregate id.
+    pub order_id: Uuid,
+    /// Amount refunded in cents; always equals the amount paid.
+    pub amount_cents: i64,
+    /// ISO 4217 currency code.
+    pub currency: String,
+    /// Why the money went back (free text).
     pub reason: String,
 }
 
 /// Every event type of the system, each with its current payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    CustomerRegistered(CustomerRegistered),
+    CustomerContactChanged(CustomerContactChanged),
+    CustomerAddressChanged(CustomerAddressChanged),
     OrderPlaced(OrderPlaced),
     OrderPaid(OrderPaid),
     OrderShipped(OrderShipped),
+    OrderDelivered(OrderDelivered),
     OrderCancelled(OrderCancelled),
+    OrderRefunded(OrderRefunded),
+}
+
+/// Applies `$body` to the payload of whatever variant `$event` is.
+macro_rules! each_payload {
+    ($event:expr, $p:ident => $body:expr) => {
+        match $event {
+            Event::CustomerRegistered($p) => $body,
+            Event::CustomerContactChanged($p) => $body,
+            Event::CustomerAddressChanged($p) => $body,
+            Event::OrderPlaced($p) => $body,
+            Event::OrderPaid($p) => $body,
+            Event::OrderShipped($p) => $body,
+            Event::OrderDelivered($p) => $body,
+            Event::OrderCancelled($p) => $body,
+            Event::OrderRefunded($p) => $body,
+        }
+    };
 }
 
 impl Event {
     /// The event type name, as stored in the outbox and sent in the `event_type` header.
     pub fn event_type(&self) -> &'static str {
         match self {
+            Event::CustomerRegistered(_) => "CustomerRegistered",
+            Event::CustomerContactChanged(_) => "CustomerContactChanged",
+            Event::CustomerAddressChanged(_) => "CustomerAddressChanged",
             Event::OrderPlaced(_) => "OrderPlaced",
             Event::OrderPaid(_) => "OrderPaid",
             Event::OrderShipped(_) => "OrderShipped",
+            Event::OrderDelivered(_) => "OrderDelivered",
             Event::OrderCancelled(_) => "OrderCancelled",
+            Event::OrderRefunded(_) => "OrderRefunded",
         }
     }
 
-    /// Current schema version of this event type's payload.
+    /// Current schema version of this event type's payload (what producers write).
     pub fn schema_version(&self) -> i32 {
-        1
+        crate::catalog::current_version(self.event_type())
     }
 
     /// Aggregate type the event belongs to (selects the topic).
     pub fn aggregate_type(&self) -> &'static str {
-        ORDER_AGGREGATE
+        match self {
+            Event::CustomerRegistered(_)
+            | Event::CustomerContactChanged(_)
+            | Event::CustomerAddressChanged(_) => CUSTOMER_AGGREGATE,
+            _ => ORDER_AGGREGATE,
+        }
     }
 
-    /// Aggregate id the event belongs to (the Kafka key: orders stay in order per id).
+    /// Aggregate id (the Kafka key: events of one aggregate stay in order).
     pub fn aggregate_id(&self) -> String {
-        let id = match self {
-            Event::OrderPlaced(e) => e.order_id,
-            Event::OrderPaid(e) => e.order_id,
-            Event::OrderShipped(e) => e.order_id,
-            Event::OrderCancelled(e) => e.order_id,
-        };
-        id.to_string()
+        match self {
+            Event::CustomerRegistered(e) => e.customer_id.clone(),
+            Event::CustomerContactChanged(e) => e.customer_id.clone(),
+            Event::CustomerAddressChanged(e) => e.customer_id.clone(),
+            Event::OrderPlaced(e) => e.order_id.to_string(),
+            Event::OrderPaid(e) => e.order_id.to_string(),
+            Event::OrderShipped(e) => e.order_id.to_string(),
+            Event::OrderDelivered(e) => e.order_id.to_string(),
+            Event::OrderCancelled(e) => e.order_id.to_string(),
+            Event::OrderRefunded(e) => e.order_id.to_string(),
+        }
     }
 
     /// The JSON payload stored in the outbox's `payload` column.
     pub fn to_payload(&self) -> serde_json::Value {
-        let value = match self {
-            Event::OrderPlaced(e) => serde_json::to_value(e),
-            Event::OrderPaid(e) => serde_json::to_value(e),
-            Event::OrderShipped(e) => serde_json::to_value(e),
-            Event::OrderCancelled(e) => serde_json::to_value(e),
-        };
-        // Plain structs of strings and integers always serialize.
-        value.expect("event payloads are always serializable")
+        // Plain structs of strings, integers and options always serialize.
+        each_payload!(self, p => serde_json::to_value(p))
+            .expect("event payloads are always serializable")
     }
 
-    /// Decodes a payload of the given type and schema version.
+    /// Decodes a payload of the given type and schema version, upcasting old
+    /// versions to the current one. Unknown fields are ignored.
     pub fn from_payload(
         event_type: &str,
         schema_version: i32,
@@ -107,17 +243,25 @@ impl Event {
         fn parse<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, ContractError> {
             serde_json::from_slice(payload).map_err(|e| ContractError::Payload(e.to_string()))
         }
+        let current = crate::catalog::try_current_version(event_type)
+            .ok_or_else(|| ContractError::UnknownEventType(event_type.to_owned()))?;
         let event = match (event_type, schema_version) {
-            ("OrderPlaced", 1) => Event::OrderPlaced(parse(payload)?),
-            ("OrderPaid", 1) => Event::OrderPaid(parse(payload)?),
-            ("OrderShipped", 1) => Event::OrderShipped(parse(payload)?),
-            ("OrderCancelled", 1) => Event::OrderCancelled(parse(payload)?),
-            ("OrderPlaced" | "OrderPaid" | "OrderShipped" | "OrderCancelled", v) => {
+            ("OrderPlaced", 1) => Event::OrderPlaced(upcast::order_placed_v1(parse(payload)?)),
+            (_, v) if v != current => {
                 return Err(ContractError::UnknownVersion {
                     event_type: event_type.to_owned(),
                     version: v,
                 })
             }
+            ("CustomerRegistered", _) => Event::CustomerRegistered(parse(payload)?),
+            ("CustomerContactChanged", _) => Event::CustomerContactChanged(parse(payload)?),
+            ("CustomerAddressChanged", _) => Event::CustomerAddressChanged(parse(payload)?),
+            ("OrderPlaced", _) => Event::OrderPlaced(parse(payload)?),
+            ("OrderPaid", _) => Event::OrderPaid(parse(payload)?),
+            ("OrderShipped", _) => Event::OrderShipped(parse(payload)?),
+            ("OrderDelivered", _) => Event::OrderDelivered(parse(payload)?),
+            ("OrderCancelled", _) => Event::OrderCancelled(parse(payload)?),
+            ("OrderRefunded", _) => Event::OrderRefunded(parse(payload)?),
             _ => return Err(ContractError::UnknownEventType(event_type.to_owned())),
         };
         Ok(event)

@@ -11,18 +11,29 @@
 //! - [`Event`]: every event type with its payload struct and schema version.
 //! - [`Envelope::from_record`]: decodes a record's parts back into a typed
 //!   envelope, with a [`ContractError`] that says what was wrong.
+//! - [`upcast`]: old schema versions to current ones (`OrderPlaced` v1 -> v2).
+//! - [`catalog`]: producer, consumers and version history of every event, the
+//!   JSON Schemas derived from the types, and `docs/event_catalog.md`.
 //!
 //! Consumers ignore unknown payload fields (no `deny_unknown_fields`), so a
 //! producer may add optional fields without breaking older consumers.
 
+pub mod catalog;
 mod envelope;
 mod event;
+pub mod upcast;
 
 pub use envelope::{header, ContractError, Envelope};
-pub use event::{Event, OrderCancelled, OrderLine, OrderPaid, OrderPlaced, OrderShipped};
+pub use event::{
+    Address, CustomerAddressChanged, CustomerContactChanged, CustomerRegistered, Event,
+    OrderCancelled, OrderDelivered, OrderLine, OrderPaid, OrderPlaced, OrderPlacedV1,
+    OrderRefunded, OrderShipped,
+};
 
 /// Aggregate type of orders; Debezium routes it to the topic `outbox.event.order`.
 pub const ORDER_AGGREGATE: &str = "order";
+/// Aggregate type of customers; topic `outbox.event.customer`.
+pub const CUSTOMER_AGGREGATE: &str = "customer";
 
 /// Kafka topic that carries the events of an aggregate type.
 ///

@@ -23,22 +23,81 @@ fn order_id(json: &str) -> Result<String> {
     Ok(value["order_id"].as_str().unwrap_or_default().to_owned())
 }
 
-/// Runs the scenario through the writer binary: five orders that end placed,
-/// paid, shipped (twice) and cancelled, plus two commands the writer refuses.
+/// The demo's customers: id, name, e-mail, city, country.
+const CUSTOMERS: [(&str, &str, &str, &str, &str); 5] = [
+    ("c-ada", "Ada Lovelace", "ada@example.com", "London", "GB"),
+    (
+        "c-linus",
+        "Linus Torvalds",
+        "linus@example.com",
+        "Portland",
+        "US",
+    ),
+    (
+        "c-grace",
+        "Grace Hopper",
+        "grace@example.com",
+        "Arlington",
+        "US",
+    ),
+    (
+        "c-alan",
+        "Alan Turing",
+        "alan@example.com",
+        "Manchester",
+        "GB",
+    ),
+    (
+        "c-edsger",
+        "Edsger Dijkstra",
+        "edsger@example.com",
+        "Austin",
+        "US",
+    ),
+];
+
+/// Runs the scenario through the writer binary: five customers, five orders
+/// that end delivered, shipped, refunded, cancelled and placed, a contact
+/// change that the orders must reflect, and two commands the writer refuses.
 pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> {
     let mut scenario = Scenario::default();
-    let carts: [(&str, &[&str], &str); 5] = [
-        ("c-ada", &["BOOK-DDIA:1:42.50", "PEN-BLUE:3:1.20"], "ship"),
-        ("c-linus", &["KBD-MECH:1:129.00"], "ship"),
+    for (id, name, email, city, country) in CUSTOMERS {
+        stack.writer(&[
+            "customer",
+            "register",
+            id,
+            "--name",
+            name,
+            "--email",
+            email,
+            "--street",
+            "1 High Street",
+            "--city",
+            city,
+            "--postal-code",
+            "12345",
+            "--country",
+            country,
+        ])?;
+        scenario.commands += 1;
+    }
+    progress(&format!("registered {} customers", CUSTOMERS.len()));
+    let carts: [(&str, &[&str], &[&str]); 5] = [
+        (
+            "c-ada",
+            &["BOOK-DDIA:1:42.50", "PEN-BLUE:3:1.20"],
+            &["pay", "ship", "deliver"],
+        ),
+        ("c-linus", &["KBD-MECH:1:129.00"], &["pay", "ship"]),
         (
             "c-grace",
             &["MUG-LOGO:2:9.99", "TEA-GREEN:1:6.50"],
-            "cancel-paid",
+            &["pay", "cancel", "refund"],
         ),
-        ("c-alan", &["CABLE-USB-C:4:7.25"], "cancel"),
-        ("c-edsger", &["BOOK-SICP:1:55.00"], "none"),
+        ("c-alan", &["CABLE-USB-C:4:7.25"], &["cancel"]),
+        ("c-edsger", &["BOOK-SICP:1:55.00"], &[]),
     ];
-    for (customer, lines, fate) in carts {
+    for (customer, lines, steps) in carts {
         let mut args = vec![
             "--json",
             "order",
@@ -53,7 +112,6 @@ pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> 
         }
         let id = order_id(&stack.writer(&args)?)?;
         scenario.commands += 1;
-        progress(&format!("placed order {id} for {customer}"));
         let total: i64 = lines
             .iter()
             .map(|l| {
@@ -64,55 +122,69 @@ pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> 
             })
             .sum();
         let amount = format!("{}.{:02}", total / 100, total % 100);
-        let pay = |reference: &str| {
-            stack.writer(&[
-                "order",
-                "pay",
-                &id,
-                "--reference",
-                reference,
-                "--amount",
-                &amount,
-            ])
-        };
-        let (status, version) = match fate {
-            "ship" => {
-                pay(&format!("pay-{customer}"))?;
-                stack.writer(&[
+        let mut status = "placed";
+        for step in steps.iter() {
+            let reference = format!("pay-{customer}");
+            let tracking = format!("TRK-{customer}");
+            let args: Vec<&str> = match *step {
+                "pay" => vec![
+                    "order",
+                    "pay",
+                    &id,
+                    "--reference",
+                    &reference,
+                    "--amount",
+                    &amount,
+                ],
+                "ship" => vec![
                     "order",
                     "ship",
                     &id,
                     "--carrier",
                     "DHL",
                     "--tracking",
-                    &format!("TRK-{customer}"),
-                ])?;
-                scenario.commands += 2;
-                ("shipped", 3)
-            }
-            "cancel-paid" => {
-                pay(&format!("pay-{customer}"))?;
-                stack.writer(&[
+                    &tracking,
+                ],
+                "deliver" => vec!["order", "deliver", &id],
+                "cancel" => vec![
                     "order",
                     "cancel",
                     &id,
                     "--reason",
-                    "customer changed their mind",
-                ])?;
-                scenario.commands += 2;
-                ("cancelled", 3)
+                    "customer changed their mind; sorry!",
+                ],
+                _ => vec![
+                    "order",
+                    "refund",
+                    &id,
+                    "--amount",
+                    &amount,
+                    "--reason",
+                    "cancelled after payment",
+                ],
+            };
+            stack.writer(&args)?;
+            scenario.commands += 1;
+            status = match *step {
+                "pay" => "paid",
+                "ship" => "shipped",
+                "deliver" => "delivered",
+                "cancel" => "cancelled",
+                _ => "refunded",
+            };
+        }
+        progress(&format!(
+            "order {id} of {customer}: {}",
+            if steps.is_empty() {
+                "placed".into()
+            } else {
+                format!("placed, {}", steps.join(", "))
             }
-            "cancel" => {
-                stack.writer(&["order", "cancel", &id, "--reason", "out of stock; sorry!"])?;
-                scenario.commands += 1;
-                ("cancelled", 2)
-            }
-            _ => ("placed", 1),
-        };
+        ));
         scenario
             .expected
-            .insert(id.clone(), (status.into(), version));
-        if fate == "none" {
+            .insert(id.clone(), (status.into(), steps.len() as i64 + 1));
+        if steps.is_empty() {
             // Two commands the writer must refuse, changing nothing.
             for args in [
                 vec![
@@ -149,6 +221,18 @@ pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> 
             }
         }
     }
+    // A customer event after the orders that show the customer.
+    stack.writer(&[
+        "customer",
+        "change-contact",
+        "c-ada",
+        "--name",
+        "Ada King",
+        "--email",
+        "ada.king@example.com",
+    ])?;
+    scenario.commands += 1;
+    progress("c-ada changed her name to Ada King");
     Ok(scenario)
 }
 
@@ -185,7 +269,11 @@ pub fn await_read_model(
                 ))
             })
             .collect();
-        seen == scenario.expected
+        let renamed = stack
+            .psql(READ_DB, "SELECT count(*) FROM order_view WHERE customer_id = 'c-ada' AND customer_name = 'Ada King'")
+            .map(|o| o.trim() == "1")
+            .unwrap_or(false);
+        seen == scenario.expected && renamed
     });
     if done {
         Ok(started.elapsed())
@@ -198,19 +286,34 @@ pub fn await_read_model(
     }
 }
 
-/// The read model's rows for people (psql's aligned table).
+/// The read models' rows for people (psql's aligned tables).
 pub fn show_read_model(stack: &Stack, scenario: &Scenario) -> Result<String> {
     let ids: Vec<String> = scenario
         .expected
         .keys()
         .map(|id| format!("'{id}'"))
         .collect();
-    let sql = format!(
-        "SELECT order_id, customer_id AS customer, status, to_char(total_cents / 100.0, 'FM999990.00') || ' ' || currency AS total, \
-         line_count AS lines, last_version AS version, to_char(placed_at, 'HH24:MI:SS') AS placed, \
-         to_char(paid_at, 'HH24:MI:SS') AS paid, to_char(shipped_at, 'HH24:MI:SS') AS shipped, \
-         to_char(cancelled_at, 'HH24:MI:SS') AS cancelled FROM order_view WHERE order_id IN ({}) ORDER BY placed_at",
-        ids.join(",")
-    );
-    crate::postgres::psql(&stack.read_db(), &sql, &[])
+    let queries = [
+        format!(
+            "SELECT order_id, customer_name AS customer, status, to_char(total_cents / 100.0, 'FM999990.00') || ' ' || currency AS total, \
+             line_count AS lines, shipping_address ->> 'city' AS ships_to, last_version AS version, to_char(placed_at, 'HH24:MI:SS') AS placed, \
+             to_char(paid_at, 'HH24:MI:SS') AS paid, to_char(shipped_at, 'HH24:MI:SS') AS shipped, to_char(delivered_at, 'HH24:MI:SS') AS delivered, \
+             to_char(cancelled_at, 'HH24:MI:SS') AS cancelled, to_char(refunded_at, 'HH24:MI:SS') AS refunded \
+             FROM order_view WHERE order_id IN ({}) ORDER BY placed_at",
+            ids.join(",")
+        ),
+        "SELECT customer_id, name, email, city, orders_placed, open_orders, lifetime_value FROM customer_summary ORDER BY customer_id".to_owned(),
+        "SELECT day, sku, currency, units, to_char(revenue_cents / 100.0, 'FM999990.00') AS revenue FROM product_sales_daily ORDER BY day, sku".to_owned(),
+    ];
+    let mut out = String::new();
+    for (title, sql) in ["order_view", "customer_summary", "product_sales_daily"]
+        .iter()
+        .zip(queries)
+    {
+        out.push_str(&format!(
+            "{title}:\n{}\n",
+            crate::postgres::psql(&stack.read_db(), &sql, &[])?
+        ));
+    }
+    Ok(out)
 }

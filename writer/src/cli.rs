@@ -6,13 +6,13 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::domain::Command;
+use crate::domain::{Command, CustomerCommand, OrderCommand};
 use crate::input::{self, format_money, InvalidInput};
 use crate::store::{self, Committed};
 
-/// Runs commands on orders. Each command commits its state change and its
-/// events (to the outbox, published by Debezium) in one transaction, or
-/// changes nothing and says why.
+/// Runs commands on customers and orders. Each command commits its state
+/// change and its events (to the outbox, published by Debezium) in one
+/// transaction, or changes nothing and says why.
 #[derive(Debug, Parser)]
 #[command(name = "writer", version)]
 pub struct Cli {
@@ -29,18 +29,72 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum TopCommand {
-    /// Order commands: place, pay, ship, cancel, show.
+    /// Customer commands: register, change-contact, change-address.
     #[command(subcommand)]
-    Order(OrderCommand),
+    Customer(CustomerArgs),
+    /// Order commands: place, pay, ship, deliver, cancel, refund, show.
+    #[command(subcommand)]
+    Order(OrderArgs),
     /// Apply the write database's migrations (sql/write/).
     Migrate,
+    /// Write docs/event_catalog.md and docs/schemas/ from the event contract.
+    Catalog {
+        /// Directory to write into.
+        #[arg(long, default_value = "docs")]
+        out_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AddressArgs {
+    #[arg(long)]
+    pub street: String,
+    #[arg(long)]
+    pub city: String,
+    #[arg(long)]
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 code, e.g. DE.
+    #[arg(long)]
+    pub country: String,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum OrderCommand {
-    /// Place a new order; prints its id.
+pub enum CustomerArgs {
+    /// Register a customer under an id of your choice.
     #[command(
-        after_help = "Example: writer order place --customer c-42 --currency EUR --line BOOK-1:2:19.99 --line PEN:1:2.50"
+        after_help = "Example: writer customer register c-ada --name 'Ada Lovelace' --email ada@example.com --street '12 Analytical Row' --city London --postal-code 'N1 9GU' --country GB"
+    )]
+    Register {
+        /// Customer id, e.g. c-42.
+        customer_id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        address: AddressArgs,
+    },
+    /// Change a customer's name and/or e-mail.
+    ChangeContact {
+        customer_id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Change a customer's default shipping address.
+    ChangeAddress {
+        customer_id: String,
+        #[command(flatten)]
+        address: AddressArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrderArgs {
+    /// Place a new order for a registered customer; prints its id.
+    #[command(
+        after_help = "Example: writer order place --customer c-ada --currency EUR --line BOOK-1:2:19.99 --line PEN:1:2.50"
     )]
     Place(PlaceArgs),
     /// Pay an order in full (the amount must equal the order total).
@@ -61,9 +115,20 @@ pub enum OrderCommand {
         #[arg(long)]
         tracking: String,
     },
+    /// Record that a shipped order was delivered.
+    Deliver { order_id: Uuid },
     /// Cancel an order that has not shipped.
     Cancel {
         order_id: Uuid,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Refund a paid order that was cancelled, or delivered and returned (in full).
+    Refund {
+        order_id: Uuid,
+        /// Amount refunded; must equal the order total.
+        #[arg(long)]
+        amount: String,
         #[arg(long)]
         reason: String,
     },
@@ -73,7 +138,7 @@ pub enum OrderCommand {
 
 #[derive(Debug, Args)]
 pub struct PlaceArgs {
-    /// Customer id, e.g. c-42.
+    /// Customer id of a registered customer, e.g. c-42.
     #[arg(long)]
     pub customer: String,
     /// ISO 4217 currency code, e.g. EUR.
@@ -87,17 +152,67 @@ pub struct PlaceArgs {
     pub order_id: Option<Uuid>,
 }
 
-/// Turns parsed arguments into a validated domain command.
-pub fn to_command(order: &OrderCommand) -> Result<Option<Command>, InvalidInput> {
-    let command = match order {
-        OrderCommand::Place(args) => {
+fn address(a: &AddressArgs) -> Result<outbox_events::Address, InvalidInput> {
+    input::address(&a.street, &a.city, &a.postal_code, &a.country)
+}
+
+/// Turns parsed customer arguments into a validated command.
+pub fn customer_command(args: &CustomerArgs) -> Result<Command, InvalidInput> {
+    let id = |raw: &str| input::identifier("customer id", raw);
+    let command = match args {
+        CustomerArgs::Register {
+            customer_id,
+            name,
+            email,
+            address: a,
+        } => CustomerCommand::Register {
+            customer_id: id(customer_id)?,
+            name: input::text("name", name)?,
+            email: input::email(email)?,
+            address: address(a)?,
+        },
+        CustomerArgs::ChangeContact {
+            customer_id,
+            name,
+            email,
+        } => {
+            if name.is_none() && email.is_none() {
+                return Err(InvalidInput {
+                    field: "contact",
+                    reason: "give --name and/or --email".into(),
+                });
+            }
+            CustomerCommand::ChangeContact {
+                customer_id: id(customer_id)?,
+                name: name
+                    .as_deref()
+                    .map(|n| input::text("name", n))
+                    .transpose()?,
+                email: email.as_deref().map(input::email).transpose()?,
+            }
+        }
+        CustomerArgs::ChangeAddress {
+            customer_id,
+            address: a,
+        } => CustomerCommand::ChangeAddress {
+            customer_id: id(customer_id)?,
+            address: address(a)?,
+        },
+    };
+    Ok(Command::Customer(command))
+}
+
+/// Turns parsed order arguments into a validated command (`None` for `show`).
+pub fn order_command(args: &OrderArgs) -> Result<Option<Command>, InvalidInput> {
+    let command = match args {
+        OrderArgs::Place(args) => {
             if args.lines.len() > input::MAX_LINES {
                 return Err(InvalidInput {
                     field: "line",
                     reason: format!("at most {} lines per order", input::MAX_LINES),
                 });
             }
-            Command::Place {
+            OrderCommand::Place {
                 order_id: args.order_id.unwrap_or_else(Uuid::new_v4),
                 customer_id: input::identifier("customer", &args.customer)?,
                 currency: input::currency(&args.currency)?,
@@ -108,31 +223,43 @@ pub fn to_command(order: &OrderCommand) -> Result<Option<Command>, InvalidInput>
                     .collect::<Result<_, _>>()?,
             }
         }
-        OrderCommand::Pay {
+        OrderArgs::Pay {
             order_id,
             reference,
             amount,
-        } => Command::Pay {
+        } => OrderCommand::Pay {
             order_id: *order_id,
             payment_reference: input::identifier("reference", reference)?,
             amount_cents: input::money("amount", amount)?,
         },
-        OrderCommand::Ship {
+        OrderArgs::Ship {
             order_id,
             carrier,
             tracking,
-        } => Command::Ship {
+        } => OrderCommand::Ship {
             order_id: *order_id,
             carrier: input::identifier("carrier", carrier)?,
             tracking_number: input::identifier("tracking", tracking)?,
         },
-        OrderCommand::Cancel { order_id, reason } => Command::Cancel {
+        OrderArgs::Deliver { order_id } => OrderCommand::Deliver {
+            order_id: *order_id,
+        },
+        OrderArgs::Cancel { order_id, reason } => OrderCommand::Cancel {
             order_id: *order_id,
             reason: input::text("reason", reason)?,
         },
-        OrderCommand::Show { .. } => return Ok(None),
+        OrderArgs::Refund {
+            order_id,
+            amount,
+            reason,
+        } => OrderCommand::Refund {
+            order_id: *order_id,
+            amount_cents: input::money("amount", amount)?,
+            reason: input::text("reason", reason)?,
+        },
+        OrderArgs::Show { .. } => return Ok(None),
     };
-    Ok(Some(command))
+    Ok(Some(Command::Order(command)))
 }
 
 /// Renders a committed command for people or for `--json`.
@@ -154,9 +281,10 @@ pub fn render_committed(committed: &Committed, json: bool) -> String {
                 })
             })
             .collect();
-        return json!({ "order_id": committed.order_id, "events": events }).to_string();
+        let id_field = format!("{}_id", committed.aggregate_type);
+        return json!({ id_field: committed.aggregate_id, "events": events }).to_string();
     }
-    let mut out = format!("order {}\n", committed.order_id);
+    let mut out = format!("{} {}\n", committed.aggregate_type, committed.aggregate_id);
     for e in &committed.events {
         out.push_str(&format!(
             "  committed {} (schema v{}, aggregate version {}) event id {}\n",

@@ -73,6 +73,65 @@ pub fn text(field: &'static str, raw: &str) -> Result<String, InvalidInput> {
     Ok(trimmed.to_owned())
 }
 
+/// An e-mail address: `local@domain`, no spaces, at most 254 characters.
+pub fn email(raw: &str) -> Result<String, InvalidInput> {
+    let bad = |why: &str| invalid("email", format!("{raw:?} {why}"));
+    if raw.len() > 254 {
+        return Err(invalid("email", "longer than 254 characters"));
+    }
+    let Some((local, domain)) = raw.split_once('@') else {
+        return Err(bad("has no @"));
+    };
+    if local.is_empty() || domain.is_empty() || !domain.contains('.') || domain.contains('@') {
+        return Err(bad("is not an address like name@example.com"));
+    }
+    if raw
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '\'' | '"' | ';' | '<' | '>'))
+    {
+        return Err(bad("contains characters not allowed in an address"));
+    }
+    Ok(raw.to_owned())
+}
+
+/// An ISO 3166-1 alpha-2 country code, stored upper-case.
+pub fn country(raw: &str) -> Result<String, InvalidInput> {
+    if raw.len() == 2 && raw.chars().all(|c| c.is_ascii_alphabetic()) {
+        Ok(raw.to_ascii_uppercase())
+    } else {
+        Err(invalid(
+            "country",
+            format!("{raw:?} is not a two-letter code such as DE"),
+        ))
+    }
+}
+
+/// A postal address from its parts.
+pub fn address(
+    street: &str,
+    city: &str,
+    postal_code: &str,
+    country_code: &str,
+) -> Result<outbox_events::Address, InvalidInput> {
+    let postal = text("postal code", postal_code)?;
+    if postal.chars().count() > 16
+        || !postal
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '-')
+    {
+        return Err(invalid(
+            "postal code",
+            format!("{postal_code:?} is not a postal code"),
+        ));
+    }
+    Ok(outbox_events::Address {
+        street: text("street", street)?,
+        city: text("city", city)?,
+        postal_code: postal,
+        country: country(country_code)?,
+    })
+}
+
 /// An ISO 4217 code: three letters, stored upper-case.
 pub fn currency(raw: &str) -> Result<String, InvalidInput> {
     if raw.len() == 3 && raw.chars().all(|c| c.is_ascii_alphabetic()) {
@@ -180,6 +239,24 @@ mod tests {
         assert_eq!(text("reason", " it's \"late\" ").unwrap(), "it's \"late\"");
         assert!(text("reason", "a\u{0}b").is_err());
         assert!(text("reason", &"x".repeat(501)).is_err());
+    }
+
+    #[test]
+    fn emails_and_addresses() {
+        assert!(email("ada@example.com").is_ok());
+        for bad in [
+            "ada",
+            "@x.com",
+            "ada@",
+            "ada@localhost",
+            "a b@x.com",
+            "a'@x.com",
+        ] {
+            assert!(email(bad).is_err(), "{bad}");
+        }
+        assert!(address("1 Main", "Berlin", "10115", "de").is_ok());
+        assert!(address("1 Main", "Berlin", "10115; DROP", "DE").is_err());
+        assert!(address("1 Main", "Berlin", "10115", "DEU").is_err());
     }
 
     #[test]

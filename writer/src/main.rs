@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use writer::cli::{self, Cli, OrderCommand, TopCommand};
+use writer::cli::{self, Cli, OrderArgs, TopCommand};
 use writer::settings::Settings;
 use writer::store::{self, StoreError};
 
@@ -64,9 +64,12 @@ impl From<anyhow::Error> for Failure {
 
 async fn run(cli: &Cli) -> Result<String, Failure> {
     // Validate before touching the database: bad input never opens a connection.
+    let refused = |e: writer::input::InvalidInput| Failure::Refused(e.to_string());
     let command = match &cli.command {
-        TopCommand::Order(order) => {
-            cli::to_command(order).map_err(|e| Failure::Refused(e.to_string()))?
+        TopCommand::Order(order) => cli::order_command(order).map_err(refused)?,
+        TopCommand::Customer(customer) => Some(cli::customer_command(customer).map_err(refused)?),
+        TopCommand::Catalog { out_dir } => {
+            return write_catalog(out_dir).map_err(Failure::Infrastructure)
         }
         TopCommand::Migrate => None,
     };
@@ -83,8 +86,25 @@ async fn run(cli: &Cli) -> Result<String, Failure> {
         }
     });
 
-    match (&cli.command, command) {
-        (TopCommand::Migrate, _) => {
+    if let Some(command) = command {
+        let traceparent = std::env::var("TRACEPARENT").ok();
+        return match store::execute(&mut client, &command, traceparent.as_deref()).await {
+            Ok(committed) => Ok(cli::render_committed(&committed, cli.json)),
+            Err(StoreError::Rejected(r)) => Err(Failure::Refused(r.to_string())),
+            Err(e) => Err(Failure::Infrastructure(
+                anyhow::Error::new(e).context("running the command"),
+            )),
+        };
+    }
+    match &cli.command {
+        TopCommand::Order(OrderArgs::Show { order_id }) => {
+            let order = store::find_order(&client, *order_id)
+                .await
+                .context("reading the order")?
+                .ok_or_else(|| Failure::Refused(format!("order {order_id} does not exist")))?;
+            Ok(cli::render_order(&order, cli.json))
+        }
+        _ => {
             let applied = writer::migrate(&mut client)
                 .await
                 .context("migrating the write database")?;
@@ -92,23 +112,26 @@ async fn run(cli: &Cli) -> Result<String, Failure> {
                 "write database migrated ({applied} new migrations)"
             ))
         }
-        (TopCommand::Order(OrderCommand::Show { order_id }), _) => {
-            let order = store::find_order(&client, *order_id)
-                .await
-                .context("reading the order")?
-                .ok_or_else(|| Failure::Refused(format!("order {order_id} does not exist")))?;
-            Ok(cli::render_order(&order, cli.json))
-        }
-        (TopCommand::Order(_), Some(command)) => {
-            let traceparent = std::env::var("TRACEPARENT").ok();
-            match store::execute(&mut client, &command, traceparent.as_deref()).await {
-                Ok(committed) => Ok(cli::render_committed(&committed, cli.json)),
-                Err(StoreError::Rejected(r)) => Err(Failure::Refused(r.to_string())),
-                Err(e) => Err(Failure::Infrastructure(
-                    anyhow::Error::new(e).context("running the command"),
-                )),
-            }
-        }
-        (TopCommand::Order(_), None) => Err(Failure::Refused("nothing to do".into())),
     }
+}
+
+/// Writes the generated event catalog and JSON Schemas.
+fn write_catalog(out_dir: &std::path::Path) -> anyhow::Result<String> {
+    let schemas_dir = out_dir.join("schemas");
+    std::fs::create_dir_all(&schemas_dir)
+        .with_context(|| format!("creating {}", schemas_dir.display()))?;
+    let catalog = out_dir.join("event_catalog.md");
+    std::fs::write(&catalog, outbox_events::catalog::render_markdown())
+        .with_context(|| format!("writing {}", catalog.display()))?;
+    let schemas = outbox_events::catalog::schemas();
+    for (name, text) in &schemas {
+        let path = schemas_dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(format!(
+        "wrote {} and {} schemas in {}",
+        catalog.display(),
+        schemas.len(),
+        schemas_dir.display()
+    ))
 }

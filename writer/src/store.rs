@@ -1,11 +1,18 @@
 //! One command, one transaction: the only code that writes state or the outbox.
+//!
+//! Every command: lock the aggregate's row (`FOR UPDATE`), decide with the
+//! pure rules, write the state rows, append the events to the outbox with the
+//! next aggregate versions, commit. Any error drops the transaction, which
+//! rolls back: state and outbox change together or not at all.
 
 use chrono::{DateTime, Utc};
-use outbox_events::{Envelope, Event};
+use outbox_events::{Address, Envelope, Event};
 use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
-use crate::domain::{decide, Command, OrderState, OrderStatus, Rejection};
+use crate::domain::{
+    customer, order, Command, CustomerState, OrderCommand, OrderState, OrderStatus, Rejection,
+};
 
 /// Why a command did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -13,7 +20,7 @@ pub enum StoreError {
     /// The rules refused the command; nothing changed. Retrying will not help.
     #[error(transparent)]
     Rejected(#[from] Rejection),
-    /// A payload failed its own contract check; a bug, never retried.
+    /// A payload failed its own contract check: a bug, never retried.
     #[error("event {event_type} failed its contract check: {reason}")]
     Contract {
         event_type: &'static str,
@@ -33,12 +40,12 @@ impl StoreError {
 /// What a committed command produced.
 #[derive(Debug, Clone)]
 pub struct Committed {
-    pub order_id: Uuid,
+    pub aggregate_type: &'static str,
+    pub aggregate_id: String,
     pub events: Vec<Envelope>,
 }
 
-/// Runs `command` in one transaction; on any error the transaction is dropped
-/// and rolls back, so the database is unchanged.
+/// Runs `command` in one transaction.
 pub async fn execute(
     client: &mut tokio_postgres::Client,
     command: &Command,
@@ -46,11 +53,37 @@ pub async fn execute(
 ) -> Result<Committed, StoreError> {
     let tx = client.transaction().await?;
     let now = Utc::now();
-    let order_id = command.order_id();
-    // Row lock: concurrent commands on one order serialise here, so versions stay gapless.
-    let state = load_for_update(&tx, order_id).await?;
-    let events = decide(state.as_ref(), command)?;
-    let base_version = state.as_ref().map_or(0, |s| s.version);
+    let (aggregate_type, aggregate_id, base_version, events) = match command {
+        Command::Customer(c) => {
+            let state = load_customer(&tx, c.customer_id(), Lock::ForUpdate).await?;
+            let events = customer::decide(state.as_ref(), c)?;
+            let version = state.map_or(0, |s| s.version);
+            (
+                outbox_events::CUSTOMER_AGGREGATE,
+                c.customer_id().to_owned(),
+                version,
+                events,
+            )
+        }
+        Command::Order(c) => {
+            let state = load_order(&tx, c.order_id()).await?;
+            let customer = match (c, &state) {
+                // Shares the customer's row lock: a concurrent address change waits.
+                (OrderCommand::Place { customer_id, .. }, None) => {
+                    load_customer(&tx, customer_id, Lock::ForShare).await?
+                }
+                _ => None,
+            };
+            let events = order::decide(state.as_ref(), customer.as_ref(), c)?;
+            let version = state.map_or(0, |s| s.version);
+            (
+                outbox_events::ORDER_AGGREGATE,
+                c.order_id().to_string(),
+                version,
+                events,
+            )
+        }
+    };
 
     let mut envelopes = Vec::with_capacity(events.len());
     for (i, event) in events.into_iter().enumerate() {
@@ -62,43 +95,108 @@ pub async fn execute(
     }
     tx.commit().await?;
     Ok(Committed {
-        order_id,
+        aggregate_type,
+        aggregate_id,
         events: envelopes,
     })
 }
 
-/// Reads an order's state, locking its row until the transaction ends.
-async fn load_for_update(
+enum Lock {
+    ForUpdate,
+    ForShare,
+}
+
+async fn load_customer(
+    tx: &Transaction<'_>,
+    customer_id: &str,
+    lock: Lock,
+) -> Result<Option<CustomerState>, StoreError> {
+    let sql = match lock {
+        Lock::ForUpdate => "SELECT name, email, street, city, postal_code, country, version FROM customers WHERE customer_id = $1 FOR UPDATE",
+        Lock::ForShare => "SELECT name, email, street, city, postal_code, country, version FROM customers WHERE customer_id = $1 FOR SHARE",
+    };
+    let row = tx.query_opt(sql, &[&customer_id]).await?;
+    Ok(row.map(|row| CustomerState {
+        customer_id: customer_id.to_owned(),
+        name: row.get(0),
+        email: row.get(1),
+        address: Address {
+            street: row.get(2),
+            city: row.get(3),
+            postal_code: row.get(4),
+            country: row.get::<_, String>(5).trim().to_owned(),
+        },
+        version: row.get(6),
+    }))
+}
+
+async fn load_order(
     tx: &Transaction<'_>,
     order_id: Uuid,
 ) -> Result<Option<OrderState>, StoreError> {
     let row = tx
         .query_opt(
-            "SELECT status, currency, total_cents, version FROM orders WHERE order_id = $1 FOR UPDATE",
+            "SELECT status, currency, total_cents, payment_reference IS NOT NULL AND refunded_cents IS NULL, version \
+             FROM orders WHERE order_id = $1 FOR UPDATE",
             &[&order_id],
         )
         .await?;
-    Ok(row.map(|row| OrderState {
-        order_id,
-        status: OrderStatus::parse(row.get(0)).unwrap_or(OrderStatus::Placed),
-        currency: row.get::<_, String>(1).trim().to_owned(),
-        total_cents: row.get(2),
-        version: row.get(3),
-    }))
+    row.map(|row| {
+        let status: &str = row.get(0);
+        Ok(OrderState {
+            order_id,
+            // The CHECK constraint admits only known statuses.
+            status: OrderStatus::parse(status).ok_or_else(|| StoreError::Contract {
+                event_type: "-",
+                reason: format!("unknown order status {status:?} in the database"),
+            })?,
+            currency: row.get::<_, String>(1).trim().to_owned(),
+            total_cents: row.get(2),
+            paid: row.get(3),
+            version: row.get(4),
+        })
+    })
+    .transpose()
 }
 
 async fn apply_to_state(
     tx: &Transaction<'_>,
     envelope: &Envelope,
     now: DateTime<Utc>,
-) -> Result<(), tokio_postgres::Error> {
-    let version = envelope.aggregate_version;
+) -> Result<(), StoreError> {
+    let v = envelope.aggregate_version;
+    let address_json = |a: &Address| serde_json::to_value(a).unwrap_or_default();
     match &envelope.event {
-        Event::OrderPlaced(e) => {
+        Event::CustomerRegistered(e) => {
+            let a = &e.address;
             tx.execute(
-                "INSERT INTO orders (order_id, customer_id, status, currency, total_cents, version, created_at, updated_at) \
-                 VALUES ($1, $2, 'placed', $3, $4, $5, $6, $6)",
-                &[&e.order_id, &e.customer_id, &e.currency, &e.total_cents, &version, &now],
+                "INSERT INTO customers (customer_id, name, email, street, city, postal_code, country, version, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                &[&e.customer_id, &e.name, &e.email, &a.street, &a.city, &a.postal_code, &a.country, &v, &now],
+            )
+            .await?;
+        }
+        Event::CustomerContactChanged(e) => {
+            tx.execute(
+                "UPDATE customers SET name = $2, email = $3, version = $4, updated_at = $5 WHERE customer_id = $1",
+                &[&e.customer_id, &e.name, &e.email, &v, &now],
+            )
+            .await?;
+        }
+        Event::CustomerAddressChanged(e) => {
+            let a = &e.address;
+            tx.execute(
+                "UPDATE customers SET street = $2, city = $3, postal_code = $4, country = $5, version = $6, updated_at = $7 WHERE customer_id = $1",
+                &[&e.customer_id, &a.street, &a.city, &a.postal_code, &a.country, &v, &now],
+            )
+            .await?;
+        }
+        Event::OrderPlaced(e) => {
+            let shipping = e.shipping_address.as_ref().map(address_json);
+            tx.execute(
+                "INSERT INTO orders (order_id, customer_id, status, currency, total_cents, shipping_address, version, created_at, updated_at) \
+                 VALUES ($1, $2, 'placed', $3, $4, $5, $6, $7, $7)",
+                &[&e.order_id, &e.customer_id, &e.currency, &e.total_cents, &shipping, &v, &now],
             )
             .await?;
             for (i, line) in e.lines.iter().enumerate() {
@@ -111,27 +209,64 @@ async fn apply_to_state(
             }
         }
         Event::OrderPaid(e) => {
-            tx.execute(
-                "UPDATE orders SET status = 'paid', payment_reference = $2, version = $3, updated_at = $4 WHERE order_id = $1",
-                &[&e.order_id, &e.payment_reference, &version, &now],
+            update_order(
+                tx,
+                e.order_id,
+                "status = 'paid', payment_reference = $4",
+                &e.payment_reference,
+                v,
+                now,
             )
             .await?;
         }
         Event::OrderShipped(e) => {
             tx.execute(
                 "UPDATE orders SET status = 'shipped', carrier = $2, tracking_number = $3, version = $4, updated_at = $5 WHERE order_id = $1",
-                &[&e.order_id, &e.carrier, &e.tracking_number, &version, &now],
+                &[&e.order_id, &e.carrier, &e.tracking_number, &v, &now],
+            )
+            .await?;
+        }
+        Event::OrderDelivered(e) => {
+            tx.execute(
+                "UPDATE orders SET status = 'delivered', version = $2, updated_at = $3 WHERE order_id = $1",
+                &[&e.order_id, &v, &now],
             )
             .await?;
         }
         Event::OrderCancelled(e) => {
+            update_order(
+                tx,
+                e.order_id,
+                "status = 'cancelled', cancel_reason = $4",
+                &e.reason,
+                v,
+                now,
+            )
+            .await?;
+        }
+        Event::OrderRefunded(e) => {
             tx.execute(
-                "UPDATE orders SET status = 'cancelled', cancel_reason = $2, version = $3, updated_at = $4 WHERE order_id = $1",
-                &[&e.order_id, &e.reason, &version, &now],
+                "UPDATE orders SET status = 'refunded', refunded_cents = $2, refund_reason = $3, version = $4, updated_at = $5 WHERE order_id = $1",
+                &[&e.order_id, &e.amount_cents, &e.reason, &v, &now],
             )
             .await?;
         }
     }
+    Ok(())
+}
+
+/// `UPDATE orders SET <set>, version, updated_at` where `set` uses `$4` for `text`.
+async fn update_order(
+    tx: &Transaction<'_>,
+    order_id: Uuid,
+    set: &str,
+    text: &str,
+    version: i64,
+    now: DateTime<Utc>,
+) -> Result<(), tokio_postgres::Error> {
+    let sql = format!("UPDATE orders SET {set}, version = $2, updated_at = $3 WHERE order_id = $1");
+    tx.execute(&sql, &[&order_id, &version, &now, &text])
+        .await?;
     Ok(())
 }
 
@@ -141,16 +276,14 @@ async fn append_to_outbox(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(
     let event = &envelope.event;
     let payload = event.to_payload();
     let bytes = payload.to_string();
+    let contract = |reason: String| StoreError::Contract {
+        event_type: event.event_type(),
+        reason,
+    };
     let decoded = Event::from_payload(event.event_type(), event.schema_version(), bytes.as_bytes())
-        .map_err(|e| StoreError::Contract {
-            event_type: event.event_type(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| contract(e.to_string()))?;
     if &decoded != event {
-        return Err(StoreError::Contract {
-            event_type: event.event_type(),
-            reason: "payload does not round-trip".into(),
-        });
+        return Err(contract("payload does not round-trip".into()));
     }
     tx.execute(
         "INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, aggregate_version, occurred_at, traceparent, payload) \

@@ -112,6 +112,22 @@ impl TestEnv {
             .expect("publish");
     }
 
+    /// Builds a record as the Event Router would publish `envelope` on this topic.
+    pub fn record(&self, envelope: &Envelope, offset: i64) -> Record {
+        Record {
+            topic: format!("x.outbox.event.{}", envelope.aggregate_type),
+            partition: 0,
+            offset,
+            key: Some(envelope.aggregate_id.clone().into_bytes()),
+            headers: envelope
+                .to_headers()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            payload: Some(envelope.event.to_payload().to_string().into_bytes()),
+        }
+    }
+
     pub fn consumer(&self) -> StreamConsumer<projector::consumer::ProjectorContext> {
         projector::consumer::build_consumer(&self.settings).expect("consumer")
     }
@@ -125,6 +141,23 @@ impl TestEnv {
             .await
             .unwrap()
             .map(|r| (r.get(0), r.get(1)))
+    }
+
+    /// Every read model's rows as text (timestamps of processing excluded).
+    pub async fn read_models(&self) -> String {
+        self.client
+            .query_one(
+                "SELECT (SELECT coalesce(string_agg((v.order_id, v.customer_id, v.customer_name, v.customer_email, v.status, v.currency, \
+                   v.total_cents, v.lines, v.line_count, v.shipping_address, v.placed_at, v.paid_at, v.shipped_at, v.delivered_at, \
+                   v.cancelled_at, v.refunded_at, v.refunded_cents, v.last_version)::text, E'\\n' ORDER BY v.customer_id, v.total_cents), '') FROM order_view v) \
+                 || E'\\n--\\n' || (SELECT coalesce(string_agg((s.customer_id, s.name, s.email, s.city, s.country, s.orders_placed, s.open_orders, \
+                   s.lifetime_value, s.last_order_at)::text, E'\\n' ORDER BY s.customer_id), '') FROM customer_summary s) \
+                 || E'\\n--\\n' || (SELECT coalesce(string_agg(d::text, E'\\n' ORDER BY d.day, d.sku, d.currency), '') FROM product_sales_daily d)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
     }
 
     /// The whole read side as text, to compare states.
@@ -169,6 +202,7 @@ pub fn placed(order_id: Uuid) -> Envelope {
                 unit_price_cents: 500,
             }],
             total_cents: 1000,
+            shipping_address: None,
         }),
         1,
         Utc::now(),

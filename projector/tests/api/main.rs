@@ -3,5 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers fail loudly by design
 
+mod contract;
 mod delivery;
 mod helpers;
+mod read_models;

@@ -22,7 +22,7 @@ fn orders_written_by_the_cli_reach_the_read_model_through_debezium() {
     let stack = Stack::for_tests("e2e").expect("test stack");
     stack.up(&|m| eprintln!("[e2e] {m}")).expect("stack up");
 
-    // The scripted scenario: 5 orders, 12 commands, 2 refused.
+    // The scripted scenario: 5 customers, 5 orders, 20 commands, 2 refused.
     let scenario = demo::run_scenario(&stack, &|m| eprintln!("[e2e] {m}")).expect("scenario");
     assert_eq!(scenario.expected.len(), 5);
     assert_eq!(scenario.refused.len(), 2);
@@ -62,7 +62,11 @@ fn orders_written_by_the_cli_reach_the_read_model_through_debezium() {
         .collect();
     assert_eq!(seen, expected);
     let outbox = count(&stack, WRITE_DB, "SELECT count(*) FROM outbox");
-    assert_eq!(outbox, 12, "12 commands committed 12 events");
+    assert_eq!(
+        outbox, scenario.commands as i64,
+        "one event per committed command"
+    );
+    assert_eq!(outbox, 20);
     assert_eq!(count(&stack, READ_DB, "SELECT count(*) FROM inbox"), outbox);
     assert_eq!(
         count(&stack, READ_DB, "SELECT count(*) FROM dead_letters"),
@@ -87,7 +91,7 @@ fn orders_written_by_the_cli_reach_the_read_model_through_debezium() {
             "order",
             "place",
             "--customer",
-            "c-latency",
+            "c-alan",
             "--currency",
             "EUR",
             "--line",
@@ -111,6 +115,31 @@ fn orders_written_by_the_cli_reach_the_read_model_through_debezium() {
     eprintln!(
         "[e2e] commit-to-read-model latency for one order: {} ms",
         started.elapsed().as_millis()
+    );
+
+    // The other two read models saw the same events.
+    assert_eq!(
+        stack
+            .psql(READ_DB, "SELECT orders_placed, open_orders, lifetime_value::text FROM customer_summary WHERE customer_id = 'c-grace'")
+            .unwrap()
+            .trim(),
+        "1|0|{\"EUR\": 0}",
+        "grace paid and was refunded"
+    );
+    assert_eq!(
+        stack
+            .psql(
+                READ_DB,
+                "SELECT sum(units) FROM product_sales_daily WHERE sku = 'KBD-MECH'"
+            )
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    assert_eq!(
+        stack.psql(READ_DB, "SELECT sum(units) FROM product_sales_daily WHERE sku IN ('MUG-LOGO', 'CABLE-USB-C')").unwrap().trim(),
+        "0",
+        "cancelled orders are taken back out of sales"
     );
 
     // Status reports every component healthy.
@@ -155,11 +184,25 @@ fn compose_uses_the_same_connector_sql_and_topics_as_the_local_stack() {
     // The writer's and projector's embedded migrations are the files in sql/.
     assert!(repo.join("sql/write/V1__orders_and_outbox.sql").exists());
     assert!(repo.join("sql/read/V1__order_view_and_inbox.sql").exists());
-    assert_eq!(
-        stack::read_topics(&repo).unwrap(),
-        vec![
-            "outbox.event.order".to_owned(),
-            "__debezium-heartbeat.outbox".to_owned()
-        ]
+    // Topics: one list for both stacks; compose's projector consumes the same ones.
+    let topics = stack::read_topics(&repo).unwrap();
+    for topic in [
+        "outbox.event.order",
+        "outbox.event.customer",
+        "__debezium-heartbeat.outbox",
+    ] {
+        assert!(
+            topics.iter().any(|t| t == topic),
+            "debezium/topics.txt lacks {topic}"
+        );
+    }
+    let consumed: Vec<&str> = topics
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !t.starts_with("__"))
+        .collect();
+    assert!(
+        compose.contains(&format!("PROJECTOR__KAFKA__TOPICS: {}", consumed.join(","))),
+        "compose's projector must consume {consumed:?}"
     );
 }

@@ -237,3 +237,79 @@ async fn bad_currency() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn order_for_an_unregistered_customer() {
+    refused(
+        &[
+            "order",
+            "place",
+            "--customer",
+            "c-nobody",
+            "--currency",
+            "EUR",
+            "--line",
+            "A:1:1",
+        ],
+        "customer c-nobody does not exist",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn registering_a_customer_twice() {
+    refused(
+        &[
+            "customer",
+            "register",
+            "c-1",
+            "--name",
+            "X",
+            "--email",
+            "x@example.com",
+            "--street",
+            "s",
+            "--city",
+            "c",
+            "--postal-code",
+            "1",
+            "--country",
+            "DE",
+        ],
+        "customer c-1 already exists",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_email() {
+    refused(
+        &[
+            "customer",
+            "change-contact",
+            "c-1",
+            "--email",
+            "not-an-address",
+        ],
+        "invalid email",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn refund_of_an_unpaid_order() {
+    let db = TestDb::new().await;
+    let id = db.place(&["A:1:1.00"]);
+    db.writer_ok(&["order", "cancel", &id, "--reason", "r"]);
+    let before = db.snapshot().await;
+    assert_refused(
+        &db.writer(&["order", "refund", &id, "--amount", "1.00", "--reason", "r"]),
+        "never paid",
+    );
+    assert_eq!(db.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn deliver_before_ship() {
+    refused(&["order", "deliver", "{id}"], "cannot deliver order").await;
+}

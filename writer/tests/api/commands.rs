@@ -1,5 +1,5 @@
 use uuid::Uuid;
-use writer::domain::Command;
+use writer::domain::{Command, OrderCommand};
 use writer::store::{self, StoreError};
 
 use crate::helpers::TestDb;
@@ -31,7 +31,7 @@ async fn a_placed_order_commits_state_and_outbox_together() {
         .query_one("SELECT customer_id, status, currency, total_cents, version FROM orders WHERE order_id = $1", &[&order_id])
         .await
         .unwrap();
-    assert_eq!(order.get::<_, String>(0), "c-42");
+    assert_eq!(order.get::<_, String>(0), "c-1");
     assert_eq!(order.get::<_, String>(1), "placed");
     assert_eq!(order.get::<_, String>(2), "EUR");
     assert_eq!(order.get::<_, i64>(3), 4248);
@@ -41,7 +41,8 @@ async fn a_placed_order_commits_state_and_outbox_together() {
     let outbox = db
         .client
         .query_one(
-            "SELECT id, aggregate_type, aggregate_id, event_type, schema_version, aggregate_version, payload, occurred_at IS NOT NULL FROM outbox",
+            "SELECT id, aggregate_type, aggregate_id, event_type, schema_version, aggregate_version, payload, occurred_at IS NOT NULL \
+             FROM outbox WHERE aggregate_type = 'order'",
             &[],
         )
         .await
@@ -50,11 +51,19 @@ async fn a_placed_order_commits_state_and_outbox_together() {
     assert_eq!(outbox.get::<_, String>(1), "order");
     assert_eq!(outbox.get::<_, String>(2), order_id.to_string());
     assert_eq!(outbox.get::<_, String>(3), "OrderPlaced");
-    assert_eq!(outbox.get::<_, i32>(4), 1);
+    assert_eq!(
+        outbox.get::<_, i32>(4),
+        2,
+        "OrderPlaced is written as schema v2"
+    );
     assert_eq!(outbox.get::<_, i64>(5), 1);
     let payload: serde_json::Value = outbox.get(6);
     assert_eq!(payload["total_cents"], 4248);
     assert_eq!(payload["lines"][0]["sku"], "BOOK-1");
+    assert_eq!(
+        payload["shipping_address"]["city"], "Berlin",
+        "the customer's address is stamped"
+    );
     assert!(outbox.get::<_, bool>(7));
 }
 
@@ -120,16 +129,16 @@ async fn concurrent_commands_on_one_order_serialise_without_gaps() {
                 .unwrap();
             tokio::spawn(connection);
             let command = if i % 2 == 0 {
-                Command::Cancel {
+                Command::Order(OrderCommand::Cancel {
                     order_id: id,
                     reason: format!("racer {i}"),
-                }
+                })
             } else {
-                Command::Pay {
+                Command::Order(OrderCommand::Pay {
                     order_id: id,
                     payment_reference: format!("p-{i}"),
                     amount_cents: 1000,
-                }
+                })
             };
             store::execute(&mut client, &command, None).await
         }));
@@ -250,4 +259,118 @@ async fn human_output_names_the_order_and_its_events() {
         text.contains("committed OrderPlaced (schema v1, aggregate version 1)"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn the_full_life_cycle_including_delivery_and_refund_is_gapless() {
+    let db = TestDb::new().await;
+    let id = db.place(&["A:2:5.00"]);
+    db.writer_ok(&[
+        "order",
+        "pay",
+        &id,
+        "--reference",
+        "p-1",
+        "--amount",
+        "10.00",
+    ]);
+    db.writer_ok(&["order", "ship", &id, "--carrier", "UPS", "--tracking", "1Z"]);
+    db.writer_ok(&["order", "deliver", &id]);
+    db.writer_ok(&[
+        "order", "refund", &id, "--amount", "10.00", "--reason", "returned",
+    ]);
+    let types: Vec<String> = db
+        .client
+        .query(
+            "SELECT event_type FROM outbox WHERE aggregate_id = $1 ORDER BY aggregate_version",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "OrderPlaced",
+            "OrderPaid",
+            "OrderShipped",
+            "OrderDelivered",
+            "OrderRefunded"
+        ]
+    );
+    let row = db
+        .client
+        .query_one(
+            "SELECT status, version, refunded_cents FROM orders WHERE order_id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, Option<i64>>(2)
+        ),
+        ("refunded".into(), 5, Some(1000))
+    );
+}
+
+#[tokio::test]
+async fn customer_changes_are_versioned_events_of_their_own_aggregate() {
+    let db = TestDb::new().await;
+    db.writer_ok(&[
+        "customer",
+        "change-contact",
+        "c-1",
+        "--email",
+        "new@example.com",
+    ]);
+    db.writer_ok(&[
+        "customer",
+        "change-address",
+        "c-1",
+        "--street",
+        "2 Side St",
+        "--city",
+        "Hamburg",
+        "--postal-code",
+        "20095",
+        "--country",
+        "de",
+    ]);
+    let rows = db
+        .client
+        .query(
+            "SELECT event_type, aggregate_version, payload FROM outbox WHERE aggregate_type = 'customer' AND aggregate_id = 'c-1' ORDER BY aggregate_version",
+            &[],
+        )
+        .await
+        .unwrap();
+    let seen: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("CustomerRegistered".into(), 1),
+            ("CustomerContactChanged".into(), 2),
+            ("CustomerAddressChanged".into(), 3)
+        ]
+    );
+    let contact: serde_json::Value = rows[1].get(2);
+    assert_eq!(
+        (contact["name"].as_str(), contact["email"].as_str()),
+        (Some("Test Customer"), Some("new@example.com"))
+    );
+    // New orders ship to the new address.
+    let id = db.place(&["A:1:1.00"]);
+    let payload: serde_json::Value = db
+        .client
+        .query_one("SELECT payload FROM outbox WHERE aggregate_id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(payload["shipping_address"]["city"], "Hamburg");
+    assert_eq!(payload["shipping_address"]["country"], "DE");
 }

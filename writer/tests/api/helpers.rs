@@ -38,7 +38,30 @@ impl TestDb {
                 .expect("connect");
         tokio::spawn(connection);
         writer::migrate(&mut client).await.expect("migrate");
-        Self { params, client }
+        let db = Self { params, client };
+        db.register("c-1");
+        db
+    }
+
+    /// Registers a customer through the CLI.
+    pub fn register(&self, customer_id: &str) {
+        self.writer_ok(&[
+            "customer",
+            "register",
+            customer_id,
+            "--name",
+            "Test Customer",
+            "--email",
+            "test@example.com",
+            "--street",
+            "1 Main St",
+            "--city",
+            "Berlin",
+            "--postal-code",
+            "10115",
+            "--country",
+            "DE",
+        ]);
     }
 
     /// Runs the real writer binary against this database.
@@ -87,6 +110,7 @@ impl TestDb {
             .query_one(
                 "SELECT (SELECT coalesce(string_agg(o::text, ';' ORDER BY order_id), '') FROM orders o) || '|' || \
                         (SELECT coalesce(string_agg(l::text, ';' ORDER BY order_id, line_no), '') FROM order_lines l) || '|' || \
+                        (SELECT coalesce(string_agg(c::text, ';' ORDER BY customer_id), '') FROM customers c) || '|' || \
                         (SELECT coalesce(string_agg(x::text, ';' ORDER BY id), '') FROM outbox x)",
                 &[],
             )

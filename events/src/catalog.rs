@@ -1,0 +1,447 @@
+//! The catalog: everything a consumer needs to know about each event, kept
+//! next to the types so the documents cannot drift from the code.
+//!
+//! [`specs`] lists every event type with its producer, consumers and version
+//! history; [`schemas`] derives a JSON Schema per event type and version from
+//! the Rust types; [`render_markdown`] writes `docs/event_catalog.md`.
+//! `writer catalog` writes both to `docs/`, and a test fails when the
+//! checked-in files differ from what the code generates.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::event::*;
+use crate::{header, topic_for, Event, CUSTOMER_AGGREGATE, ORDER_AGGREGATE};
+
+/// One schema version of an event type.
+#[derive(Debug, Clone, Copy)]
+pub struct VersionSpec {
+    pub version: i32,
+    /// What changed in this version and how older consumers are affected.
+    pub change: &'static str,
+    schema: fn() -> schemars::Schema,
+}
+
+/// What the catalog says about one event type.
+#[derive(Debug, Clone, Copy)]
+pub struct EventSpec {
+    pub event_type: &'static str,
+    pub aggregate_type: &'static str,
+    pub description: &'static str,
+    /// The writer command that produces it.
+    pub producer: &'static str,
+    /// Read models the projector changes when it applies the event.
+    pub consumers: &'static [&'static str],
+    /// Oldest first; the last is what producers write now.
+    pub versions: &'static [VersionSpec],
+    example: fn() -> Event,
+}
+
+impl EventSpec {
+    pub fn current_version(&self) -> i32 {
+        self.versions.last().map_or(1, |v| v.version)
+    }
+
+    pub fn example(&self) -> Event {
+        (self.example)()
+    }
+}
+
+fn schema<T: schemars::JsonSchema>() -> schemars::Schema {
+    schemars::schema_for!(T)
+}
+
+const fn v1<T: schemars::JsonSchema>() -> &'static [VersionSpec] {
+    &[VersionSpec {
+        version: 1,
+        change: "First version.",
+        schema: schema::<T>,
+    }]
+}
+
+const ORDER_VIEW: &str = "order_view";
+const CUSTOMER_SUMMARY: &str = "customer_summary";
+const PRODUCT_SALES: &str = "product_sales_daily";
+
+fn example_address() -> Address {
+    Address {
+        street: "12 Analytical Row".into(),
+        city: "London".into(),
+        postal_code: "N1 9GU".into(),
+        country: "GB".into(),
+    }
+}
+
+const EXAMPLE_ORDER: Uuid = Uuid::from_u128(0x7c9e_6679_7425_40de_944b_e07f_c1f9_0ae7);
+
+static SPECS: &[EventSpec] = &[
+    EventSpec {
+        event_type: "CustomerRegistered",
+        aggregate_type: CUSTOMER_AGGREGATE,
+        description: "A customer registered. Orders can be placed for them from now on; the read side learns their name and e-mail.",
+        producer: "writer customer register",
+        consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY],
+        versions: v1::<CustomerRegistered>(),
+        example: || {
+            Event::CustomerRegistered(CustomerRegistered {
+                customer_id: "c-ada".into(),
+                name: "Ada Lovelace".into(),
+                email: "ada@example.com".into(),
+                address: example_address(),
+            })
+        },
+    },
+    EventSpec {
+        event_type: "CustomerContactChanged",
+        aggregate_type: CUSTOMER_AGGREGATE,
+        description: "A customer's name or e-mail changed. Every order in order_view that shows the customer is updated.",
+        producer: "writer customer change-contact",
+        consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY],
+        versions: v1::<CustomerContactChanged>(),
+        example: || {
+            Event::CustomerContactChanged(CustomerContactChanged {
+                customer_id: "c-ada".into(),
+                name: "Ada King".into(),
+                email: "ada.king@example.com".into(),
+            })
+        },
+    },
+    EventSpec {
+        event_type: "CustomerAddressChanged",
+        aggregate_type: CUSTOMER_AGGREGATE,
+        description: "A customer's default shipping address changed. Orders placed earlier keep the address they were placed with.",
+        producer: "writer customer change-address",
+        consumers: &[CUSTOMER_SUMMARY],
+        versions: v1::<CustomerAddressChanged>(),
+        example: || {
+            Event::CustomerAddressChanged(CustomerAddressChanged {
+                customer_id: "c-ada".into(),
+                address: example_address(),
+            })
+        },
+    },
+    EventSpec {
+        event_type: "OrderPlaced",
+        aggregate_type: ORDER_AGGREGATE,
+        description: "A registered customer placed an order; it awaits payment. Counts as a sale of each line's units on the day it was placed.",
+        producer: "writer order place",
+        consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY, PRODUCT_SALES],
+        versions: &[
+            VersionSpec {
+                version: 1,
+                change: "First version.",
+                schema: schema::<OrderPlacedV1>,
+            },
+            VersionSpec {
+                version: 2,
+                change: "Added optional `shipping_address` (the customer's address at placement). Backward compatible: v1 consumers ignore the field; the projector upcasts v1 events to v2 with `shipping_address = null`.",
+                schema: schema::<OrderPlaced>,
+            },
+        ],
+        example: || {
+            Event::OrderPlaced(OrderPlaced {
+                order_id: EXAMPLE_ORDER,
+                customer_id: "c-ada".into(),
+                currency: "EUR".into(),
+                lines: vec![
+                    OrderLine { sku: "BOOK-DDIA".into(), quantity: 1, unit_price_cents: 4250 },
+                    OrderLine { sku: "PEN-BLUE".into(), quantity: 3, unit_price_cents: 120 },
+                ],
+                total_cents: 4610,
+                shipping_address: Some(example_address()),
+            })
+        },
+    },
+    EventSpec {
+        event_type: "OrderPaid",
+        aggregate_type: ORDER_AGGREGATE,
+        description: "The order was paid in full (the amount equals the total). Adds to the customer's lifetime value.",
+        producer: "writer order pay",
+        consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY],
+        versions: v1::<OrderPaid>(),
+        example: || {
+            Event::OrderPaid(OrderPaid {
+                order_id: EXAMPLE_ORDER,
+                payment_reference: "pay-2026-0001".into(),
+                amount_cents: 4610,
+                currency: "EUR".into(),
+            })
+        },
+    },
+    EventSpec {
+        event_type: "OrderShipped",
+        aggregate_type: ORDER_AGGREGATE,
+        description: "A paid order was handed to a carrier.",
+        producer: "writer order ship",
+        consumers: &[ORDER_VIEW],
+        versions: v1::<OrderShipped>(),
+        example: || {
+            Event::OrderShipped(OrderShipped {
+                order_id: EXAMPLE_ORDER,
+                carrier: "DHL".into(),
+                tracking_number: "JD0146000033".into(),
+            })
+        },
+    },
+    EventSpec {
+        event_type: "OrderDelivered",
+        aggregate_type: ORDER_AGGREGATE,
+        description: "A shipped order reached the customer; it is no longer open.",
+        producer: "writer order deliver",
+        consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY],
+        versions: v1::<OrderDelivered>(),
+        example: || Event::OrderDelivered(OrderDelivered { order_id: EXAMPLE_ORDER }),
+    },
+    EventSpec {
+        event_type: "OrderCancelled",
+        aggregate_type: ORDER_AGGREGATE,
+        description: "The order was cancelled before it shipped. Its units and revenue are taken out of product sales; a paid order now awaits a refund.",
+        producer: "writer order cancel",
+        consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY, PRODUCT_SALES],
+        versions: v1::<OrderCancelled>(),
+        example: || {
+            Event::OrderCancelled(OrderCancelled {
+                order_id: EXAMPLE_ORDER,
+                reason: "customer changed their mind".into(),
+            })
+        },
+    },
+    EventSpec {
+        event_type: "OrderRefunded",
+        aggregate_type: ORDER_AGGREGATE,
+        description: "The payment of a cancelled order, or of a delivered order that was returned, went back in full. Lowers the customer's lifetime value; a returned order's units and revenue leave product sales.",
+        producer: "writer order refund",
+        consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY, PRODUCT_SALES],
+        versions: v1::<OrderRefunded>(),
+        example: || {
+            Event::OrderRefunded(OrderRefunded {
+                order_id: EXAMPLE_ORDER,
+                amount_cents: 4610,
+                currency: "EUR".into(),
+                reason: "returned: damaged in transit".into(),
+            })
+        },
+    },
+];
+
+/// Every event type, in catalog order.
+pub fn specs() -> &'static [EventSpec] {
+    SPECS
+}
+
+pub fn spec(event_type: &str) -> Option<&'static EventSpec> {
+    SPECS.iter().find(|s| s.event_type == event_type)
+}
+
+pub(crate) fn try_current_version(event_type: &str) -> Option<i32> {
+    spec(event_type).map(EventSpec::current_version)
+}
+
+pub(crate) fn current_version(event_type: &str) -> i32 {
+    try_current_version(event_type).unwrap_or(1)
+}
+
+/// `(file name, JSON text)` of every event type and version, e.g.
+/// `("OrderPlaced.v2.json", "{...}")`.
+pub fn schemas() -> Vec<(String, String)> {
+    SPECS
+        .iter()
+        .flat_map(|spec| {
+            spec.versions.iter().map(move |v| {
+                let text = serde_json::to_string_pretty(&(v.schema)()).unwrap_or_default() + "\n";
+                (format!("{}.v{}.json", spec.event_type, v.version), text)
+            })
+        })
+        .collect()
+}
+
+/// A JSON Schema type as one short phrase (`string (uuid)`, `Address | null`).
+fn type_of(property: &Value) -> String {
+    if let Some(reference) = property.get("$ref").and_then(Value::as_str) {
+        return reference.rsplit('/').next().unwrap_or(reference).to_owned();
+    }
+    if let Some(any) = property.get("anyOf").and_then(Value::as_array) {
+        return any.iter().map(type_of).collect::<Vec<_>>().join(" \\| ");
+    }
+    let base = match property.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" \\| "),
+        _ => "any".into(),
+    };
+    let base = match property.get("items") {
+        Some(items) if base == "array" => format!("array of {}", type_of(items)),
+        _ => base,
+    };
+    match property.get("format").and_then(Value::as_str) {
+        Some(format) => format!("{base} ({format})"),
+        None => base,
+    }
+}
+
+fn field_rows(schema: &Value, out: &mut String) {
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        for (name, property) in properties {
+            let description = property
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .replace('\n', " ");
+            out.push_str(&format!(
+                "| `{name}` | {} | {} | {description} |\n",
+                type_of(property),
+                if required.contains(&name.as_str()) {
+                    "yes"
+                } else {
+                    "no"
+                },
+            ));
+        }
+    }
+}
+
+fn fields_table(schema: &Value) -> String {
+    let mut out = String::from("| field | type | required | meaning |\n|---|---|---|---|\n");
+    field_rows(schema, &mut out);
+    if let Some(defs) = schema.get("$defs").and_then(Value::as_object) {
+        for (name, def) in defs {
+            out.push_str(&format!(
+                "\n`{name}`:\n\n| field | type | required | meaning |\n|---|---|---|---|\n"
+            ));
+            field_rows(def, &mut out);
+        }
+    }
+    out
+}
+
+/// `docs/event_catalog.md`, generated.
+pub fn render_markdown() -> String {
+    let mut md = String::new();
+    md.push_str("# Event catalog\n\n");
+    md.push_str("<!-- Generated by `cargo run -p writer -- catalog` from the `outbox-events` crate. Do not edit: a test fails when this file differs from the code. -->\n\n");
+    md.push_str("Every event the system publishes. Events are written to the `outbox` table in the same transaction as the state change they describe, published by Debezium's outbox Event Router, and consumed by the projector into the read models.\n\n");
+    md.push_str("## Guarantees that hold for every event\n\n");
+    md.push_str("- **Topic**: `outbox.event.<aggregate type>`, 3 partitions. **Key**: the aggregate id, so all events of one aggregate land in one partition.\n");
+    md.push_str("- **Ordering**: per aggregate, in aggregate-version order (1, 2, 3, ... without gaps; the projector checks). No order across aggregates: a customer's events and the orders that reference them may arrive in any interleaving, and every read model converges whatever it is.\n");
+    md.push_str("- **Delivery**: at-least-once from the outbox to Kafka (Debezium may republish after a crash). Effects are exactly-once: the projector records each event id in its `inbox` table in the same transaction as the read-model change and skips ids it has seen.\n");
+    md.push_str("- **Value**: the payload as plain JSON (`value.converter.schemas.enable=false`). Consumers ignore unknown fields.\n");
+    md.push_str(&format!(
+        "- **Headers** (strings): `{}` (event id, UUID), `{}`, `{}`, `{}`, `{}` (RFC 3339), `{}` (W3C trace context, may be empty).\n",
+        header::EVENT_ID,
+        header::EVENT_TYPE,
+        header::SCHEMA_VERSION,
+        header::AGGREGATE_VERSION,
+        header::OCCURRED_AT,
+        header::TRACEPARENT
+    ));
+    md.push_str("- **Schemas**: JSON Schema per event type and version in [`schemas/`](schemas/), generated from the Rust types.\n\n");
+    md.push_str("## Overview\n\n| event | current version | topic | producer | consumers |\n|---|---|---|---|---|\n");
+    for spec in SPECS {
+        md.push_str(&format!(
+            "| [{0}](#{1}) | v{2} | `{3}` | `{4}` | {5} |\n",
+            spec.event_type,
+            spec.event_type.to_lowercase(),
+            spec.current_version(),
+            topic_for(spec.aggregate_type),
+            spec.producer,
+            spec.consumers
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for spec in SPECS {
+        let current = spec
+            .versions
+            .last()
+            .map(|v| (v.schema)())
+            .unwrap_or_default();
+        let current = serde_json::to_value(current).unwrap_or_default();
+        let example =
+            serde_json::to_string_pretty(&spec.example().to_payload()).unwrap_or_default();
+        md.push_str(&format!(
+            "\n## {}\n\n{}\n\n",
+            spec.event_type, spec.description
+        ));
+        md.push_str(&format!(
+            "- **Topic**: `{}`\n- **Key**: the {} id (`aggregate_id`)\n- **Current schema version**: {} ([schema](schemas/{}.v{}.json))\n- **Producer**: `{}` (one transaction: state change + outbox row)\n- **Consumers**: projector -> {}\n- **Delivery**: at-least-once; applied exactly once per event id (inbox)\n- **Ordering**: after every earlier event of the same {}\n\n",
+            topic_for(spec.aggregate_type),
+            spec.aggregate_type,
+            spec.current_version(),
+            spec.event_type,
+            spec.current_version(),
+            spec.producer,
+            spec.consumers.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
+            spec.aggregate_type,
+        ));
+        md.push_str("### Payload\n\n");
+        md.push_str(&fields_table(&current));
+        md.push_str(&format!(
+            "\n### Example\n\n```json\n{example}\n```\n\n### Version history\n\n"
+        ));
+        for v in spec.versions {
+            md.push_str(&format!(
+                "- **v{}** ([schema](schemas/{}.v{}.json)): {}\n",
+                v.version, spec.event_type, v.version, v.change
+            ));
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_type_has_a_spec_and_its_example_round_trips() {
+        for spec in SPECS {
+            let event = spec.example();
+            assert_eq!(event.event_type(), spec.event_type);
+            assert_eq!(event.aggregate_type(), spec.aggregate_type);
+            let bytes = event.to_payload().to_string();
+            let back =
+                Event::from_payload(spec.event_type, spec.current_version(), bytes.as_bytes())
+                    .unwrap();
+            assert_eq!(back, event);
+        }
+        assert!(SPECS.len() >= 7);
+    }
+
+    #[test]
+    fn checked_in_docs_match_the_code() {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        let fix = "run `cargo run -p writer -- catalog` and commit docs/";
+        let catalog = std::fs::read_to_string(docs.join("event_catalog.md")).unwrap_or_default();
+        assert!(
+            catalog == render_markdown(),
+            "docs/event_catalog.md is stale: {fix}"
+        );
+        let mut expected: Vec<String> = Vec::new();
+        for (name, text) in schemas() {
+            let on_disk =
+                std::fs::read_to_string(docs.join("schemas").join(&name)).unwrap_or_default();
+            assert!(on_disk == text, "docs/schemas/{name} is stale: {fix}");
+            expected.push(name);
+        }
+        let mut present: Vec<String> = std::fs::read_dir(docs.join("schemas"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        present.sort();
+        expected.sort();
+        assert_eq!(
+            present, expected,
+            "docs/schemas has files the code does not generate: {fix}"
+        );
+    }
+}

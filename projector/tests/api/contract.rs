@@ -1,0 +1,112 @@
+//! Schema evolution on a real topic: v1 payloads are upcast, unknown fields ignored.
+
+use chrono::Utc;
+use outbox_events::{header, Envelope, Event, OrderLine, OrderPlaced, OrderPlacedV1};
+use projector::batch::{apply_batch, Outcome};
+use uuid::Uuid;
+
+use crate::helpers::{receive, TestEnv};
+
+fn lines() -> Vec<OrderLine> {
+    vec![OrderLine {
+        sku: "BOOK".into(),
+        quantity: 3,
+        unit_price_cents: 700,
+    }]
+}
+
+#[tokio::test]
+async fn a_v1_order_placed_on_the_topic_projects_like_its_v2_form() {
+    let mut env = TestEnv::new().await;
+    let at = Utc::now();
+    let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
+
+    // A real v1 payload, exactly as the v1 writer produced it (no shipping_address).
+    let v1 = OrderPlacedV1 {
+        order_id: old,
+        customer_id: "c-1".into(),
+        currency: "EUR".into(),
+        lines: lines(),
+        total_cents: 2100,
+    };
+    let v1_payload = serde_json::to_vec(&v1).unwrap();
+    assert!(!String::from_utf8_lossy(&v1_payload).contains("shipping_address"));
+    let mut v1_envelope = Envelope::new(
+        Event::OrderPlaced(OrderPlaced {
+            order_id: old,
+            customer_id: "c-1".into(),
+            currency: "EUR".into(),
+            lines: lines(),
+            total_cents: 2100,
+            shipping_address: None,
+        }),
+        1,
+        at,
+    );
+    v1_envelope.occurred_at = at;
+    let mut v1_headers = v1_envelope.to_headers();
+    for (name, value) in &mut v1_headers {
+        if *name == header::SCHEMA_VERSION {
+            *value = "1".into();
+        }
+    }
+    env.publish_raw(&old.to_string(), &v1_headers, &v1_payload)
+        .await;
+
+    // The same facts as v2, plus a field this consumer does not know.
+    let v2 = Envelope::new(
+        Event::OrderPlaced(OrderPlaced {
+            order_id: new,
+            customer_id: "c-1".into(),
+            currency: "EUR".into(),
+            lines: lines(),
+            total_cents: 2100,
+            shipping_address: None,
+        }),
+        1,
+        at,
+    );
+    let mut v2_payload = v2.event.to_payload();
+    v2_payload["gift_wrap"] = serde_json::json!({"paper": "red"});
+    env.publish_raw(
+        &new.to_string(),
+        &v2.to_headers(),
+        v2_payload.to_string().as_bytes(),
+    )
+    .await;
+
+    let consumer = env.consumer();
+    let records = receive(&consumer, 2).await;
+    assert!(records
+        .iter()
+        .any(|r| r.headers[header::SCHEMA_VERSION] == "1"));
+    let outcome = apply_batch(&mut env.client, &records).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome {
+            applied: 2,
+            duplicates: 0,
+            dead_lettered: 0
+        }
+    );
+
+    let row = |id: Uuid| {
+        let client = &env.client;
+        async move {
+            let r = client
+                .query_one(
+                    "SELECT (customer_id, status, currency, total_cents, lines, line_count, shipping_address, placed_at, last_version)::text \
+                     FROM order_view WHERE order_id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+            r.get::<_, String>(0)
+        }
+    };
+    assert_eq!(
+        row(old).await,
+        row(new).await,
+        "v1 and v2 must project identically"
+    );
+}

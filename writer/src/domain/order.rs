@@ -1,0 +1,376 @@
+//! The order aggregate.
+//!
+//! Life cycle: `placed -> paid -> shipped -> delivered`; `placed | paid ->
+//! cancelled`; a paid-then-cancelled or a delivered (returned) order can be
+//! `refunded`, in full.
+
+use std::fmt;
+
+use outbox_events::{
+    Event, OrderCancelled, OrderDelivered, OrderLine, OrderPaid, OrderPlaced, OrderRefunded,
+    OrderShipped,
+};
+use uuid::Uuid;
+
+use super::{CustomerState, Rejection};
+use crate::input::format_money;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStatus {
+    Placed,
+    Paid,
+    Shipped,
+    Delivered,
+    Cancelled,
+    Refunded,
+}
+
+impl OrderStatus {
+    pub const ALL: [OrderStatus; 6] = [
+        OrderStatus::Placed,
+        OrderStatus::Paid,
+        OrderStatus::Shipped,
+        OrderStatus::Delivered,
+        OrderStatus::Cancelled,
+        OrderStatus::Refunded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Placed => "placed",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Shipped => "shipped",
+            OrderStatus::Delivered => "delivered",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Refunded => "refunded",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the rules need to know about an existing order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderState {
+    pub order_id: Uuid,
+    pub status: OrderStatus,
+    pub currency: String,
+    pub total_cents: i64,
+    /// Whether a payment was taken (and not refunded yet).
+    pub paid: bool,
+    /// Aggregate version: the number of events the order has produced.
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderCommand {
+    Place {
+        order_id: Uuid,
+        customer_id: String,
+        currency: String,
+        lines: Vec<OrderLine>,
+    },
+    Pay {
+        order_id: Uuid,
+        payment_reference: String,
+        amount_cents: i64,
+    },
+    Ship {
+        order_id: Uuid,
+        carrier: String,
+        tracking_number: String,
+    },
+    Deliver {
+        order_id: Uuid,
+    },
+    Cancel {
+        order_id: Uuid,
+        reason: String,
+    },
+    Refund {
+        order_id: Uuid,
+        amount_cents: i64,
+        reason: String,
+    },
+}
+
+impl OrderCommand {
+    pub fn order_id(&self) -> Uuid {
+        match self {
+            OrderCommand::Place { order_id, .. }
+            | OrderCommand::Pay { order_id, .. }
+            | OrderCommand::Ship { order_id, .. }
+            | OrderCommand::Deliver { order_id }
+            | OrderCommand::Cancel { order_id, .. }
+            | OrderCommand::Refund { order_id, .. } => *order_id,
+        }
+    }
+
+    fn verb(&self) -> &'static str {
+        match self {
+            OrderCommand::Place { .. } => "place",
+            OrderCommand::Pay { .. } => "pay",
+            OrderCommand::Ship { .. } => "ship",
+            OrderCommand::Deliver { .. } => "deliver",
+            OrderCommand::Cancel { .. } => "cancel",
+            OrderCommand::Refund { .. } => "refund",
+        }
+    }
+}
+
+/// Decides which events an order command produces. `customer` is the
+/// ordering customer's state, needed only to place an order.
+pub fn decide(
+    state: Option<&OrderState>,
+    customer: Option<&CustomerState>,
+    command: &OrderCommand,
+) -> Result<Vec<Event>, Rejection> {
+    let Some(state) = state else {
+        let OrderCommand::Place {
+            order_id,
+            customer_id,
+            currency,
+            lines,
+        } = command
+        else {
+            return Err(Rejection::UnknownOrder(command.order_id()));
+        };
+        let customer = customer.ok_or_else(|| Rejection::UnknownCustomer(customer_id.clone()))?;
+        if lines.is_empty() {
+            return Err(Rejection::NoLines);
+        }
+        let total_cents = lines
+            .iter()
+            .map(|l| i64::from(l.quantity) * l.unit_price_cents)
+            .sum();
+        return Ok(vec![Event::OrderPlaced(OrderPlaced {
+            order_id: *order_id,
+            customer_id: customer_id.clone(),
+            currency: currency.clone(),
+            lines: lines.clone(),
+            total_cents,
+            shipping_address: Some(customer.address.clone()),
+        })]);
+    };
+
+    use OrderStatus::*;
+    let order_id = state.order_id;
+    let refuse = || Rejection::InvalidTransition {
+        order_id,
+        verb: command.verb(),
+        status: state.status,
+    };
+    let must_match = |what: &'static str, amount: i64| {
+        if amount == state.total_cents {
+            Ok(())
+        } else {
+            Err(Rejection::AmountMismatch {
+                what,
+                amount: format_money(amount),
+                total: format_money(state.total_cents),
+                currency: state.currency.clone(),
+            })
+        }
+    };
+    let event = match command {
+        OrderCommand::Place { .. } => return Err(Rejection::OrderExists(order_id)),
+        OrderCommand::Pay {
+            payment_reference,
+            amount_cents,
+            ..
+        } => {
+            if state.status != Placed {
+                return Err(refuse());
+            }
+            must_match("payment", *amount_cents)?;
+            Event::OrderPaid(OrderPaid {
+                order_id,
+                payment_reference: payment_reference.clone(),
+                amount_cents: *amount_cents,
+                currency: state.currency.clone(),
+            })
+        }
+        OrderCommand::Ship {
+            carrier,
+            tracking_number,
+            ..
+        } => {
+            if state.status != Paid {
+                return Err(refuse());
+            }
+            Event::OrderShipped(OrderShipped {
+                order_id,
+                carrier: carrier.clone(),
+                tracking_number: tracking_number.clone(),
+            })
+        }
+        OrderCommand::Deliver { .. } => {
+            if state.status != Shipped {
+                return Err(refuse());
+            }
+            Event::OrderDelivered(OrderDelivered { order_id })
+        }
+        OrderCommand::Cancel { reason, .. } => {
+            if !matches!(state.status, Placed | Paid) {
+                return Err(refuse());
+            }
+            Event::OrderCancelled(OrderCancelled {
+                order_id,
+                reason: reason.clone(),
+            })
+        }
+        OrderCommand::Refund {
+            amount_cents,
+            reason,
+            ..
+        } => {
+            if !matches!(state.status, Cancelled | Delivered) {
+                return Err(refuse());
+            }
+            if !state.paid {
+                return Err(Rejection::NotPaid(order_id));
+            }
+            must_match("refund", *amount_cents)?;
+            Event::OrderRefunded(OrderRefunded {
+                order_id,
+                amount_cents: *amount_cents,
+                currency: state.currency.clone(),
+                reason: reason.clone(),
+            })
+        }
+    };
+    Ok(vec![event])
+}
+
+#[cfg(test)]
+mod tests {
+    use outbox_events::Address;
+
+    use super::*;
+
+    fn state(status: OrderStatus, paid: bool) -> OrderState {
+        OrderState {
+            order_id: Uuid::nil(),
+            status,
+            currency: "EUR".into(),
+            total_cents: 1000,
+            paid,
+            version: 1,
+        }
+    }
+
+    fn customer() -> CustomerState {
+        CustomerState {
+            customer_id: "c".into(),
+            name: "C".into(),
+            email: "c@example.com".into(),
+            address: Address {
+                street: "s".into(),
+                city: "Paris".into(),
+                postal_code: "75001".into(),
+                country: "FR".into(),
+            },
+            version: 1,
+        }
+    }
+
+    const ID: Uuid = Uuid::nil();
+
+    fn pay(amount_cents: i64) -> OrderCommand {
+        OrderCommand::Pay {
+            order_id: ID,
+            payment_reference: "p".into(),
+            amount_cents,
+        }
+    }
+    fn ship() -> OrderCommand {
+        OrderCommand::Ship {
+            order_id: ID,
+            carrier: "DHL".into(),
+            tracking_number: "T".into(),
+        }
+    }
+    fn cancel() -> OrderCommand {
+        OrderCommand::Cancel {
+            order_id: ID,
+            reason: "r".into(),
+        }
+    }
+    fn refund(amount_cents: i64) -> OrderCommand {
+        OrderCommand::Refund {
+            order_id: ID,
+            amount_cents,
+            reason: "r".into(),
+        }
+    }
+    fn deliver() -> OrderCommand {
+        OrderCommand::Deliver { order_id: ID }
+    }
+
+    #[test]
+    fn placing_needs_a_customer_and_stamps_their_address() {
+        let place = OrderCommand::Place {
+            order_id: ID,
+            customer_id: "c".into(),
+            currency: "EUR".into(),
+            lines: vec![
+                OrderLine {
+                    sku: "a".into(),
+                    quantity: 2,
+                    unit_price_cents: 250,
+                },
+                OrderLine {
+                    sku: "b".into(),
+                    quantity: 1,
+                    unit_price_cents: 500,
+                },
+            ],
+        };
+        assert_eq!(
+            decide(None, None, &place),
+            Err(Rejection::UnknownCustomer("c".into()))
+        );
+        let events = decide(None, Some(&customer()), &place).unwrap();
+        assert!(matches!(&events[..], [Event::OrderPlaced(p)]
+            if p.total_cents == 1000 && p.shipping_address.as_ref().is_some_and(|a| a.city == "Paris")));
+    }
+
+    #[test]
+    fn transitions_follow_the_life_cycle() {
+        use OrderStatus::*;
+        let ok = |s: OrderStatus, paid: bool, c: OrderCommand| {
+            decide(Some(&state(s, paid)), None, &c).is_ok()
+        };
+        assert!(ok(Placed, false, pay(1000)));
+        assert!(!ok(Placed, false, pay(999)));
+        assert!(!ok(Paid, true, pay(1000)));
+        assert!(!ok(Placed, false, ship()));
+        assert!(ok(Paid, true, ship()));
+        assert!(ok(Shipped, true, deliver()));
+        assert!(!ok(Paid, true, deliver()));
+        assert!(ok(Placed, false, cancel()));
+        assert!(ok(Paid, true, cancel()));
+        assert!(!ok(Shipped, true, cancel()));
+        assert!(ok(Cancelled, true, refund(1000)));
+        assert!(ok(Delivered, true, refund(1000)));
+        assert!(!ok(Delivered, true, refund(10)));
+        assert!(!ok(Shipped, true, refund(1000)));
+        assert_eq!(
+            decide(Some(&state(Cancelled, false)), None, &refund(1000)),
+            Err(Rejection::NotPaid(ID))
+        );
+        assert!(!ok(Refunded, false, refund(1000)));
+        assert_eq!(
+            decide(None, None, &ship()),
+            Err(Rejection::UnknownOrder(ID))
+        );
+    }
+}
