@@ -9,6 +9,10 @@ use crate::{wait_until, Result, Stack, StackError, READ_DB};
 /// What the scenario did and what the read model must show for it.
 #[derive(Debug, Clone, Default)]
 pub struct Scenario {
+    /// Suffix of this run's customer ids, so the demo can run again on the same stack.
+    pub run: String,
+    /// This run's customer ids.
+    pub customers: Vec<String>,
     /// order id -> (expected status, expected last aggregate version)
     pub expected: BTreeMap<String, (String, i64)>,
     pub commands: usize,
@@ -60,8 +64,15 @@ const CUSTOMERS: [(&str, &str, &str, &str, &str); 5] = [
 /// that end delivered, shipped, refunded, cancelled and placed, a contact
 /// change that the orders must reflect, and two commands the writer refuses.
 pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> {
-    let mut scenario = Scenario::default();
-    for (id, name, email, city, country) in CUSTOMERS {
+    let run = uuid::Uuid::new_v4().simple().to_string()[..4].to_owned();
+    let mut scenario = Scenario {
+        run: run.clone(),
+        ..Scenario::default()
+    };
+    for (base, name, email, city, country) in CUSTOMERS {
+        let id = format!("{base}-{run}");
+        let id = id.as_str();
+        scenario.customers.push(id.to_owned());
         stack.writer(&[
             "customer",
             "register",
@@ -98,6 +109,8 @@ pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> 
         ("c-edsger", &["BOOK-SICP:1:55.00"], &[]),
     ];
     for (customer, lines, steps) in carts {
+        let customer = format!("{customer}-{run}");
+        let customer = customer.as_str();
         let mut args = vec![
             "--json",
             "order",
@@ -222,17 +235,18 @@ pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> 
         }
     }
     // A customer event after the orders that show the customer.
+    let ada = format!("c-ada-{run}");
     stack.writer(&[
         "customer",
         "change-contact",
-        "c-ada",
+        &ada,
         "--name",
         "Ada King",
         "--email",
         "ada.king@example.com",
     ])?;
     scenario.commands += 1;
-    progress("c-ada changed her name to Ada King");
+    progress(&format!("{ada} changed her name to Ada King"));
     Ok(scenario)
 }
 
@@ -270,7 +284,10 @@ pub fn await_read_model(
             })
             .collect();
         let renamed = stack
-            .psql(READ_DB, "SELECT count(*) FROM order_view WHERE customer_id = 'c-ada' AND customer_name = 'Ada King'")
+            .psql(
+                READ_DB,
+                &format!("SELECT count(*) FROM order_view WHERE customer_id = 'c-ada-{}' AND customer_name = 'Ada King'", scenario.run),
+            )
             .map(|o| o.trim() == "1")
             .unwrap_or(false);
         seen == scenario.expected && renamed
@@ -302,7 +319,11 @@ pub fn show_read_model(stack: &Stack, scenario: &Scenario) -> Result<String> {
              FROM order_view WHERE order_id IN ({}) ORDER BY placed_at",
             ids.join(",")
         ),
-        "SELECT customer_id, name, email, city, orders_placed, open_orders, lifetime_value FROM customer_summary ORDER BY customer_id".to_owned(),
+        format!(
+            "SELECT customer_id, name, email, city, orders_placed, open_orders, lifetime_value FROM customer_summary \
+             WHERE customer_id LIKE '%-{}' ORDER BY customer_id",
+            scenario.run
+        ),
         "SELECT day, sku, currency, units, to_char(revenue_cents / 100.0, 'FM999990.00') AS revenue FROM product_sales_daily ORDER BY day, sku".to_owned(),
     ];
     let mut out = String::new();

@@ -166,19 +166,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 waited.as_secs_f64()
             );
             println!("{}", demo::show_read_model(&stack, &scenario)?);
-            print_env(&stack);
+            print_env(
+                &stack,
+                scenario
+                    .customers
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("c-1"),
+            );
             println!("Stop the stack:          cargo run -q -p stack -- down");
         }
-        Command::Env => print_env(&stack),
+        Command::Env => print_env(&stack, "c-1"),
         Command::ReapTests => {}
     }
     Ok(())
 }
 
-fn print_env(stack: &Stack) {
+fn print_env(stack: &Stack, customer: &str) {
     let read = stack.read_db();
     println!("Query the read database: PGPASSWORD={} psql -h {} -p {} -U {} {} -c 'SELECT * FROM order_view'", read.password, read.host, read.port, read.user, read.dbname);
-    println!("Run a command:           cargo run -q -p writer -- --config {} order place --customer c-1 --currency EUR --line BOOK-1:1:9.99", stack.writer_config().display());
+    println!(
+        "Writer settings:         export WRITER_CONFIG={}",
+        stack.writer_config().display()
+    );
+    println!("Run a command:           cargo run -q -p writer -- order place --customer {customer} --currency EUR --line BOOK-1:1:9.99");
+    println!("All writer commands:     cargo run -q -p writer -- --help");
     println!("Stack status:            cargo run -q -p stack -- status");
 }
 

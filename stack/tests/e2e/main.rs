@@ -91,7 +91,7 @@ fn orders_written_by_the_cli_reach_the_read_model_through_debezium() {
             "order",
             "place",
             "--customer",
-            "c-alan",
+            &format!("c-alan-{}", scenario.run),
             "--currency",
             "EUR",
             "--line",
@@ -120,7 +120,7 @@ fn orders_written_by_the_cli_reach_the_read_model_through_debezium() {
     // The other two read models saw the same events.
     assert_eq!(
         stack
-            .psql(READ_DB, "SELECT orders_placed, open_orders, lifetime_value::text FROM customer_summary WHERE customer_id = 'c-grace'")
+            .psql(READ_DB, "SELECT orders_placed, open_orders, lifetime_value::text FROM customer_summary WHERE customer_id LIKE 'c-grace-%'")
             .unwrap()
             .trim(),
         "1|0|{\"EUR\": 0}",
