@@ -46,6 +46,14 @@ enum Command {
     Demo,
     /// Print the settings files and a psql command for this stack.
     Env,
+    /// Open psql on the read (default) or write database; extra arguments go to psql.
+    Psql {
+        /// `read` or `write`.
+        #[arg(long = "db", default_value = "read")]
+        database: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Stop and remove test stacks whose test process has exited.
     #[command(hide = true)]
     ReapTests,
@@ -177,6 +185,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Stop the stack:          cargo run -q -p stack -- down");
         }
         Command::Env => print_env(&stack, "c-1"),
+        Command::Psql { database, args } => {
+            let db = match database.as_str() {
+                "read" => stack.read_db(),
+                "write" => stack.write_db(),
+                other => bail!("unknown database {other:?}; use read or write"),
+            };
+            use std::os::unix::process::CommandExt;
+            let error = std::process::Command::new("psql")
+                .args([
+                    "-h",
+                    &db.host,
+                    "-p",
+                    &db.port.to_string(),
+                    "-U",
+                    &db.user,
+                    "-d",
+                    &db.dbname,
+                ])
+                .args(&args)
+                .env("PGPASSWORD", &db.password)
+                .exec();
+            bail!("running psql: {error}");
+        }
         Command::ReapTests => {}
     }
     Ok(())
@@ -184,7 +215,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn print_env(stack: &Stack, customer: &str) {
     let read = stack.read_db();
-    println!("Query the read database: PGPASSWORD={} psql -h {} -p {} -U {} {} -c 'SELECT * FROM order_view'", read.password, read.host, read.port, read.user, read.dbname);
+    println!(
+        "Query the read database: cargo run -q -p stack -- psql -c 'SELECT * FROM order_view'"
+    );
+    println!(
+        "  (or: PGPASSWORD={} psql -h {} -p {} -U {} {})",
+        read.password, read.host, read.port, read.user, read.dbname
+    );
     println!(
         "Writer settings:         export WRITER_CONFIG={}",
         stack.writer_config().display()
