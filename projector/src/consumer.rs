@@ -102,6 +102,8 @@ pub fn build_consumer(settings: &Settings) -> Result<StreamConsumer<ProjectorCon
         .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
         .set("max.poll.interval.ms", "300000")
         .set("statistics.interval.ms", "1000")
+        // Latency over throughput: do not let a fetch sit on the broker for long.
+        .set("fetch.wait.max.ms", "100")
         .create_with_context(ProjectorContext)?;
     let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
