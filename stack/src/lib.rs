@@ -19,7 +19,7 @@
 //! - [`demo`]: the scripted scenario of `./dev/demo`.
 
 pub mod demo;
-mod postgres;
+pub mod postgres;
 mod process;
 pub mod status;
 pub mod tools;

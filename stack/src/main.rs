@@ -192,20 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 other => bail!("unknown database {other:?}; use read or write"),
             };
             use std::os::unix::process::CommandExt;
-            let error = std::process::Command::new("psql")
-                .args([
-                    "-h",
-                    &db.host,
-                    "-p",
-                    &db.port.to_string(),
-                    "-U",
-                    &db.user,
-                    "-d",
-                    &db.dbname,
-                ])
-                .args(&args)
-                .env("PGPASSWORD", &db.password)
-                .exec();
+            let error = stack::postgres::psql_command(&db).args(&args).exec();
             bail!("running psql: {error}");
         }
         Command::ReapTests => {}

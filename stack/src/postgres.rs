@@ -136,24 +136,30 @@ pub fn admin_sql(stack: &Stack, dbname: &str, sql: &str) -> Result<String> {
     run_quiet(&mut psql)
 }
 
-/// SQL over TCP with the given login (password through the environment).
-pub fn psql(db: &DbParams, sql: &str, format_args: &[&str]) -> Result<String> {
+/// A psql command logged in to `db` over TCP (the password through the environment).
+pub fn psql_command(db: &DbParams) -> Command {
     let mut psql = Command::new("psql");
+    psql.args([
+        "-h",
+        &db.host,
+        "-p",
+        &db.port.to_string(),
+        "-U",
+        &db.user,
+        "-d",
+        &db.dbname,
+    ])
+    .env("PGPASSWORD", &db.password);
+    psql
+}
+
+/// SQL over TCP with the given login.
+pub fn psql(db: &DbParams, sql: &str, format_args: &[&str]) -> Result<String> {
+    let mut psql = psql_command(db);
     psql.arg("-X")
         .args(["-v", "ON_ERROR_STOP=1"])
-        .args([
-            "-h",
-            &db.host,
-            "-p",
-            &db.port.to_string(),
-            "-U",
-            &db.user,
-            "-d",
-            &db.dbname,
-        ])
         .args(format_args)
-        .args(["-c", sql])
-        .env("PGPASSWORD", &db.password);
+        .args(["-c", sql]);
     run_quiet(&mut psql)
 }
 

@@ -146,7 +146,17 @@ fn orders_written_by_the_cli_reach_the_read_model_through_debezium() {
     for s in stack::status::report(&stack) {
         assert!(s.healthy, "{} unhealthy: {}", s.component, s.detail);
     }
+    // `down` sends SIGTERM: the projector finishes its batch, commits offsets and exits cleanly.
     stack.down(&|_| {}).unwrap();
+    let log = stack.tail_log(stack::Component::Projector, 20);
+    assert!(
+        log.contains("shutdown signal received"),
+        "projector log:\n{log}"
+    );
+    assert!(
+        log.contains("projector stopped"),
+        "projector did not stop cleanly:\n{log}"
+    );
 }
 
 #[test]
