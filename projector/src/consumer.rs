@@ -142,12 +142,16 @@ pub async fn run(
     tracing::info!(topics = ?settings.kafka.topics, group = %settings.kafka.group_id, "projector started");
 
     loop {
-        let Some(batch) = next_batch(&consumer, &settings, &mut shutdown).await? else {
+        let Some(batch) = next_batch(&consumer, &settings, &mut shutdown).await else {
             break;
         };
         let outcome = apply_with_retry(&settings, &mut client, &batch).await?;
         for record in &batch {
-            consumer.store_offset(&record.topic, record.partition, record.offset)?;
+            if let Err(e) = consumer.store_offset(&record.topic, record.partition, record.offset) {
+                // The partition was revoked while the batch ran: its new owner
+                // gets these records again and the inbox skips them.
+                tracing::warn!(topic = %record.topic, partition = record.partition, error = %e, "offset not stored");
+            }
         }
         record_metrics(&batch, &outcome);
     }
@@ -168,20 +172,37 @@ async fn next_batch(
     consumer: &StreamConsumer<ProjectorContext>,
     settings: &Settings,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
-) -> Result<Option<Vec<Record>>, ProjectorError> {
-    let first = tokio::select! {
-        message = consumer.recv() => message?,
-        () = shutdown => return Ok(None),
+) -> Option<Vec<Record>> {
+    let mut backoff = Duration::from_millis(100);
+    let first = loop {
+        tokio::select! {
+            message = consumer.recv() => match message {
+                Ok(message) => break message,
+                // librdkafka recovers from broker outages by itself; keep polling.
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "kafka poll failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            },
+            () = &mut *shutdown => return None,
+        }
     };
     let mut batch = vec![Record::from_message(&first)];
     let deadline = Instant::now() + Duration::from_millis(settings.batch.max_wait_ms);
     while batch.len() < settings.batch.max_records {
         tokio::select! {
-            message = consumer.recv() => batch.push(Record::from_message(&message?)),
+            message = consumer.recv() => match message {
+                Ok(message) => batch.push(Record::from_message(&message)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka poll failed; applying the batch so far");
+                    break;
+                }
+            },
             () = tokio::time::sleep_until(deadline) => break,
         }
     }
-    Ok(Some(batch))
+    Some(batch)
 }
 
 async fn apply_with_retry(

@@ -105,7 +105,15 @@ impl DatabaseSettings {
 pub fn is_retryable(error: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     match error.code() {
-        None => error.is_closed() || error.to_string().contains("connect"),
+        // No SQLSTATE: the connection failed (I/O, closed, timed out) or a value
+        // did not convert. Only the former can heal.
+        None => {
+            error.is_closed()
+                || std::error::Error::source(error)
+                    .is_some_and(|source| source.is::<std::io::Error>())
+                || error.to_string().starts_with("error connecting")
+                || error.to_string().starts_with("timeout")
+        }
         Some(code) => {
             *code == SqlState::T_R_SERIALIZATION_FAILURE
                 || *code == SqlState::T_R_DEADLOCK_DETECTED
