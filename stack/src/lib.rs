@@ -437,36 +437,52 @@ impl Stack {
         }
         self.await_ready(Component::Broker)?;
         for topic in self.topics()? {
-            progress(&format!("creating topic {topic}"));
+            progress(&format!("topic {topic} (3 partitions)"));
             self.create_topic(&topic, 3)?;
         }
         Ok(())
     }
 
-    /// Creates a topic on the broker (an existing one is left as it is).
+    /// Creates a topic on the broker unless it exists (Tansu refuses to
+    /// create an existing topic, silently, so we ask first).
     pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
-        let url = format!("tcp://127.0.0.1:{}", self.state.broker_port);
-        let out = std::process::Command::new(tools::broker_binary()?)
-            .args([
-                "topic",
-                "create",
-                topic,
-                "--partitions",
-                &partitions.to_string(),
-                "--broker",
-                &url,
-            ])
-            .output()
-            .map_err(io_err("running tansu topic create"))?;
-        let text = String::from_utf8_lossy(&out.stderr).to_string()
-            + &String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() && !text.contains("TopicAlreadyExists") {
-            return Err(StackError::Command {
-                command: format!("tansu topic create {topic}"),
-                detail: text,
-            });
+        if self.existing_topics()?.iter().any(|t| t == topic) {
+            return Ok(());
         }
+        let url = format!("tcp://127.0.0.1:{}", self.state.broker_port);
+        run_quiet(
+            std::process::Command::new(tools::broker_binary()?)
+                .args([
+                    "topic",
+                    "create",
+                    topic,
+                    "--partitions",
+                    &partitions.to_string(),
+                    "--broker",
+                    &url,
+                ])
+                .env("RUST_LOG", "warn"),
+        )?;
         Ok(())
+    }
+
+    /// Names of the topics the broker has.
+    pub fn existing_topics(&self) -> Result<Vec<String>> {
+        let url = format!("tcp://127.0.0.1:{}", self.state.broker_port);
+        let out = run_quiet(
+            std::process::Command::new(tools::broker_binary()?)
+                .args(["topic", "list", "--broker", &url])
+                .env("RUST_LOG", "warn"),
+        )?;
+        let topics: Vec<serde_json::Value> =
+            serde_json::from_str(out.trim()).map_err(|e| StackError::Command {
+                command: "tansu topic list".into(),
+                detail: format!("unexpected output ({e}): {out}"),
+            })?;
+        Ok(topics
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(str::to_owned))
+            .collect())
     }
 
     fn start_connect(&self) -> Result<()> {
