@@ -141,9 +141,15 @@ pub async fn run(
     tokio::pin!(shutdown);
     tracing::info!(topics = ?settings.kafka.topics, group = %settings.kafka.group_id, "projector started");
 
+    let mut watchdog = AssignmentWatchdog::new(&settings);
     loop {
-        let Some(batch) = next_batch(&consumer, &settings, &mut shutdown).await else {
-            break;
+        let batch = match next_batch(&consumer, &settings, &mut shutdown).await {
+            Poll::Batch(batch) => batch,
+            Poll::Idle => {
+                watchdog.check(&consumer, &settings)?;
+                continue;
+            }
+            Poll::Shutdown => break,
         };
         let outcome = apply_with_retry(&settings, &mut client, &batch).await?;
         for record in &batch {
@@ -168,12 +174,70 @@ pub async fn run(
 
 /// Waits for the first record, then collects more until the batch is full or
 /// `max_wait_ms` passed. `None` when shutdown was signalled before any record.
+/// What one wait for records produced.
+enum Poll {
+    Batch(Vec<Record>),
+    /// No record for [`IDLE_CHECK`]: a moment to check the assignment.
+    Idle,
+    Shutdown,
+}
+
+/// How long without records before the loop looks at its assignment.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+/// Rejoins the group when this member has held no partition for too long.
+///
+/// Why: Tansu 0.6 (the local stack's broker), restarted while a dead member
+/// led the group, evicts that leader during the sync and hands the surviving
+/// member an empty assignment without asking it to rejoin; the member then
+/// heartbeats happily forever and consumes nothing. A fresh join repairs it.
+/// On Apache Kafka this only fires for a surplus member of an over-provisioned
+/// group, where a rejoin is harmless.
+struct AssignmentWatchdog {
+    empty_since: Option<Instant>,
+    limit: Duration,
+}
+
+impl AssignmentWatchdog {
+    fn new(settings: &Settings) -> Self {
+        Self {
+            empty_since: None,
+            limit: Duration::from_millis(u64::from(settings.kafka.session_timeout_ms) * 3),
+        }
+    }
+
+    fn check(
+        &mut self,
+        consumer: &StreamConsumer<ProjectorContext>,
+        settings: &Settings,
+    ) -> Result<(), KafkaError> {
+        if consumer.assignment()?.count() > 0 {
+            self.empty_since = None;
+            return Ok(());
+        }
+        let since = *self.empty_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.limit {
+            tracing::warn!(
+                empty_for_ms = since.elapsed().as_millis() as u64,
+                "no partitions assigned; rejoining the group"
+            );
+            consumer.unsubscribe();
+            let topics: Vec<&str> = settings.kafka.topics.iter().map(String::as_str).collect();
+            consumer.subscribe(&topics)?;
+            self.empty_since = None;
+        }
+        Ok(())
+    }
+}
+
 async fn next_batch(
     consumer: &StreamConsumer<ProjectorContext>,
     settings: &Settings,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
-) -> Option<Vec<Record>> {
+) -> Poll {
     let mut backoff = Duration::from_millis(100);
+    let idle = tokio::time::sleep(IDLE_CHECK);
+    tokio::pin!(idle);
     let first = loop {
         tokio::select! {
             message = consumer.recv() => match message {
@@ -185,7 +249,8 @@ async fn next_batch(
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             },
-            () = &mut *shutdown => return None,
+            () = &mut *shutdown => return Poll::Shutdown,
+            () = &mut idle => return Poll::Idle,
         }
     };
     let mut batch = vec![Record::from_message(&first)];
@@ -202,7 +267,7 @@ async fn next_batch(
             () = tokio::time::sleep_until(deadline) => break,
         }
     }
-    Some(batch)
+    Poll::Batch(batch)
 }
 
 async fn apply_with_retry(

@@ -415,27 +415,13 @@ impl Stack {
             .args(["--storage-engine", "sqlite:///tansu.db"])
             .args(["--listener-url", &url])
             .args(["--advertised-listener-url", &url])
-            .env("RUST_LOG", "warn");
+            .env(
+                "RUST_LOG",
+                std::env::var("OUTBOX_BROKER_LOG").unwrap_or_else(|_| "warn".into()),
+            );
         self.spawn(Component::Broker, command)?;
-        // The broker creates its schema on first start; add the index it lacks
-        // (without it every fetch scans all record headers).
-        let db = dir.join("tansu.db");
-        let indexed = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
-            run_quiet(
-                std::process::Command::new("sqlite3").arg(&db).arg(
-                    "CREATE INDEX IF NOT EXISTS header_topition_offset ON header (topition, offset_id);",
-                ),
-            )
-            .is_ok()
-        });
-        if !indexed {
-            return Err(StackError::NotReady {
-                component: Component::Broker,
-                seconds: 30,
-                detail: "its SQLite schema did not appear".into(),
-            });
-        }
         self.await_ready(Component::Broker)?;
+        ensure_header_index(&dir.join("tansu.db"))?;
         for topic in self.topics()? {
             progress(&format!("topic {topic} (3 partitions)"));
             self.create_topic(&topic, 3)?;
@@ -563,6 +549,33 @@ impl Stack {
     pub fn admin_sql(&self, dbname: &str, sql: &str) -> Result<String> {
         postgres::admin_sql(self, dbname, sql)
     }
+}
+
+/// Tansu's SQLite schema has no index on `header (topition, offset_id)`; without
+/// it every fetch scans all record headers (the Event Router adds several per
+/// record) and the broker stalls under a backlog. The broker creates its schema
+/// on start, so this runs once it answers, before any load; with a busy
+/// timeout, and only when the index is missing, so it never races the broker's
+/// own start-up writes.
+fn ensure_header_index(db: &Path) -> Result<()> {
+    const INDEX: &str = "header_topition_offset";
+    let sqlite = |sql: &str| {
+        run_quiet(
+            std::process::Command::new("sqlite3")
+                .args(["-cmd", ".timeout 10000"])
+                .arg(db)
+                .arg(sql),
+        )
+    };
+    let present = sqlite(&format!(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = '{INDEX}'"
+    ))?;
+    if present.trim() != "1" {
+        sqlite(&format!(
+            "CREATE INDEX IF NOT EXISTS {INDEX} ON header (topition, offset_id)"
+        ))?;
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {

@@ -11,7 +11,7 @@ async fn a_placed_order_commits_state_and_outbox_together() {
         "order",
         "place",
         "--customer",
-        "c-42",
+        "c-1",
         "--currency",
         "eur",
         "--line",
@@ -155,7 +155,7 @@ async fn concurrent_commands_on_one_order_serialise_without_gaps() {
     let versions: Vec<i64> = db
         .client
         .query(
-            "SELECT aggregate_version FROM outbox ORDER BY aggregate_version",
+            "SELECT aggregate_version FROM outbox WHERE aggregate_type = 'order' ORDER BY aggregate_version",
             &[],
         )
         .await
@@ -256,7 +256,7 @@ async fn human_output_names_the_order_and_its_events() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("order "), "{text}");
     assert!(
-        text.contains("committed OrderPlaced (schema v1, aggregate version 1)"),
+        text.contains("committed OrderPlaced (schema v2, aggregate version 1)"),
         "{text}"
     );
 }
