@@ -22,6 +22,7 @@ pub fn spawn_detached(mut command: Command, log: &Path) -> Result<i32> {
         .map_err(io_err(format!("opening {}", log.display())))?;
     let err = out.try_clone().map_err(io_err("cloning log handle"))?;
     let mut child = command
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
