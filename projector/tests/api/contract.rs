@@ -7,6 +7,19 @@ use uuid::Uuid;
 
 use crate::helpers::{receive, TestEnv};
 
+/// `OrderPlaced` (current version) of a 21.00 EUR order, placed at `at`.
+fn placed(order_id: Uuid, at: chrono::DateTime<Utc>) -> Envelope {
+    let event = Event::OrderPlaced(OrderPlaced {
+        order_id,
+        customer_id: "c-1".into(),
+        currency: "EUR".into(),
+        lines: lines(),
+        total_cents: 2100,
+        shipping_address: None,
+    });
+    Envelope::new(event, 1, at)
+}
+
 fn lines() -> Vec<OrderLine> {
     vec![OrderLine {
         sku: "BOOK".into(),
@@ -31,19 +44,7 @@ async fn a_v1_order_placed_on_the_topic_projects_like_its_v2_form() {
     };
     let v1_payload = serde_json::to_vec(&v1).unwrap();
     assert!(!String::from_utf8_lossy(&v1_payload).contains("shipping_address"));
-    let mut v1_envelope = Envelope::new(
-        Event::OrderPlaced(OrderPlaced {
-            order_id: old,
-            customer_id: "c-1".into(),
-            currency: "EUR".into(),
-            lines: lines(),
-            total_cents: 2100,
-            shipping_address: None,
-        }),
-        1,
-        at,
-    );
-    v1_envelope.occurred_at = at;
+    let v1_envelope = placed(old, at);
     let mut v1_headers = v1_envelope.to_headers();
     for (name, value) in &mut v1_headers {
         if *name == header::SCHEMA_VERSION {
@@ -54,18 +55,7 @@ async fn a_v1_order_placed_on_the_topic_projects_like_its_v2_form() {
         .await;
 
     // The same facts as v2, plus a field this consumer does not know.
-    let v2 = Envelope::new(
-        Event::OrderPlaced(OrderPlaced {
-            order_id: new,
-            customer_id: "c-1".into(),
-            currency: "EUR".into(),
-            lines: lines(),
-            total_cents: 2100,
-            shipping_address: None,
-        }),
-        1,
-        at,
-    );
+    let v2 = placed(new, at);
     let mut v2_payload = v2.event.to_payload();
     v2_payload["gift_wrap"] = serde_json::json!({"paper": "red"});
     env.publish_raw(
