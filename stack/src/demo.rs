@@ -19,11 +19,26 @@ pub struct Scenario {
     pub refused: Vec<String>,
 }
 
-fn order_id(json: &str) -> Result<String> {
-    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| StackError::Command {
-        command: "writer --json".into(),
-        detail: format!("unexpected output {json:?}: {e}"),
-    })?;
+/// Places an order in EUR through the writer binary; returns the new order id.
+pub fn place_order(stack: &Stack, customer: &str, lines: &[&str]) -> Result<String> {
+    let mut args = vec![
+        "--json",
+        "order",
+        "place",
+        "--customer",
+        customer,
+        "--currency",
+        "EUR",
+    ];
+    for line in lines {
+        args.extend(["--line", line]);
+    }
+    let json = stack.writer(&args)?;
+    let value: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| StackError::Command {
+            command: "writer --json order place".into(),
+            detail: format!("unexpected output {json:?}: {e}"),
+        })?;
     Ok(value["order_id"].as_str().unwrap_or_default().to_owned())
 }
 
@@ -111,19 +126,7 @@ pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> 
     for (customer, lines, steps) in carts {
         let customer = format!("{customer}-{run}");
         let customer = customer.as_str();
-        let mut args = vec![
-            "--json",
-            "order",
-            "place",
-            "--customer",
-            customer,
-            "--currency",
-            "EUR",
-        ];
-        for line in lines {
-            args.extend(["--line", line]);
-        }
-        let id = order_id(&stack.writer(&args)?)?;
+        let id = place_order(stack, customer, lines)?;
         scenario.commands += 1;
         let total: i64 = lines
             .iter()

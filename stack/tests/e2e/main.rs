@@ -10,21 +10,7 @@ use stack::{demo, Stack, READ_DB, WRITE_DB};
 
 /// Places a one-line order through the writer binary; returns its id.
 fn place_order(stack: &Stack, customer: &str, line: &str) -> String {
-    let out = stack
-        .writer(&[
-            "--json",
-            "order",
-            "place",
-            "--customer",
-            customer,
-            "--currency",
-            "EUR",
-            "--line",
-            line,
-        ])
-        .unwrap();
-    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    json["order_id"].as_str().unwrap().to_owned()
+    demo::place_order(stack, customer, &[line]).expect("order placed")
 }
 
 fn count(stack: &Stack, db: &str, sql: &str) -> i64 {
