@@ -15,6 +15,15 @@ pub mod header {
     pub const AGGREGATE_VERSION: &str = "aggregate_version";
     pub const OCCURRED_AT: &str = "occurred_at";
     pub const TRACEPARENT: &str = "traceparent";
+    /// Every header the contract defines.
+    pub const ALL: [&str; 6] = [
+        EVENT_ID,
+        EVENT_TYPE,
+        SCHEMA_VERSION,
+        AGGREGATE_VERSION,
+        OCCURRED_AT,
+        TRACEPARENT,
+    ];
 }
 
 /// Why a record could not be decoded. None of these get better by retrying:
@@ -37,6 +46,12 @@ pub enum ContractError {
     Payload(String),
     #[error("key `{key}` does not match the payload's aggregate id `{payload}`")]
     KeyMismatch { key: String, payload: String },
+    #[error("header `{0}` appears more than once")]
+    DuplicateHeader(String),
+    #[error("{0} is not valid UTF-8")]
+    NotUtf8(&'static str),
+    #[error("payload breaks the contract: {0}")]
+    Invalid(String),
 }
 
 /// An event with its metadata, as written to the outbox and read from Kafka.
@@ -77,6 +92,18 @@ impl Envelope {
         headers: &HashMap<String, String>,
         payload: Option<&[u8]>,
     ) -> Result<Self, ContractError> {
+        Self::from_record_with(aggregate_type, key, headers, payload, &Event::from_payload)
+    }
+
+    /// [`Envelope::from_record`] with another payload decoder, e.g. one that
+    /// knows more upcasters than this crate does.
+    pub fn from_record_with(
+        aggregate_type: &str,
+        key: Option<&[u8]>,
+        headers: &HashMap<String, String>,
+        payload: Option<&[u8]>,
+        decode: &dyn Fn(&str, i32, &[u8]) -> Result<Event, ContractError>,
+    ) -> Result<Self, ContractError> {
         let get = |name: &'static str| {
             headers
                 .get(name)
@@ -106,9 +133,25 @@ impl Envelope {
             .filter(|t| !t.is_empty())
             .cloned();
         let key = key.ok_or(ContractError::MissingKey)?;
-        let aggregate_id = String::from_utf8_lossy(key).trim_matches('"').to_owned();
+        let aggregate_id = std::str::from_utf8(key)
+            .map_err(|_| ContractError::NotUtf8("key"))?
+            .trim_matches('"')
+            .to_owned();
+        if aggregate_version < 1 {
+            return Err(invalid(
+                header::AGGREGATE_VERSION,
+                format!("{aggregate_version} is not a version (1, 2, 3, ...)"),
+            ));
+        }
         let payload = payload.ok_or(ContractError::MissingPayload)?;
-        let event = Event::from_payload(event_type, schema_version, payload)?;
+        let event = decode(event_type, schema_version, payload)?;
+        event.validate().map_err(ContractError::Invalid)?;
+        let nul = |s: &str| s.contains('\0');
+        if nul(event_type) || nul(&aggregate_id) || traceparent.as_deref().is_some_and(nul) {
+            return Err(ContractError::Invalid(
+                "a header or the key contains a NUL character".into(),
+            ));
+        }
         if event.aggregate_id() != aggregate_id {
             return Err(ContractError::KeyMismatch {
                 key: aggregate_id,

@@ -149,6 +149,13 @@ pub struct OrderRefunded {
     pub reason: String,
 }
 
+/// Most units of one order line.
+pub const MAX_QUANTITY: i32 = 10_000;
+/// Largest amount an event may carry, in cents (10^15): above the largest order
+/// the writer accepts (100 lines x 10,000 units x 10^8 cents),
+/// far below where one sum in `bigint` could overflow.
+pub const MAX_AMOUNT_CENTS: i64 = 1_000_000_000_000_000;
+
 /// Every event type of the system, each with its current payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -223,6 +230,84 @@ impl Event {
             Event::OrderDelivered(e) => e.order_id.to_string(),
             Event::OrderCancelled(e) => e.order_id.to_string(),
             Event::OrderRefunded(e) => e.order_id.to_string(),
+        }
+    }
+
+    /// Checks what the types cannot say: the constraints the JSON Schemas and
+    /// the catalog state (lines, quantities, amounts, codes, no NUL characters,
+    /// which no PostgreSQL `text` or `jsonb` can store). The writer produces only
+    /// valid events; a consumer uses this to refuse a malformed record up front.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.to_payload().to_string().contains("\\u0000") {
+            return Err("a text field contains a NUL character".into());
+        }
+        let amount = |name: &str, cents: i64| {
+            if (0..=MAX_AMOUNT_CENTS).contains(&cents) {
+                Ok(())
+            } else {
+                Err(format!("{name} {cents} is outside 0..={MAX_AMOUNT_CENTS}"))
+            }
+        };
+        let currency = |c: &str| {
+            if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+                Ok(())
+            } else {
+                Err(format!("currency {c:?} is not an ISO 4217 code"))
+            }
+        };
+        let address = |a: &Address| {
+            if a.country.len() == 2 && a.country.bytes().all(|b| b.is_ascii_uppercase()) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "country {:?} is not an ISO 3166-1 alpha-2 code",
+                    a.country
+                ))
+            }
+        };
+        match self {
+            Event::CustomerRegistered(e) => address(&e.address),
+            Event::CustomerAddressChanged(e) => address(&e.address),
+            Event::CustomerContactChanged(_) => Ok(()),
+            Event::OrderPlaced(e) => {
+                currency(&e.currency)?;
+                if let Some(a) = &e.shipping_address {
+                    address(a)?;
+                }
+                if e.lines.is_empty() {
+                    return Err("an order needs at least one line".into());
+                }
+                let mut total: i64 = 0;
+                for line in &e.lines {
+                    if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+                        return Err(format!(
+                            "quantity {} is outside 1..={MAX_QUANTITY}",
+                            line.quantity
+                        ));
+                    }
+                    amount("unit price", line.unit_price_cents)?;
+                    total = total
+                        .checked_add(i64::from(line.quantity) * line.unit_price_cents)
+                        .ok_or("the total overflows")?;
+                }
+                amount("total", e.total_cents)?;
+                if total != e.total_cents {
+                    return Err(format!(
+                        "total {} is not the sum of the lines ({total})",
+                        e.total_cents
+                    ));
+                }
+                Ok(())
+            }
+            Event::OrderPaid(e) => {
+                currency(&e.currency)?;
+                amount("amount", e.amount_cents)
+            }
+            Event::OrderRefunded(e) => {
+                currency(&e.currency)?;
+                amount("amount", e.amount_cents)
+            }
+            Event::OrderShipped(_) | Event::OrderDelivered(_) | Event::OrderCancelled(_) => Ok(()),
         }
     }
 

@@ -27,7 +27,7 @@ pub use envelope::{header, ContractError, Envelope};
 pub use event::{
     Address, CustomerAddressChanged, CustomerContactChanged, CustomerRegistered, Event,
     OrderCancelled, OrderDelivered, OrderLine, OrderPaid, OrderPlaced, OrderPlacedV1,
-    OrderRefunded, OrderShipped,
+    OrderRefunded, OrderShipped, MAX_AMOUNT_CENTS, MAX_QUANTITY,
 };
 
 /// Aggregate type of orders; Debezium routes it to the topic `outbox.event.order`.

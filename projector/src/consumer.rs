@@ -15,8 +15,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tokio::time::Instant;
 
-use crate::batch::{apply_batch, Outcome};
-use crate::record::Record;
+use crate::batch::{apply_batch, BatchError, Outcome};
+use crate::record::{Decoder, Record};
 use crate::settings::Settings;
 
 /// Why the projector stopped other than by the shutdown signal.
@@ -24,10 +24,6 @@ use crate::settings::Settings;
 pub enum ProjectorError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
-    /// A database error that retrying cannot fix (e.g. a schema mismatch);
-    /// nothing of the failing batch was committed or acknowledged.
-    #[error("read database: {0}")]
-    Database(#[from] tokio_postgres::Error),
 }
 
 /// Logs rebalances and publishes the consumer lag from librdkafka's statistics.
@@ -134,15 +130,20 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// long as they last; nothing is acknowledged meanwhile.
 pub async fn run(
     settings: Settings,
+    decoder: Decoder,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProjectorError> {
     let consumer = build_consumer(&settings)?;
-    let mut client = connect_with_retry(&settings).await;
     tokio::pin!(shutdown);
+    let Some(mut client) = connect_with_retry(&settings, &mut shutdown).await else {
+        return Ok(());
+    };
+    let mut gauges = BacklogGauges::default();
     tracing::info!(topics = ?settings.kafka.topics, group = %settings.kafka.group_id, "projector started");
 
     let mut watchdog = AssignmentWatchdog::new(&settings);
     loop {
+        gauges.refresh(&client).await;
         let batch = match next_batch(&consumer, &settings, &mut shutdown).await {
             Poll::Batch(batch) => batch,
             Poll::Idle => {
@@ -151,7 +152,11 @@ pub async fn run(
             }
             Poll::Shutdown => break,
         };
-        let outcome = apply_with_retry(&settings, &mut client, &batch).await?;
+        let Some(outcome) =
+            apply_with_retry(&settings, &decoder, &mut client, &batch, &mut shutdown).await
+        else {
+            break; // shutdown while the read database was away: nothing stored
+        };
         for record in &batch {
             if let Err(e) = consumer.store_offset(&record.topic, record.partition, record.offset) {
                 // The partition was revoked while the batch ran: its new owner
@@ -235,7 +240,7 @@ async fn next_batch(
     settings: &Settings,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Poll {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     let idle = tokio::time::sleep(IDLE_CHECK);
     tokio::pin!(idle);
     let first = loop {
@@ -244,9 +249,12 @@ async fn next_batch(
                 Ok(message) => break message,
                 // librdkafka recovers from broker outages by itself; keep polling.
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "kafka poll failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let delay = backoff.next();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "kafka poll failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = &mut *shutdown => return Poll::Shutdown,
+                    }
                 }
             },
             () = &mut *shutdown => return Poll::Shutdown,
@@ -270,41 +278,102 @@ async fn next_batch(
     Poll::Batch(batch)
 }
 
+/// Applies `batch` until it commits. Records never fail a batch (they are
+/// dead-lettered); what is left are infrastructure failures and bugs such as a
+/// schema the code does not expect. Both are retried with capped backoff for as
+/// long as they last, nothing acknowledged meanwhile; the latter logs at ERROR
+/// because it needs a person. `None`: shutdown was signalled first.
 async fn apply_with_retry(
     settings: &Settings,
+    decoder: &Decoder,
     client: &mut tokio_postgres::Client,
     batch: &[Record],
-) -> Result<Outcome, ProjectorError> {
-    let mut backoff = Duration::from_millis(100);
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Option<Outcome> {
+    let mut backoff = Backoff::default();
     loop {
         if client.is_closed() {
-            *client = connect_with_retry(settings).await;
+            *client = connect_with_retry(settings, shutdown).await?;
         }
-        match apply_batch(client, batch).await {
-            Ok(outcome) => return Ok(outcome),
-            Err(e) if service::is_retryable(&e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, records = batch.len(), "batch failed, retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+        let error: BatchError = match apply_batch(client, decoder, batch).await {
+            Ok(outcome) => return Some(outcome),
+            Err(e) => e,
+        };
+        let delay = backoff.next();
+        if error.class() == service::ErrorClass::Infrastructure {
+            tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, records = batch.len(), "batch failed, retrying");
+        } else {
+            tracing::error!(error = %error, retry_in_ms = delay.as_millis() as u64, records = batch.len(),
+                "batch failed for a reason outside the records (schema or code); retrying until fixed");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = &mut *shutdown => return None,
+        }
+    }
+}
+
+/// Capped exponential backoff: 100 ms, 200 ms, ... up to [`MAX_BACKOFF`].
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(100))
+    }
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let delay = self.0;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        delay
+    }
+}
+
+/// Connects, retrying with backoff; `None` if shutdown came first.
+async fn connect_with_retry(
+    settings: &Settings,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Option<tokio_postgres::Client> {
+    let mut backoff = Backoff::default();
+    loop {
+        match connect(settings).await {
+            Ok(client) => return Some(client),
             Err(e) => {
-                tracing::error!(error = %e, "batch failed permanently; offsets not stored, stopping");
-                return Err(e.into());
+                let delay = backoff.next();
+                tracing::warn!(error = %service::show_db_error(&e), database = %settings.database.describe(), retry_in_ms = delay.as_millis() as u64, "read database unreachable");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = &mut *shutdown => return None,
+                }
             }
         }
     }
 }
 
-async fn connect_with_retry(settings: &Settings) -> tokio_postgres::Client {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match connect(settings).await {
-            Ok(client) => return client,
-            Err(e) => {
-                tracing::warn!(error = %e, database = %settings.database.describe(), retry_in_ms = backoff.as_millis() as u64, "read database unreachable");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+/// The size of what waits for an operator, as gauges, refreshed every few seconds.
+#[derive(Debug, Default)]
+struct BacklogGauges {
+    last: Option<Instant>,
+}
+
+impl BacklogGauges {
+    async fn refresh(&mut self, client: &tokio_postgres::Client) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        match crate::operator::backlog(client).await {
+            Ok(b) => {
+                metrics::gauge!("projector_dead_letters_open").set(b.dead_letters_open as f64);
+                metrics::gauge!("projector_parked_events").set(b.parked_events as f64);
+                metrics::gauge!("projector_parked_aggregates").set(b.parked_aggregates as f64);
             }
+            Err(e) => tracing::debug!(error = %e, "backlog gauges not refreshed"),
         }
     }
 }
@@ -312,14 +381,14 @@ async fn connect_with_retry(settings: &Settings) -> tokio_postgres::Client {
 fn record_metrics(batch: &[Record], outcome: &Outcome) {
     metrics::counter!("projector_events_applied_total").increment(outcome.applied as u64);
     metrics::counter!("projector_events_duplicate_total").increment(outcome.duplicates as u64);
+    metrics::counter!("projector_events_parked_total").increment(outcome.parked as u64);
     metrics::counter!("projector_dead_letters_total").increment(outcome.dead_lettered as u64);
     metrics::counter!("projector_batches_total").increment(1);
     // Commit-to-read-model latency, from the event's occurred_at header.
     let now = chrono::Utc::now();
     for record in batch {
         if let Some(at) = record
-            .headers
-            .get(outbox_events::header::OCCURRED_AT)
+            .header(outbox_events::header::OCCURRED_AT)
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         {
             let seconds = (now - at.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0;
@@ -329,6 +398,7 @@ fn record_metrics(batch: &[Record], outcome: &Outcome) {
     tracing::debug!(
         applied = outcome.applied,
         duplicates = outcome.duplicates,
+        parked = outcome.parked,
         dead_lettered = outcome.dead_lettered,
         "batch committed"
     );

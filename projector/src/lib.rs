@@ -10,15 +10,19 @@
 //! - [`record`]: an owned copy of a Kafka record and its decoding into an
 //!   [`outbox_events::Envelope`].
 //! - [`batch`]: [`batch::apply_batch`], one step of the worker: one transaction
-//!   for a batch of records (inbox, projections, dead letters), then an
-//!   [`batch::Outcome`]. Tests drive it directly.
-//! - [`read_model`]: each projection owns its tables and one `apply` function.
+//!   for a batch of records (inbox, version policy, parking, projections, dead
+//!   letters), pipelined, then an [`batch::Outcome`]. Tests drive it directly.
+//! - [`read_model`]: each projection owns its tables and one pure `plan`
+//!   function: an event in, the statements that apply it out.
 //! - [`consumer`]: the thin loop around `apply_batch`: poll a batch, apply it
 //!   with capped retries, store offsets, stop cleanly on the shutdown signal.
+//! - [`operator`]: the dead-letter life cycle (list, show, replay, discard)
+//!   and the backlog of parked events, for the CLI and the gauges.
 //! - [`settings`]: typed settings (file + `PROJECTOR__*` environment).
 
 pub mod batch;
 pub mod consumer;
+pub mod operator;
 pub mod read_model;
 pub mod record;
 pub mod settings;

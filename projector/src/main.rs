@@ -2,7 +2,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use projector::operator::{self, Replayed};
+use projector::record::Decoder;
 use projector::settings::Settings;
 
 /// Consumes outbox events from Kafka into the read database (CQRS read side).
@@ -10,39 +12,246 @@ use projector::settings::Settings;
 #[command(name = "projector", version)]
 struct Cli {
     /// Settings file (TOML); `PROJECTOR__*` variables override it.
-    #[arg(long, env = "PROJECTOR_CONFIG")]
+    #[arg(long, global = true, env = "PROJECTOR_CONFIG")]
     config: Option<PathBuf>,
-    /// Apply the read database's migrations and exit.
+    /// Apply the read database's migrations and exit (same as `migrate`).
     #[arg(long)]
     migrate_only: bool,
+    /// Print machine-readable JSON (dead-letter commands).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the projector (the default).
+    Run,
+    /// Apply the read database's migrations and exit.
+    Migrate,
+    /// Records the projector could not apply: list, show, replay, discard.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLetterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLetterCommand {
+    /// Open dead letters, with the events parked behind each.
+    List {
+        /// Include replayed and discarded ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// One dead letter with its record exactly as it arrived.
+    Show { id: i64 },
+    /// Apply again with this build's decoder, then the parked events behind it.
+    Replay {
+        /// The dead letter to replay.
+        #[arg(required_unless_present = "all")]
+        id: Option<i64>,
+        /// Replay every open dead letter, oldest first.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Give up on a dead letter, recording why.
+    Discard {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+        /// Also move the aggregate past this version and apply what is parked
+        /// behind it (the discarded event's effect is lost on purpose).
+        #[arg(long)]
+        skip_version: bool,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    service::init_tracing("info,rdkafka=warn");
     let cli = Cli::parse();
-    let settings = Settings::load(cli.config.as_deref()).context("loading projector settings")?;
+    let default_log = if matches!(cli.command, Some(Command::DeadLetters(_))) {
+        "warn"
+    } else {
+        "info,rdkafka=warn"
+    };
+    service::init_tracing(default_log);
+    let settings = Settings::load(cli.config.as_deref()).context(
+        "loading projector settings (pass --config FILE or set PROJECTOR_CONFIG / PROJECTOR__* variables)",
+    )?;
     let mut client = projector::consumer::connect(&settings)
         .await
+        .map_err(service::DbError)
         .with_context(|| {
             format!(
                 "connecting to the read database at {}",
                 settings.database.describe()
             )
         })?;
-    let applied = projector::migrate(&mut client)
-        .await
-        .context("migrating the read database")?;
-    tracing::info!(applied, "read database migrated");
-    drop(client);
-    if cli.migrate_only {
-        return Ok(());
+    let decoder = Decoder::default();
+    match cli.command {
+        Some(Command::DeadLetters(command)) => {
+            return dead_letters(&mut client, &decoder, command, cli.json).await;
+        }
+        Some(Command::Migrate) => return migrate(&mut client).await,
+        Some(Command::Run) | None if cli.migrate_only => return migrate(&mut client).await,
+        Some(Command::Run) | None => migrate(&mut client).await?,
     }
+    drop(client);
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(settings.metrics_addr)
         .install()
         .with_context(|| format!("serving metrics on {}", settings.metrics_addr))?;
-    projector::consumer::run(settings, shutdown_signal()).await?;
+    projector::consumer::run(settings, decoder, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<()> {
+    let applied = projector::migrate(client)
+        .await
+        .context("migrating the read database")?;
+    tracing::info!(applied, "read database migrated");
+    Ok(())
+}
+
+async fn dead_letters(
+    client: &mut tokio_postgres::Client,
+    decoder: &Decoder,
+    command: DeadLetterCommand,
+    json: bool,
+) -> anyhow::Result<()> {
+    match command {
+        DeadLetterCommand::List { all } => {
+            let letters = operator::list(&*client, all).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+                return Ok(());
+            }
+            let backlog = operator::backlog(&*client)
+                .await
+                .map_err(service::DbError)?;
+            println!(
+                "{} open dead letters, {} parked events in {} aggregates",
+                backlog.dead_letters_open, backlog.parked_events, backlog.parked_aggregates
+            );
+            for d in &letters {
+                println!(
+                    "#{:<5} {:<9} {}/{}@{}  {} {} v{}  {}  parked behind: {}\n       reason: {}",
+                    d.id,
+                    d.status,
+                    d.topic,
+                    d.partition,
+                    d.offset,
+                    d.aggregate_type.as_deref().unwrap_or("?"),
+                    d.aggregate_id.as_deref().unwrap_or("?"),
+                    d.aggregate_version.map_or("?".into(), |v| v.to_string()),
+                    d.event_type.as_deref().unwrap_or("?"),
+                    d.parked_behind,
+                    d.reason
+                );
+            }
+        }
+        DeadLetterCommand::Show { id } => {
+            let d = operator::show(&*client, id).await?;
+            let r = &d.record;
+            let text = |b: &Option<Vec<u8>>| match b {
+                None => "(null)".to_owned(),
+                Some(b) => match std::str::from_utf8(b) {
+                    Ok(s) => format!("{s:?}"),
+                    Err(_) => format!(
+                        "(not UTF-8, {} bytes) {}",
+                        b.len(),
+                        String::from_utf8_lossy(b)
+                    ),
+                },
+            };
+            if json {
+                let headers: Vec<_> = r
+                    .headers
+                    .iter()
+                    .map(|h| serde_json::json!({"name": String::from_utf8_lossy(&h.name), "value": h.value.as_deref().map(String::from_utf8_lossy)}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "dead_letter": d.summary,
+                        "key": r.key.as_deref().map(String::from_utf8_lossy),
+                        "headers": headers,
+                        "value": r.payload.as_deref().map(String::from_utf8_lossy),
+                    }))?
+                );
+                return Ok(());
+            }
+            let s = &d.summary;
+            println!(
+                "dead letter #{} ({}, {} attempts, failed {})",
+                s.id, s.status, s.attempts, s.failed_at
+            );
+            println!("reason:   {}", s.reason);
+            println!("record:   {}/{}@{}", s.topic, s.partition, s.offset);
+            println!("key:      {}", text(&r.key));
+            for h in &r.headers {
+                println!(
+                    "header:   {} = {}",
+                    text(&Some(h.name.clone())),
+                    text(&h.value)
+                );
+            }
+            println!("value:    {}", text(&r.payload));
+            println!("parked behind it: {}", s.parked_behind);
+            if let Some(resolution) = &s.resolution {
+                println!("resolution: {resolution}");
+            }
+        }
+        DeadLetterCommand::Replay { id, all } => {
+            let ids = match (id, all) {
+                (Some(id), _) => vec![id],
+                (None, _) => operator::open_ids(&*client).await?,
+            };
+            let mut failing = 0;
+            for id in ids {
+                let result = operator::replay(client, decoder, id).await?;
+                if matches!(result, Replayed::StillFailing { .. }) {
+                    failing += 1;
+                }
+                if json {
+                    println!("{}", serde_json::json!({"id": id, "replay": result}));
+                    continue;
+                }
+                match result {
+                    Replayed::Applied { released } => {
+                        println!("#{id}: applied; {released} parked events released")
+                    }
+                    Replayed::AlreadyApplied => println!("#{id}: already applied; marked replayed"),
+                    Replayed::Parked => println!("#{id}: parked behind a missing earlier version"),
+                    Replayed::StillFailing { reason } => println!("#{id}: still failing: {reason}"),
+                }
+            }
+            if failing > 0 {
+                anyhow::bail!("{failing} dead letters still fail; fix the cause (e.g. deploy an upcaster) and replay again, or discard them");
+            }
+        }
+        DeadLetterCommand::Discard {
+            id,
+            reason,
+            skip_version,
+        } => {
+            let result = operator::discard(client, decoder, id, &reason, skip_version).await?;
+            if json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                println!(
+                    "#{id}: discarded; {} parked events released, {} still parked{}",
+                    result.released,
+                    result.still_parked,
+                    if result.still_parked > 0 && !skip_version {
+                        " (they wait for the discarded version; `--skip-version` applies them without it)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
     Ok(())
 }
 

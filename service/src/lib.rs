@@ -7,7 +7,12 @@
 //!   file; docker compose sets the variables: one schema, two routes.
 //! - [`DatabaseSettings`]: where a database lives; the password is a secret and
 //!   never shows in `Debug` output or logs.
+//! - [`db_error`]: database errors shown with the server's message, code and
+//!   detail, and classified as infrastructure (retry), data (the input's fault)
+//!   or other (a bug or schema mismatch).
 //! - [`init_tracing`]: structured logs on stderr, filtered by `RUST_LOG`.
+
+pub mod db_error;
 
 use std::path::Path;
 
@@ -99,31 +104,7 @@ impl DatabaseSettings {
     }
 }
 
-/// Whether retrying the same statement later may succeed: connection loss,
-/// server shutdown, serialization failures and deadlocks. Everything else
-/// (constraint violations, bad SQL) is a bug or bad data and will fail again.
-pub fn is_retryable(error: &tokio_postgres::Error) -> bool {
-    use tokio_postgres::error::SqlState;
-    match error.code() {
-        // No SQLSTATE: the connection failed (I/O, closed, timed out) or a value
-        // did not convert. Only the former can heal.
-        None => {
-            error.is_closed()
-                || std::error::Error::source(error)
-                    .is_some_and(|source| source.is::<std::io::Error>())
-                || error.to_string().starts_with("error connecting")
-                || error.to_string().starts_with("timeout")
-        }
-        Some(code) => {
-            *code == SqlState::T_R_SERIALIZATION_FAILURE
-                || *code == SqlState::T_R_DEADLOCK_DETECTED
-                || *code == SqlState::ADMIN_SHUTDOWN
-                || *code == SqlState::CRASH_SHUTDOWN
-                || *code == SqlState::CANNOT_CONNECT_NOW
-                || code.code().starts_with("08")
-        }
-    }
-}
+pub use db_error::{classify, is_retryable, show as show_db_error, DbError, ErrorClass};
 
 /// Structured logs to stderr; `RUST_LOG` filters (default `info`), and
 /// `LOG_FORMAT=json` switches to one JSON object per line.

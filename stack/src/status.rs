@@ -154,11 +154,21 @@ fn projector_health(stack: &Stack) -> Result<String, String> {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    Ok(format!(
-        "alive, lag {} records, {} events applied, {} duplicates skipped, {} dead letters",
+    let summary = format!(
+        "alive, lag {} records, {} events applied, {} duplicates skipped; \
+         {} open dead letters, {} parked events ({} aggregates)",
         metric("projector_consumer_lag"),
         metric("projector_events_applied_total"),
         metric("projector_events_duplicate_total"),
-        metric("projector_dead_letters_total"),
-    ))
+        metric("projector_dead_letters_open"),
+        metric("projector_parked_events"),
+        metric("projector_parked_aggregates"),
+    );
+    if metric("projector_dead_letters_open") > 0.0 || metric("projector_parked_events") > 0.0 {
+        // Alive but not whole: some aggregates wait for an operator.
+        return Err(format!(
+            "{summary}; see `projector dead-letters list` (docs/operations.md)"
+        ));
+    }
+    Ok(summary)
 }

@@ -1,33 +1,90 @@
-//! Read models. Each owns its tables and exposes one `apply` that changes them
-//! for one event inside the caller's transaction (and ignores events it does
-//! not need); the projector core knows nothing about orders or customers.
+//! Read models. Each owns its tables and turns one event into the statements
+//! that change them ([`Step`]s); the projector core runs the statements of a
+//! whole batch pipelined in one transaction and knows nothing about orders or
+//! customers.
 //!
-//! Events of one aggregate arrive in order; events of different aggregates do
-//! not. Every model is written to converge whatever the interleaving: customer
-//! details and order facts are stored independently and joined on write.
+//! Planning is pure: a model sees only the event, never the database, so a
+//! batch of a thousand events costs a handful of round trips, not thousands.
+//! What a model needs from earlier events (an order's customer, the lines a
+//! cancellation takes back) it reads inside its own SQL.
+//!
+//! Ordering is the core's job: it applies version `n` of an aggregate only after
+//! `n - 1` (see [`crate::batch`]). Events of different aggregates interleave
+//! freely, so every model converges whatever the interleaving: customer details
+//! and order facts are stored independently and joined on write, under a
+//! per-customer lock the core takes (see [`Plan::customer_locks`]).
 
 pub mod customer_summary;
 pub mod order_view;
 pub mod product_sales;
 
-use outbox_events::Envelope;
-use tokio_postgres::Transaction;
+use outbox_events::{Envelope, Event};
+use tokio_postgres::types::ToSql;
 
-/// Why an event was not applied.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// The event does not fit the projection (out of order, unknown aggregate):
-    /// retrying cannot help, so the record goes to the dead letters.
-    #[error("{0}")]
-    Rejected(String),
-    #[error(transparent)]
-    Database(#[from] tokio_postgres::Error),
+/// One statement parameter.
+pub type Param = Box<dyn ToSql + Sync + Send>;
+
+/// One statement of a read model's change, and the row count it must report.
+#[derive(Debug)]
+pub struct Step {
+    pub sql: String,
+    pub params: Vec<Param>,
+    /// `Some(n)`: anything else means the event does not fit the read model
+    /// (e.g. an order row that is not where its version says it is).
+    pub expect_rows: Option<u64>,
+    /// What the step does, for the reason of a rejection.
+    pub what: &'static str,
 }
 
-/// Applies one new event to every read model.
-pub async fn apply(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), ApplyError> {
-    order_view::apply(tx, envelope).await?;
-    customer_summary::apply(tx, envelope).await?;
-    product_sales::apply(tx, envelope).await?;
-    Ok(())
+impl Step {
+    pub fn new(sql: impl Into<String>, params: Vec<Param>) -> Self {
+        Self {
+            sql: sql.into(),
+            params,
+            expect_rows: None,
+            what: "",
+        }
+    }
+
+    /// The step must change exactly `rows` rows.
+    pub fn expect(mut self, rows: u64, what: &'static str) -> Self {
+        self.expect_rows = Some(rows);
+        self.what = what;
+        self
+    }
+}
+
+/// Every statement one event needs, in order.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// Customers whose rows this event joins or updates across aggregates;
+    /// the core locks them so two projector instances cannot each miss the
+    /// other's uncommitted change (an order placed while its customer registers).
+    pub fn customer_locks(envelope: &Envelope) -> Option<&str> {
+        match &envelope.event {
+            Event::CustomerRegistered(e) => Some(&e.customer_id),
+            Event::CustomerContactChanged(e) => Some(&e.customer_id),
+            Event::OrderPlaced(e) => Some(&e.customer_id),
+            _ => None,
+        }
+    }
+}
+
+/// Plans one new event for every read model. `Err` is a rejection: the event
+/// cannot be applied as it is, whatever the database holds.
+pub fn plan(envelope: &Envelope) -> Result<Plan, String> {
+    let mut plan = Plan::default();
+    order_view::plan(envelope, &mut plan.steps)?;
+    customer_summary::plan(envelope, &mut plan.steps)?;
+    product_sales::plan(envelope, &mut plan.steps)?;
+    Ok(plan)
+}
+
+/// Boxes a parameter.
+pub fn p<T: ToSql + Sync + Send + 'static>(value: T) -> Param {
+    Box::new(value)
 }

@@ -1,173 +1,125 @@
 //! `order_view`: one denormalized row per order, ready for a screen, with the
 //! customer's current name and e-mail.
 //!
-//! Events of one order arrive in aggregate-version order (one Kafka key, one
-//! partition). Each update is guarded by `last_version = version - 1`, so an
-//! event that is stale or skips a version is rejected instead of applied.
+//! Each order step is guarded by `last_version = version - 1`: the core already
+//! applies versions strictly in order, so a guard that fails means the row
+//! disagrees with the core's bookkeeping, and the event is rejected instead of
+//! applied on top of the wrong state.
 
 use outbox_events::{Envelope, Event};
-use tokio_postgres::types::ToSql;
-use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use super::ApplyError;
+use super::{p, Param, Step};
 
-pub async fn apply(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), ApplyError> {
+pub fn plan(envelope: &Envelope, steps: &mut Vec<Step>) -> Result<(), String> {
     let v = envelope.aggregate_version;
     let at = envelope.occurred_at;
     match &envelope.event {
         Event::CustomerRegistered(e) => {
-            customer_details(tx, &e.customer_id, &e.name, &e.email, v).await
+            customer_details(steps, &e.customer_id, &e.name, &e.email, v)
         }
         Event::CustomerContactChanged(e) => {
-            customer_details(tx, &e.customer_id, &e.name, &e.email, v).await
+            customer_details(steps, &e.customer_id, &e.name, &e.email, v)
         }
-        Event::CustomerAddressChanged(_) => Ok(()),
+        Event::CustomerAddressChanged(_) => {}
         Event::OrderPlaced(e) => {
             if v != 1 {
-                return Err(ApplyError::Rejected(format!(
-                    "OrderPlaced must be version 1, got {v}"
-                )));
+                return Err(format!("OrderPlaced must be version 1, got {v}"));
             }
-            let lines = serde_json::to_value(&e.lines).unwrap_or_default();
-            let line_count = e.lines.len() as i32;
+            let lines = serde_json::to_value(&e.lines).map_err(|e| e.to_string())?;
             let shipping = e
                 .shipping_address
                 .as_ref()
-                .and_then(|a| serde_json::to_value(a).ok());
-            let changed = tx
-                .execute(
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            let line_count = i32::try_from(e.lines.len()).map_err(|e| e.to_string())?;
+            steps.push(
+                Step::new(
                     "INSERT INTO order_view (order_id, customer_id, customer_name, customer_email, status, currency, total_cents, \
                      lines, line_count, shipping_address, placed_at, last_version) \
                      SELECT $1, $2, c.name, c.email, 'placed', $3, $4, $5, $6, $7, $8, 1 \
                      FROM (SELECT 1) one LEFT JOIN order_view_customers c ON c.customer_id = $2 \
                      ON CONFLICT (order_id) DO NOTHING",
-                    &[&e.order_id, &e.customer_id, &e.currency, &e.total_cents, &lines, &line_count, &shipping, &at],
+                    vec![p(e.order_id), p(e.customer_id.clone()), p(e.currency.clone()), p(e.total_cents), p(lines), p(line_count), p(shipping), p(at)],
                 )
-                .await?;
-            check(tx, changed, e.order_id, v).await
+                .expect(1, "insert the order into order_view (already there)"),
+            );
         }
-        Event::OrderPaid(e) => {
-            step(
-                tx,
-                e.order_id,
-                v,
-                "status = 'paid', payment_reference = $3, paid_at = $4",
-                &[&e.payment_reference, &at],
-            )
-            .await
-        }
-        Event::OrderShipped(e) => {
-            step(
-                tx,
-                e.order_id,
-                v,
-                "status = 'shipped', carrier = $3, tracking_number = $4, shipped_at = $5",
-                &[&e.carrier, &e.tracking_number, &at],
-            )
-            .await
-        }
-        Event::OrderDelivered(e) => {
-            step(
-                tx,
-                e.order_id,
-                v,
-                "status = 'delivered', delivered_at = $3",
-                &[&at],
-            )
-            .await
-        }
-        Event::OrderCancelled(e) => {
-            step(
-                tx,
-                e.order_id,
-                v,
-                "status = 'cancelled', cancel_reason = $3, cancelled_at = $4",
-                &[&e.reason, &at],
-            )
-            .await
-        }
-        Event::OrderRefunded(e) => {
-            step(
-                tx,
-                e.order_id,
-                v,
-                "status = 'refunded', refunded_cents = $3, refund_reason = $4, refunded_at = $5",
-                &[&e.amount_cents, &e.reason, &at],
-            )
-            .await
-        }
-    }
-}
-
-/// Records a customer's latest name and e-mail and shows them on their orders.
-async fn customer_details(
-    tx: &Transaction<'_>,
-    customer_id: &str,
-    name: &str,
-    email: &str,
-    version: i64,
-) -> Result<(), ApplyError> {
-    let newer = tx
-        .execute(
-            "INSERT INTO order_view_customers (customer_id, name, email, last_version) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (customer_id) DO UPDATE SET name = EXCLUDED.name, email = EXCLUDED.email, last_version = EXCLUDED.last_version \
-             WHERE order_view_customers.last_version < EXCLUDED.last_version",
-            &[&customer_id, &name, &email, &version],
-        )
-        .await?;
-    if newer == 1 {
-        tx.execute(
-            "UPDATE order_view SET customer_name = $2, customer_email = $3, updated_at = now() WHERE customer_id = $1",
-            &[&customer_id, &name, &email],
-        )
-        .await?;
+        Event::OrderPaid(e) => step(
+            steps,
+            e.order_id,
+            v,
+            "status = 'paid', payment_reference = $3, paid_at = $4",
+            vec![p(e.payment_reference.clone()), p(at)],
+        ),
+        Event::OrderShipped(e) => step(
+            steps,
+            e.order_id,
+            v,
+            "status = 'shipped', carrier = $3, tracking_number = $4, shipped_at = $5",
+            vec![p(e.carrier.clone()), p(e.tracking_number.clone()), p(at)],
+        ),
+        Event::OrderDelivered(e) => step(
+            steps,
+            e.order_id,
+            v,
+            "status = 'delivered', delivered_at = $3",
+            vec![p(at)],
+        ),
+        Event::OrderCancelled(e) => step(
+            steps,
+            e.order_id,
+            v,
+            "status = 'cancelled', cancel_reason = $3, cancelled_at = $4",
+            vec![p(e.reason.clone()), p(at)],
+        ),
+        Event::OrderRefunded(e) => step(
+            steps,
+            e.order_id,
+            v,
+            "status = 'refunded', refunded_cents = $3, refund_reason = $4, refunded_at = $5",
+            vec![p(e.amount_cents), p(e.reason.clone()), p(at)],
+        ),
     }
     Ok(())
 }
 
-/// Applies a guarded step: `SET <set>` only if the order is at `version - 1`.
-/// `$1` is the order id, `$2` the version, `$3...` are `params`.
-async fn step(
-    tx: &Transaction<'_>,
-    order_id: Uuid,
+/// Records a customer's latest name and e-mail and shows them on their orders.
+fn customer_details(
+    steps: &mut Vec<Step>,
+    customer_id: &str,
+    name: &str,
+    email: &str,
     version: i64,
-    set: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<(), ApplyError> {
-    let sql = format!(
-        "UPDATE order_view SET {set}, last_version = $2, updated_at = now() WHERE order_id = $1 AND last_version = $2::bigint - 1"
-    );
-    let mut all: Vec<&(dyn ToSql + Sync)> = vec![&order_id, &version];
-    all.extend_from_slice(params);
-    let changed = tx.execute(&sql, &all).await?;
-    check(tx, changed, order_id, version).await
+) {
+    steps.push(Step::new(
+        "INSERT INTO order_view_customers (customer_id, name, email, last_version) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (customer_id) DO UPDATE SET name = EXCLUDED.name, email = EXCLUDED.email, last_version = EXCLUDED.last_version",
+        vec![p(customer_id.to_owned()), p(name.to_owned()), p(email.to_owned()), p(version)],
+    ));
+    steps.push(Step::new(
+        "UPDATE order_view SET customer_name = $2, customer_email = $3, updated_at = now() WHERE customer_id = $1",
+        vec![p(customer_id.to_owned()), p(name.to_owned()), p(email.to_owned())],
+    ));
 }
 
-/// Turns "no row changed" into a rejection that says why.
-async fn check(
-    tx: &Transaction<'_>,
-    changed: u64,
-    order_id: Uuid,
-    version: i64,
-) -> Result<(), ApplyError> {
-    if changed == 1 {
-        return Ok(());
-    }
-    let last: Option<i64> = tx
-        .query_opt(
-            "SELECT last_version FROM order_view WHERE order_id = $1",
-            &[&order_id],
+/// A guarded order step: `SET <set>` only if the order is at `version - 1`.
+/// `$1` is the order id, `$2` the version, `$3...` are `params`.
+fn step(steps: &mut Vec<Step>, order_id: Uuid, version: i64, set: &str, params: Vec<Param>) {
+    let mut all = vec![p(order_id), p(version)];
+    all.extend(params);
+    steps.push(
+        Step::new(
+            format!(
+                "UPDATE order_view SET {set}, last_version = $2, updated_at = now() \
+                 WHERE order_id = $1 AND last_version = $2::bigint - 1"
+            ),
+            all,
         )
-        .await?
-        .map(|row| row.get(0));
-    Err(ApplyError::Rejected(match last {
-        None => format!(
-            "order {order_id} is not in order_view (version {version} arrived before version 1)"
+        .expect(
+            1,
+            "update order_view (the order is not at the previous version)",
         ),
-        Some(last) if version <= last => {
-            format!("stale event: order {order_id} is at version {last}, got {version}")
-        }
-        Some(last) => format!("version gap: order {order_id} is at version {last}, got {version}"),
-    }))
+    );
 }

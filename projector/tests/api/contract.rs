@@ -3,6 +3,7 @@
 use chrono::Utc;
 use outbox_events::{header, Envelope, Event, OrderLine, OrderPlaced, OrderPlacedV1};
 use projector::batch::{apply_batch, Outcome};
+use projector::record::Decoder;
 use uuid::Uuid;
 
 use crate::helpers::{receive, TestEnv};
@@ -69,13 +70,16 @@ async fn a_v1_order_placed_on_the_topic_projects_like_its_v2_form() {
     let records = receive(&consumer, 2).await;
     assert!(records
         .iter()
-        .any(|r| r.headers[header::SCHEMA_VERSION] == "1"));
-    let outcome = apply_batch(&mut env.client, &records).await.unwrap();
+        .any(|r| r.header(header::SCHEMA_VERSION) == Some("1")));
+    let outcome = apply_batch(&mut env.client, &Decoder::default(), &records)
+        .await
+        .unwrap();
     assert_eq!(
         outcome,
         Outcome {
             applied: 2,
             duplicates: 0,
+            parked: 0,
             dead_lettered: 0
         }
     );

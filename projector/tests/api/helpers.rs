@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use outbox_events::{Envelope, Event, OrderLine, OrderPaid, OrderPlaced};
-use projector::record::Record;
+use projector::record::{RawHeader, Record};
 use projector::settings::{BatchSettings, Settings};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -122,7 +122,10 @@ impl TestEnv {
             headers: envelope
                 .to_headers()
                 .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
+                .map(|(k, v)| RawHeader {
+                    name: k.as_bytes().to_vec(),
+                    value: Some(v.into_bytes()),
+                })
                 .collect(),
             payload: Some(envelope.event.to_payload().to_string().into_bytes()),
         }
