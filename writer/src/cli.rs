@@ -23,6 +23,12 @@ pub struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Makes the command safe to retry: the first attempt with this key
+    /// commits; a retry with the same key and the same command prints the
+    /// first result and writes nothing; with another command it is refused.
+    /// For `order place` without `--order-id`, the order id is derived from the key.
+    #[arg(long, global = true, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
     #[command(subcommand)]
     pub command: TopCommand,
 }
@@ -203,7 +209,22 @@ pub fn customer_command(args: &CustomerArgs) -> Result<Command, InvalidInput> {
 }
 
 /// Turns parsed order arguments into a validated command (`None` for `show`).
-pub fn order_command(args: &OrderArgs) -> Result<Option<Command>, InvalidInput> {
+/// The order id of a new order: the one given, else derived from the
+/// idempotency key (so a retry names the same order), else a random one.
+fn new_order_id(given: Option<Uuid>, idempotency_key: Option<&str>) -> Uuid {
+    given.unwrap_or_else(|| match idempotency_key {
+        Some(key) => Uuid::new_v5(&IDEMPOTENT_ORDER_IDS, key.as_bytes()),
+        None => Uuid::new_v4(),
+    })
+}
+
+/// Namespace of order ids derived from idempotency keys.
+const IDEMPOTENT_ORDER_IDS: Uuid = Uuid::from_u128(0x6f72_6465_722d_6964_656d_706f_7465_6e74);
+
+pub fn order_command(
+    args: &OrderArgs,
+    idempotency_key: Option<&str>,
+) -> Result<Option<Command>, InvalidInput> {
     let command = match args {
         OrderArgs::Place(args) => {
             if args.lines.len() > input::MAX_LINES {
@@ -213,7 +234,7 @@ pub fn order_command(args: &OrderArgs) -> Result<Option<Command>, InvalidInput> 
                 });
             }
             OrderCommand::Place {
-                order_id: args.order_id.unwrap_or_else(Uuid::new_v4),
+                order_id: new_order_id(args.order_id, idempotency_key),
                 customer_id: input::identifier("customer", &args.customer)?,
                 currency: input::currency(&args.currency)?,
                 lines: args
@@ -282,9 +303,13 @@ pub fn render_committed(committed: &Committed, json: bool) -> String {
             })
             .collect();
         let id_field = format!("{}_id", committed.aggregate_type);
-        return json!({ id_field: committed.aggregate_id, "events": events }).to_string();
+        return json!({ id_field: committed.aggregate_id, "events": events, "replayed": committed.replayed })
+            .to_string();
     }
     let mut out = format!("{} {}\n", committed.aggregate_type, committed.aggregate_id);
+    if committed.replayed {
+        out.push_str("  already committed by an earlier attempt with this idempotency key; nothing written\n");
+    }
     for e in &committed.events {
         out.push_str(&format!(
             "  committed {} (schema v{}, aggregate version {}) event id {}\n",

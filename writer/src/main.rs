@@ -1,4 +1,5 @@
 //! `writer`: thin entry point; see the library for the design.
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -33,12 +34,23 @@ async fn main() -> ExitCode {
     };
     match run(&cli).await {
         Ok(output) => {
-            println!("{output}");
+            // The command has committed: a closed stdout (`| head -1`) must not
+            // turn that into a failure exit code.
+            let _ = writeln!(std::io::stdout(), "{output}");
             ExitCode::SUCCESS
+        }
+        Err(Failure::Settings(error)) => {
+            eprintln!("error: {error:#}");
+            eprintln!("hint: pass --config FILE (or set WRITER_CONFIG); the local stack writes .stack/config/writer.toml, see `cargo run -p stack -- env`; or set WRITER__DATABASE__* variables");
+            ExitCode::FAILURE
         }
         Err(Failure::Refused(message)) => {
             if cli.json {
-                println!("{}", serde_json::json!({ "error": message }));
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{}",
+                    serde_json::json!({ "error": message })
+                );
             }
             eprintln!("error: {message}");
             ExitCode::from(EXIT_REFUSED)
@@ -53,6 +65,8 @@ async fn main() -> ExitCode {
 
 enum Failure {
     Refused(String),
+    /// The settings file or variables are missing or wrong.
+    Settings(anyhow::Error),
     Infrastructure(anyhow::Error),
 }
 
@@ -65,15 +79,24 @@ impl From<anyhow::Error> for Failure {
 async fn run(cli: &Cli) -> Result<String, Failure> {
     // Validate before touching the database: bad input never opens a connection.
     let refused = |e: writer::input::InvalidInput| Failure::Refused(e.to_string());
+    let idempotency_key = cli
+        .idempotency_key
+        .as_deref()
+        .map(|k| writer::input::identifier("idempotency-key", k))
+        .transpose()
+        .map_err(refused)?;
     let command = match &cli.command {
-        TopCommand::Order(order) => cli::order_command(order).map_err(refused)?,
+        TopCommand::Order(order) => {
+            cli::order_command(order, idempotency_key.as_deref()).map_err(refused)?
+        }
         TopCommand::Customer(customer) => Some(cli::customer_command(customer).map_err(refused)?),
         TopCommand::Catalog { out_dir } => {
             return write_catalog(out_dir).map_err(Failure::Infrastructure)
         }
         TopCommand::Migrate => None,
     };
-    let settings = Settings::load(cli.config.as_deref()).context("loading writer settings")?;
+    let settings = Settings::load(cli.config.as_deref())
+        .map_err(|e| Failure::Settings(anyhow::Error::new(e).context("loading writer settings")))?;
     let db = &settings.database;
     let (mut client, connection) = db
         .pg_config()
@@ -88,7 +111,8 @@ async fn run(cli: &Cli) -> Result<String, Failure> {
 
     if let Some(command) = command {
         let traceparent = std::env::var("TRACEPARENT").ok();
-        return match store::execute(&mut client, &command, traceparent.as_deref()).await {
+        let key = idempotency_key.as_deref();
+        return match store::execute(&mut client, &command, traceparent.as_deref(), key).await {
             Ok(committed) => Ok(cli::render_committed(&committed, cli.json)),
             Err(StoreError::Rejected(r)) => Err(Failure::Refused(r.to_string())),
             Err(e) => Err(Failure::Infrastructure(

@@ -27,31 +27,90 @@ pub enum StoreError {
         reason: String,
     },
     /// The database failed; [`StoreError::is_retryable`] says whether to try again.
-    #[error("database error: {0}")]
-    Database(#[from] tokio_postgres::Error),
+    #[error("write database: {0}")]
+    Database(#[from] service::DbError),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Database(service::DbError(e))
+    }
 }
 
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Database(e) if service::is_retryable(e))
+        matches!(self, StoreError::Database(e) if e.class() == service::ErrorClass::Infrastructure)
+    }
+
+    /// A concurrent command created the same customer or order first: the
+    /// loser's insert hits the primary key. That is a rejection like any other.
+    fn into_rejection(self, command: &Command) -> Self {
+        let StoreError::Database(e) = &self else {
+            return self;
+        };
+        let Some(db) = e.0.as_db_error() else {
+            return self;
+        };
+        if *db.code() != tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
+            return self;
+        }
+        match (db.constraint(), command) {
+            (Some("customers_pkey"), Command::Customer(c)) => {
+                Rejection::CustomerExists(c.customer_id().to_owned()).into()
+            }
+            (Some("orders_pkey"), Command::Order(c)) => Rejection::OrderExists(c.order_id()).into(),
+            _ => self,
+        }
     }
 }
 
 /// What a committed command produced.
 #[derive(Debug, Clone)]
 pub struct Committed {
-    pub aggregate_type: &'static str,
+    pub aggregate_type: String,
     pub aggregate_id: String,
     pub events: Vec<Envelope>,
+    /// An earlier attempt with the same idempotency key committed these
+    /// events; this one wrote nothing.
+    pub replayed: bool,
 }
 
-/// Runs `command` in one transaction.
+/// Runs `command` in one transaction. With an `idempotency_key`, the command
+/// commits at most once: a retry with the same key and the same command gets
+/// the first result back (`replayed`), with another command it is refused.
 pub async fn execute(
     client: &mut tokio_postgres::Client,
     command: &Command,
     traceparent: Option<&str>,
+    idempotency_key: Option<&str>,
+) -> Result<Committed, StoreError> {
+    execute_once(client, command, traceparent, idempotency_key)
+        .await
+        .map_err(|e| e.into_rejection(command))
+}
+
+async fn execute_once(
+    client: &mut tokio_postgres::Client,
+    command: &Command,
+    traceparent: Option<&str>,
+    idempotency_key: Option<&str>,
 ) -> Result<Committed, StoreError> {
     let tx = client.transaction().await?;
+    let request = format!("{command:?}");
+    if let Some(key) = idempotency_key {
+        // Claims the key first: a concurrent attempt with the same key waits
+        // here until this one commits or rolls back.
+        let claimed = tx
+            .execute(
+                "INSERT INTO idempotency_keys (idempotency_key, request, aggregate_type, aggregate_id, event_ids) \
+                 VALUES ($1, $2, '', '', '{}') ON CONFLICT DO NOTHING",
+                &[&key, &request],
+            )
+            .await?;
+        if claimed == 0 {
+            return earlier_result(&tx, key, &request).await;
+        }
+    }
     let now = Utc::now();
     let (aggregate_type, aggregate_id, base_version, events) = match command {
         Command::Customer(c) => {
@@ -93,11 +152,72 @@ pub async fn execute(
         append_to_outbox(&tx, &envelope).await?;
         envelopes.push(envelope);
     }
+    if let Some(key) = idempotency_key {
+        let ids: Vec<Uuid> = envelopes.iter().map(|e| e.event_id).collect();
+        tx.execute(
+            "UPDATE idempotency_keys SET aggregate_type = $2, aggregate_id = $3, event_ids = $4 WHERE idempotency_key = $1",
+            &[&key, &aggregate_type, &aggregate_id, &ids],
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(Committed {
-        aggregate_type,
+        aggregate_type: aggregate_type.to_owned(),
         aggregate_id,
         events: envelopes,
+        replayed: false,
+    })
+}
+
+/// The result an earlier attempt with `key` committed, if it was the same command.
+async fn earlier_result(
+    tx: &Transaction<'_>,
+    key: &str,
+    request: &str,
+) -> Result<Committed, StoreError> {
+    let row = tx
+        .query_one(
+            "SELECT request, aggregate_type, aggregate_id, event_ids FROM idempotency_keys WHERE idempotency_key = $1",
+            &[&key],
+        )
+        .await?;
+    let earlier: String = row.get(0);
+    if earlier != request {
+        return Err(Rejection::IdempotencyKeyReused(key.to_owned()).into());
+    }
+    let ids: Vec<Uuid> = row.get(3);
+    let rows = tx
+        .query(
+            "SELECT id, aggregate_type, aggregate_id, event_type, schema_version, aggregate_version, occurred_at, traceparent, payload \
+             FROM outbox WHERE id = ANY($1) ORDER BY aggregate_version",
+            &[&ids],
+        )
+        .await?;
+    let mut events = Vec::with_capacity(rows.len());
+    for r in rows {
+        let event_type: String = r.get(3);
+        let payload: serde_json::Value = r.get(8);
+        let event = Event::from_payload(&event_type, r.get(4), payload.to_string().as_bytes())
+            .map_err(|e| StoreError::Contract {
+                event_type: "-",
+                reason: e.to_string(),
+            })?;
+        let traceparent: String = r.get(7);
+        events.push(Envelope {
+            event_id: r.get(0),
+            aggregate_type: r.get(1),
+            aggregate_id: r.get(2),
+            aggregate_version: r.get(5),
+            occurred_at: r.get(6),
+            traceparent: (!traceparent.is_empty()).then_some(traceparent),
+            event,
+        });
+    }
+    Ok(Committed {
+        aggregate_type: row.get(1),
+        aggregate_id: row.get(2),
+        events,
+        replayed: true,
     })
 }
 

@@ -49,4 +49,6 @@ pub enum Rejection {
     },
     #[error("nothing to change: customer {0} already has these details")]
     Unchanged(String),
+    #[error("idempotency key {0:?} was already used for a different command; use a new key for a new command")]
+    IdempotencyKeyReused(String),
 }

@@ -92,7 +92,7 @@ async fn concurrent_commands_on_one_order_serialise_without_gaps() {
                     amount_cents: 1000,
                 })
             };
-            store::execute(&mut client, &command, None).await
+            store::execute(&mut client, &command, None, None).await
         }));
     }
     let mut committed = 0;

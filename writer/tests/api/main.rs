@@ -6,3 +6,4 @@
 mod bad_input;
 mod commands;
 mod helpers;
+mod idempotency;
