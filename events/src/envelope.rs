@@ -54,6 +54,9 @@ pub enum ContractError {
     Invalid(String),
 }
 
+/// Decodes a payload given its event type and schema version.
+pub type PayloadDecoder<'a> = dyn Fn(&str, i32, &[u8]) -> Result<Event, ContractError> + 'a;
+
 /// An event with its metadata, as written to the outbox and read from Kafka.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
@@ -102,7 +105,7 @@ impl Envelope {
         key: Option<&[u8]>,
         headers: &HashMap<String, String>,
         payload: Option<&[u8]>,
-        decode: &dyn Fn(&str, i32, &[u8]) -> Result<Event, ContractError>,
+        decode: &PayloadDecoder<'_>,
     ) -> Result<Self, ContractError> {
         let get = |name: &'static str| {
             headers

@@ -764,12 +764,9 @@ async fn execute(tx: &Transaction<'_>, steps: &[Step]) -> Result<(), Failure> {
                     }
                 }
             }
-            Some(Err(e)) => {
-                // Later statements fail only because this one aborted the transaction.
-                if first_error.is_none() {
-                    first_error = Some(Failure::Db(e));
-                }
-            }
+            // Later statements fail only because the first aborted the transaction.
+            Some(Err(e)) if first_error.is_none() => first_error = Some(Failure::Db(e)),
+            Some(Err(_)) => {}
             None => {}
         }
     }

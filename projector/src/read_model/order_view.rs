@@ -1,10 +1,9 @@
 //! `order_view`: one denormalized row per order, ready for a screen, with the
 //! customer's current name and e-mail.
 //!
-//! Each order step is guarded by `last_version = version - 1`: the core already
-//! applies versions strictly in order, so a guard that fails means the row
-//! disagrees with the core's bookkeeping, and the event is rejected instead of
-//! applied on top of the wrong state.
+//! The core applies an order's versions strictly in order (or skips one on an
+//! operator's explicit `discard --skip-version`), so each step only records the
+//! version it applied; a step whose order row is missing is rejected.
 
 use outbox_events::{Envelope, Event};
 use uuid::Uuid;
@@ -104,7 +103,7 @@ fn customer_details(
     ));
 }
 
-/// A guarded order step: `SET <set>` only if the order is at `version - 1`.
+/// An order step: `SET <set>` on the order's row, which must exist.
 /// `$1` is the order id, `$2` the version, `$3...` are `params`.
 fn step(steps: &mut Vec<Step>, order_id: Uuid, version: i64, set: &str, params: Vec<Param>) {
     let mut all = vec![p(order_id), p(version)];
@@ -113,7 +112,7 @@ fn step(steps: &mut Vec<Step>, order_id: Uuid, version: i64, set: &str, params: 
         Step::new(
             format!(
                 "UPDATE order_view SET {set}, last_version = $2, updated_at = now() \
-                 WHERE order_id = $1 AND last_version = $2::bigint - 1"
+                 WHERE order_id = $1"
             ),
             all,
         )

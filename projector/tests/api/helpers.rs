@@ -30,7 +30,9 @@ pub fn stack() -> &'static Stack {
 /// A fresh read database, a fresh topic and a fresh consumer group for one test.
 pub struct TestEnv {
     pub settings: Settings,
+    /// The order topic.
     pub topic: String,
+    pub customer_topic: String,
     pub client: tokio_postgres::Client,
     producer: FutureProducer,
 }
@@ -48,10 +50,14 @@ impl TestEnv {
             .expect("create database");
         let topic = format!("t{suffix}.outbox.event.order");
         stack.create_topic(&topic, 3).expect("create topic");
+        let customer_topic = format!("t{suffix}.outbox.event.customer");
+        stack
+            .create_topic(&customer_topic, 3)
+            .expect("create topic");
         let db = stack.db(&dbname);
         let settings: Settings = serde_json::from_value(serde_json::json!({
             "database": { "host": db.host, "port": db.port, "user": db.user, "password": db.password, "dbname": db.dbname },
-            "kafka": { "bootstrap_servers": stack.bootstrap_servers(), "group_id": format!("g{suffix}"), "topics": [topic] },
+            "kafka": { "bootstrap_servers": stack.bootstrap_servers(), "group_id": format!("g{suffix}"), "topics": [topic, customer_topic] },
             "metrics_addr": "127.0.0.1:0",
         }))
         .expect("settings");
@@ -67,6 +73,7 @@ impl TestEnv {
         Self {
             settings,
             topic,
+            customer_topic,
             client,
             producer,
         }
@@ -83,12 +90,53 @@ impl TestEnv {
     /// value = payload JSON, metadata in headers.
     pub async fn publish(&self, envelope: &Envelope) {
         let payload = envelope.event.to_payload().to_string();
-        self.publish_raw(
-            &envelope.aggregate_id,
-            &envelope.to_headers(),
-            payload.as_bytes(),
+        let topic = match envelope.aggregate_type.as_str() {
+            "customer" => &self.customer_topic,
+            _ => &self.topic,
+        };
+        let headers = envelope.to_headers();
+        let headers: Vec<(&str, Option<&[u8]>)> = headers
+            .iter()
+            .map(|(k, v)| (*k, Some(v.as_bytes())))
+            .collect();
+        self.publish_bytes(
+            topic,
+            Some(envelope.aggregate_id.as_bytes()),
+            &headers,
+            Some(payload.as_bytes()),
         )
         .await;
+    }
+
+    /// Publishes any bytes; returns where the record landed (partition, offset).
+    pub async fn publish_bytes(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+        value: Option<&[u8]>,
+    ) -> (i32, i64) {
+        let mut owned = OwnedHeaders::new();
+        for (name, value) in headers {
+            owned = owned.insert(Header {
+                key: name,
+                value: *value,
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(owned);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        let delivery = self
+            .producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("publish");
+        (delivery.partition, delivery.offset)
     }
 
     pub async fn publish_raw(&self, key: &str, headers: &[(&str, String)], payload: &[u8]) {

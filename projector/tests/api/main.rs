@@ -5,5 +5,6 @@
 
 mod contract;
 mod delivery;
+mod failure_isolation;
 mod helpers;
 mod read_models;

@@ -1,0 +1,626 @@
+//! No record can stop the read side: bad records are dead-lettered byte for
+//! byte, gaps park, dead letters replay and discard.
+use std::time::Duration;
+
+use chrono::Utc;
+use outbox_events::{
+    header, Address, CustomerAddressChanged, CustomerContactChanged, CustomerRegistered, Envelope,
+    Event, OrderDelivered, OrderShipped,
+};
+use projector::batch::{apply_batch, Outcome};
+use projector::operator::{self, Replayed};
+use projector::record::Decoder;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use uuid::Uuid;
+
+use crate::helpers::{paid, placed, receive, TestEnv};
+
+fn shipped(order_id: Uuid) -> Envelope {
+    let e = OrderShipped {
+        order_id,
+        carrier: "DHL".into(),
+        tracking_number: "T-1".into(),
+    };
+    Envelope::new(Event::OrderShipped(e), 3, Utc::now())
+}
+
+fn delivered(order_id: Uuid) -> Envelope {
+    Envelope::new(
+        Event::OrderDelivered(OrderDelivered { order_id }),
+        4,
+        Utc::now(),
+    )
+}
+
+/// One bad record: what was sent, so the dead letter can be compared byte for byte.
+struct Sent {
+    key: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    value: Option<Vec<u8>>,
+    kind: &'static str,
+}
+
+fn random_bytes(rng: &mut StdRng, max: usize) -> Vec<u8> {
+    let n = rng.random_range(0..=max);
+    (0..n).map(|_| rng.random()).collect()
+}
+
+/// A malformed record of kind `kind` (random bytes or a real event broken one way).
+fn bad_record(rng: &mut StdRng, kind: usize) -> Sent {
+    let order = Uuid::new_v4();
+    let good = placed(order);
+    let headers = |e: &Envelope| -> Vec<(String, Option<Vec<u8>>)> {
+        e.to_headers()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Some(v.into_bytes())))
+            .collect()
+    };
+    let payload = |e: &Envelope| Some(e.event.to_payload().to_string().into_bytes());
+    let key = Some(order.to_string().into_bytes());
+    let set = |h: &mut Vec<(String, Option<Vec<u8>>)>, name: &str, value: &[u8]| {
+        for (k, v) in h.iter_mut() {
+            if k == name {
+                *v = Some(value.to_vec());
+            }
+        }
+    };
+    let mut h = headers(&good);
+    let with_payload = |json: String| Some(json.into_bytes());
+    match kind % 13 {
+        0 => {
+            let names = [
+                header::EVENT_ID,
+                header::EVENT_TYPE,
+                "x-junk",
+                "aggregate_version",
+                "ümlaut",
+            ];
+            let headers = (0..rng.random_range(0..5))
+                .map(|_| {
+                    let name = names[rng.random_range(0..names.len())].to_owned();
+                    let value = rng.random_bool(0.8).then(|| random_bytes(rng, 40));
+                    (name, value)
+                })
+                .collect();
+            Sent {
+                key: rng.random_bool(0.8).then(|| random_bytes(rng, 40)),
+                headers,
+                value: rng.random_bool(0.9).then(|| random_bytes(rng, 300)),
+                kind: "random bytes",
+            }
+        }
+        1 => {
+            set(&mut h, header::EVENT_TYPE, b"Order\xff\xfePlaced");
+            Sent {
+                key,
+                headers: h,
+                value: payload(&good),
+                kind: "header not UTF-8",
+            }
+        }
+        2 => {
+            h.push((
+                header::EVENT_ID.into(),
+                Some(Uuid::new_v4().to_string().into_bytes()),
+            ));
+            Sent {
+                key,
+                headers: h,
+                value: payload(&good),
+                kind: "duplicated header",
+            }
+        }
+        3 => {
+            let drop = rng.random_range(0..5);
+            h.remove(drop);
+            Sent {
+                key,
+                headers: h,
+                value: payload(&good),
+                kind: "missing header",
+            }
+        }
+        4 => {
+            set(&mut h, header::EVENT_TYPE, b"OrderTeleported");
+            Sent {
+                key,
+                headers: h,
+                value: payload(&good),
+                kind: "unknown event type",
+            }
+        }
+        5 => {
+            set(&mut h, header::SCHEMA_VERSION, b"99");
+            Sent {
+                key,
+                headers: h,
+                value: payload(&good),
+                kind: "unknown schema version",
+            }
+        }
+        6 => Sent {
+            key,
+            headers: h,
+            value: with_payload("[1, 2, {\"order_id\": null}]".into()),
+            kind: "wrong shape",
+        },
+        7 => {
+            let mut p = good.event.to_payload();
+            p["customer_id"] = serde_json::json!("c-\u{0}-nul");
+            Sent {
+                key,
+                headers: h,
+                value: with_payload(p.to_string()),
+                kind: "NUL in text",
+            }
+        }
+        8 => {
+            let mut p = good.event.to_payload();
+            p["lines"][0]["quantity"] = serde_json::json!(1u64 << 40);
+            p["total_cents"] = serde_json::json!(9_000_000_000_000_000_000u64);
+            Sent {
+                key,
+                headers: h,
+                value: with_payload(p.to_string()),
+                kind: "absurd numbers",
+            }
+        }
+        9 => {
+            // 300 kB, valid in every way the contract checks, but a SKU that no
+            // index row can hold: the read database itself refuses it.
+            let mut p = good.event.to_payload();
+            let sku: String = (0..300_000)
+                .map(|_| char::from(rng.random_range(b'a'..=b'z')))
+                .collect();
+            p["lines"][0]["sku"] = serde_json::json!(sku);
+            Sent {
+                key,
+                headers: h,
+                value: with_payload(p.to_string()),
+                kind: "very large value the database refuses",
+            }
+        }
+        10 => Sent {
+            key: Some(b"\xc3\x28not-utf8".to_vec()),
+            headers: h,
+            value: payload(&good),
+            kind: "key not UTF-8",
+        },
+        11 => {
+            set(&mut h, header::AGGREGATE_VERSION, b"-7");
+            Sent {
+                key,
+                headers: h,
+                value: payload(&good),
+                kind: "negative version",
+            }
+        }
+        _ => Sent {
+            key,
+            headers: h,
+            value: None,
+            kind: "no value",
+        },
+    }
+}
+
+#[tokio::test]
+async fn no_record_stops_the_projector_and_every_bad_record_is_kept_byte_for_byte() {
+    let env = TestEnv::new().await;
+    let seed = rand::rng().random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let orders: Vec<Uuid> = (0..15).map(|_| Uuid::new_v4()).collect();
+    let mut bad = Vec::new();
+    for (i, order) in orders.iter().enumerate() {
+        env.publish(&placed(*order)).await;
+        for k in 0..3 {
+            let sent = bad_record(&mut rng, i * 3 + k);
+            let headers: Vec<(&str, Option<&[u8]>)> = sent
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_deref()))
+                .collect();
+            let at = env
+                .publish_bytes(
+                    &env.topic,
+                    sent.key.as_deref(),
+                    &headers,
+                    sent.value.as_deref(),
+                )
+                .await;
+            bad.push((at, sent));
+        }
+        env.publish(&paid(*order)).await;
+    }
+    let customer = Envelope::new(
+        Event::CustomerRegistered(CustomerRegistered {
+            customer_id: "c-1".into(),
+            name: "Ann".into(),
+            email: "ann@example.com".into(),
+            address: Address {
+                street: "1 Way".into(),
+                city: "Oslo".into(),
+                postal_code: "0150".into(),
+                country: "NO".into(),
+            },
+        }),
+        1,
+        Utc::now(),
+    );
+    env.publish(&customer).await;
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(projector::consumer::run(
+        env.settings.clone(),
+        Decoder::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let row = env
+            .client
+            .query_one(
+                "SELECT (SELECT count(*) FROM order_view WHERE status = 'paid' AND last_version = 2), \
+                        (SELECT count(*) FROM dead_letters), (SELECT count(*) FROM customer_summary WHERE name = 'Ann')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (paid_orders, dead, customers): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        if paid_orders == orders.len() as i64 && dead == bad.len() as i64 && customers == 1 {
+            break;
+        }
+        assert!(
+            !service.is_finished(),
+            "the projector stopped: {:?}",
+            service.await
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "seed {seed}: {paid_orders}/{} orders paid, {dead}/{} dead letters",
+            orders.len(),
+            bad.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for ((partition, offset), sent) in &bad {
+        let row = env
+            .client
+            .query_one(
+                "SELECT key_bytes, header_names, header_values, value_bytes, reason, status FROM dead_letters \
+                 WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset = $3",
+                &[&env.topic, partition, offset],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: {} record at {partition}/{offset} not dead-lettered: {e}", sent.kind));
+        let names: Vec<Vec<u8>> = row.get(1);
+        let values: Vec<Option<Vec<u8>>> = row.get(2);
+        let headers: Vec<(String, Option<Vec<u8>>)> = names
+            .into_iter()
+            .map(|n| String::from_utf8(n).unwrap())
+            .zip(values)
+            .collect();
+        assert_eq!(
+            row.get::<_, Option<Vec<u8>>>(0),
+            sent.key,
+            "{} key",
+            sent.kind
+        );
+        assert_eq!(headers, sent.headers, "{} headers", sent.kind);
+        assert_eq!(
+            row.get::<_, Option<Vec<u8>>>(3),
+            sent.value,
+            "{} value",
+            sent.kind
+        );
+        let reason: String = row.get(4);
+        assert!(
+            !reason.is_empty() && row.get::<_, String>(5) == "open",
+            "{}: {reason}",
+            sent.kind
+        );
+    }
+    let _ = stop.send(());
+    service.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_gap_parks_the_aggregate_until_the_missing_version_arrives() {
+    let mut env = TestEnv::new().await;
+    let order = Uuid::new_v4();
+    let other = Uuid::new_v4();
+    let events = [placed(order), paid(order), shipped(order), delivered(order)];
+    let customer = "c-gap";
+    let address = |city: &str| Address {
+        street: "1 Way".into(),
+        city: city.into(),
+        postal_code: "1".into(),
+        country: "DE".into(),
+    };
+    let c_events: Vec<Envelope> = vec![
+        Event::CustomerRegistered(CustomerRegistered {
+            customer_id: customer.into(),
+            name: "V1".into(),
+            email: "v1@x.org".into(),
+            address: address("Bonn"),
+        }),
+        Event::CustomerContactChanged(CustomerContactChanged {
+            customer_id: customer.into(),
+            name: "V2".into(),
+            email: "v2@x.org".into(),
+        }),
+        Event::CustomerAddressChanged(CustomerAddressChanged {
+            customer_id: customer.into(),
+            address: address("Köln"),
+        }),
+        Event::CustomerContactChanged(CustomerContactChanged {
+            customer_id: customer.into(),
+            name: "V4".into(),
+            email: "v4@x.org".into(),
+        }),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, e)| Envelope::new(e, i as i64 + 1, Utc::now()))
+    .collect();
+
+    for i in [0, 2, 3] {
+        env.publish(&events[i]).await;
+        env.publish(&c_events[i]).await;
+    }
+    env.publish(&placed(other)).await; // another aggregate keeps flowing
+    let consumer = env.consumer();
+    let records = receive(&consumer, 7).await;
+    let outcome = apply_batch(&mut env.client, &Decoder::default(), &records)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome {
+            applied: 3,
+            duplicates: 0,
+            parked: 4,
+            dead_lettered: 0
+        }
+    );
+    assert_eq!(env.order_view(order).await, Some(("placed".into(), 1)));
+    assert_eq!(env.order_view(other).await, Some(("placed".into(), 1)));
+    assert_eq!(customer_row(&env).await, ("V1".into(), "Bonn".into(), 1));
+    let backlog = operator::backlog(&env.client).await.unwrap();
+    assert_eq!((backlog.parked_events, backlog.parked_aggregates), (4, 2));
+
+    // Redelivering a parked event changes nothing.
+    let again = apply_batch(&mut env.client, &Decoder::default(), &records[1..2])
+        .await
+        .unwrap();
+    assert_eq!(again.applied + again.parked, 0, "{again:?}");
+
+    env.publish(&events[1]).await;
+    env.publish(&c_events[1]).await;
+    let records = receive(&consumer, 2).await;
+    let outcome = apply_batch(&mut env.client, &Decoder::default(), &records)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome {
+            applied: 6,
+            duplicates: 0,
+            parked: 0,
+            dead_lettered: 0
+        }
+    );
+    assert_eq!(env.order_view(order).await, Some(("delivered".into(), 4)));
+    assert_eq!(customer_row(&env).await, ("V4".into(), "Köln".into(), 4));
+    assert_eq!(
+        operator::backlog(&env.client).await.unwrap(),
+        operator::Backlog::default()
+    );
+    // The same policy for both: stale copies are skipped and counted.
+    let stale = apply_batch(&mut env.client, &Decoder::default(), &records)
+        .await
+        .unwrap();
+    assert_eq!(stale.duplicates, 2);
+}
+
+async fn customer_row(env: &TestEnv) -> (String, String, i64) {
+    let r = env
+        .client
+        .query_one(
+            "SELECT name, city, customer_version FROM customer_summary WHERE customer_id = 'c-gap'",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}
+
+/// `OrderPaid` as a producer that ran ahead might publish it: schema v9, other field names.
+fn paid_v9(order_id: Uuid) -> (Envelope, Vec<u8>) {
+    let e = paid(order_id);
+    let body =
+        serde_json::json!({"order": order_id, "psp_ref": "p-1", "cents": 1000, "ccy": "EUR"});
+    (e, body.to_string().into_bytes())
+}
+
+fn upcast_paid_v9(payload: &[u8]) -> Result<Event, outbox_events::ContractError> {
+    let v: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| outbox_events::ContractError::Payload(e.to_string()))?;
+    Ok(Event::OrderPaid(outbox_events::OrderPaid {
+        order_id: v["order"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default(),
+        payment_reference: v["psp_ref"].as_str().unwrap_or_default().into(),
+        amount_cents: v["cents"].as_i64().unwrap_or_default(),
+        currency: v["ccy"].as_str().unwrap_or_default().into(),
+    }))
+}
+
+async fn publish_v9(env: &TestEnv, e: &Envelope, body: &[u8]) {
+    let mut headers = e.to_headers();
+    for (k, v) in headers.iter_mut() {
+        if *k == header::SCHEMA_VERSION {
+            *v = "9".into();
+        }
+    }
+    let headers: Vec<(&str, Option<&[u8]>)> = headers
+        .iter()
+        .map(|(k, v)| (*k, Some(v.as_bytes())))
+        .collect();
+    env.publish_bytes(
+        &env.topic,
+        Some(e.aggregate_id.as_bytes()),
+        &headers,
+        Some(body),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_dead_letter_replayed_after_an_upcaster_lands_applies_and_releases_what_waited() {
+    let mut env = TestEnv::new().await;
+    let order = Uuid::new_v4();
+    let (placed, (paid9, body), shipped) = (placed(order), paid_v9(order), shipped(order));
+    env.publish(&placed).await;
+    publish_v9(&env, &paid9, &body).await;
+    env.publish(&shipped).await;
+    let records = receive(&env.consumer(), 3).await;
+    let outcome = apply_batch(&mut env.client, &Decoder::default(), &records)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome {
+            applied: 1,
+            duplicates: 0,
+            parked: 1,
+            dead_lettered: 1
+        }
+    );
+
+    let letters = operator::list(&env.client, false).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert!(
+        letter.reason.contains("unknown schema version 9"),
+        "{}",
+        letter.reason
+    );
+    assert_eq!(
+        (letter.parked_behind, letter.aggregate_version),
+        (1, Some(2))
+    );
+    assert_eq!(letter.event_type.as_deref(), Some("OrderPaid"));
+
+    // Today's code still cannot read it: the dead letter stays open.
+    let result = operator::replay(&mut env.client, &Decoder::default(), letter.id)
+        .await
+        .unwrap();
+    assert!(
+        matches!(result, Replayed::StillFailing { .. }),
+        "{result:?}"
+    );
+    assert_eq!(env.order_view(order).await, Some(("placed".into(), 1)));
+
+    // The build that knows v9 replays it: applied, then the parked shipment.
+    let decoder = Decoder::default().with_upcaster("OrderPaid", 9, upcast_paid_v9);
+    let result = operator::replay(&mut env.client, &decoder, letter.id)
+        .await
+        .unwrap();
+    assert_eq!(result, Replayed::Applied { released: 1 });
+    assert_eq!(env.order_view(order).await, Some(("shipped".into(), 3)));
+    assert!(operator::list(&env.client, false).await.unwrap().is_empty());
+    assert_eq!(
+        operator::list(&env.client, true).await.unwrap()[0].status,
+        "replayed"
+    );
+
+    // The read models equal those of the same history published in v2 form.
+    let mut reference = TestEnv::new().await;
+    let history: Vec<_> = [&placed, &paid9, &shipped]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| reference.record(e, i as i64))
+        .collect();
+    apply_batch(&mut reference.client, &Decoder::default(), &history)
+        .await
+        .unwrap();
+    assert_eq!(env.read_models().await, reference.read_models().await);
+}
+
+#[tokio::test]
+async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
+    let mut env = TestEnv::new().await;
+    let (kept, skipped) = (Uuid::new_v4(), Uuid::new_v4());
+    for order in [kept, skipped] {
+        let (p9, body) = paid_v9(order);
+        env.publish(&placed(order)).await;
+        publish_v9(&env, &p9, &body).await;
+        env.publish(&shipped(order)).await;
+    }
+    let records = receive(&env.consumer(), 6).await;
+    let outcome = apply_batch(&mut env.client, &Decoder::default(), &records)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome {
+            applied: 2,
+            duplicates: 0,
+            parked: 2,
+            dead_lettered: 2
+        }
+    );
+    let letters = operator::list(&env.client, false).await.unwrap();
+    let id_of = |order: Uuid| {
+        letters
+            .iter()
+            .find(|d| d.aggregate_id == Some(order.to_string()))
+            .unwrap()
+            .id
+    };
+
+    let plain = operator::discard(
+        &mut env.client,
+        &Decoder::default(),
+        id_of(kept),
+        "test: not needed",
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (plain.released, plain.still_parked),
+        (0, 1),
+        "a plain discard releases nothing"
+    );
+    assert_eq!(env.order_view(kept).await, Some(("placed".into(), 1)));
+
+    let skip = operator::discard(
+        &mut env.client,
+        &Decoder::default(),
+        id_of(skipped),
+        "test: payment voided",
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!((skip.released, skip.still_parked), (1, 0));
+    assert_eq!(env.order_view(skipped).await, Some(("shipped".into(), 3)));
+
+    let all = operator::list(&env.client, true).await.unwrap();
+    assert!(all.iter().all(|d| d.status == "discarded"));
+    assert!(all
+        .iter()
+        .any(|d| d.resolution.as_deref()
+            == Some("discarded (version skipped): test: payment voided")));
+    let again = operator::replay(&mut env.client, &Decoder::default(), id_of(kept)).await;
+    assert!(
+        matches!(again, Err(operator::OperatorError::NotOpen { .. })),
+        "{again:?}"
+    );
+}
