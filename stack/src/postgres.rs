@@ -120,7 +120,8 @@ fn admin_psql(stack: &Stack, dbname: &str) -> Command {
     let socket_dir = fs::canonicalize(data_dir(stack)).unwrap_or_else(|_| data_dir(stack));
     let mut psql = Command::new("psql");
     psql.arg("-X")
-        .args(["-v", "ON_ERROR_STOP=1", "-q"])
+        // Verbose errors carry the SQLSTATE, detail and hint, not only the message.
+        .args(["-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose", "-q"])
         .arg("-h")
         .arg(socket_dir)
         .arg("-p")
@@ -157,7 +158,7 @@ pub fn psql_command(db: &DbParams) -> Command {
 pub fn psql(db: &DbParams, sql: &str, format_args: &[&str]) -> Result<String> {
     let mut psql = psql_command(db);
     psql.arg("-X")
-        .args(["-v", "ON_ERROR_STOP=1"])
+        .args(["-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose"])
         .args(format_args)
         .args(["-c", sql]);
     run_quiet(&mut psql)
