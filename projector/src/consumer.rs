@@ -115,7 +115,7 @@ pub async fn connect(settings: &Settings) -> Result<tokio_postgres::Client, toki
         .await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "read database connection closed");
+            tracing::warn!(error = %service::show_db_error(&e), "read database connection closed");
         }
     });
     Ok(client)
@@ -373,7 +373,9 @@ impl BacklogGauges {
                 metrics::gauge!("projector_parked_events").set(b.parked_events as f64);
                 metrics::gauge!("projector_parked_aggregates").set(b.parked_aggregates as f64);
             }
-            Err(e) => tracing::debug!(error = %e, "backlog gauges not refreshed"),
+            Err(e) => {
+                tracing::debug!(error = %service::show_db_error(&e), "backlog gauges not refreshed")
+            }
         }
     }
 }

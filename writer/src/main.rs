@@ -105,7 +105,7 @@ async fn run(cli: &Cli) -> Result<String, Failure> {
         .with_context(|| format!("connecting to the write database at {}", db.describe()))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "write database connection closed");
+            tracing::warn!(error = %service::show_db_error(&e), "write database connection closed");
         }
     });
 
