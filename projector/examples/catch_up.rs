@@ -20,7 +20,7 @@ use outbox_events::{
     OrderDelivered, OrderLine, OrderPaid, OrderPlaced, OrderRefunded, OrderShipped,
 };
 use projector::batch::apply_batch;
-use projector::record::{Decoder, RawHeader, Record};
+use projector::record::{Decoder, Record};
 use uuid::Uuid;
 
 fn history(orders: usize) -> Vec<Envelope> {
@@ -111,21 +111,7 @@ fn history(orders: usize) -> Vec<Envelope> {
 }
 
 fn record(e: &Envelope, offset: i64) -> Record {
-    Record {
-        topic: format!("outbox.event.{}", e.aggregate_type),
-        partition: 0,
-        offset,
-        key: Some(e.aggregate_id.clone().into_bytes()),
-        headers: e
-            .to_headers()
-            .into_iter()
-            .map(|(k, v)| RawHeader {
-                name: k.as_bytes().to_vec(),
-                value: Some(v.into_bytes()),
-            })
-            .collect(),
-        payload: Some(e.event.to_payload().to_string().into_bytes()),
-    }
+    Record::from_envelope(e, format!("outbox.event.{}", e.aggregate_type), 0, offset)
 }
 
 #[tokio::main]

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use outbox_events::{Envelope, Event, OrderLine, OrderPaid, OrderPlaced};
-use projector::record::{RawHeader, Record};
+use projector::record::Record;
 use projector::settings::{BatchSettings, Settings};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -162,21 +162,8 @@ impl TestEnv {
 
     /// Builds a record as the Event Router would publish `envelope` on this topic.
     pub fn record(&self, envelope: &Envelope, offset: i64) -> Record {
-        Record {
-            topic: format!("x.outbox.event.{}", envelope.aggregate_type),
-            partition: 0,
-            offset,
-            key: Some(envelope.aggregate_id.clone().into_bytes()),
-            headers: envelope
-                .to_headers()
-                .into_iter()
-                .map(|(k, v)| RawHeader {
-                    name: k.as_bytes().to_vec(),
-                    value: Some(v.into_bytes()),
-                })
-                .collect(),
-            payload: Some(envelope.event.to_payload().to_string().into_bytes()),
-        }
+        let topic = format!("x.outbox.event.{}", envelope.aggregate_type);
+        Record::from_envelope(envelope, topic, 0, offset)
     }
 
     pub fn consumer(&self) -> StreamConsumer<projector::consumer::ProjectorContext> {
