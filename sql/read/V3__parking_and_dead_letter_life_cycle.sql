@@ -71,3 +71,9 @@ CREATE INDEX dead_letters_open ON dead_letters (aggregate_type, aggregate_id) WH
 
 -- Read models no longer guard versions themselves; kept for readers.
 COMMENT ON COLUMN order_view.last_version IS 'aggregate_version of the last event applied to this order';
+
+-- When each event's effect was written: clock_timestamp() as the batch inserts
+-- its inbox rows, the last statements before the commit (now() would be the
+-- transaction's start). With the event's occurred_at it gives the
+-- commit-to-read-model latency of every event.
+ALTER TABLE inbox ADD COLUMN applied_at timestamptz NOT NULL DEFAULT clock_timestamp();

@@ -43,12 +43,35 @@ pub enum TopCommand {
     Order(OrderArgs),
     /// Apply the write database's migrations (sql/write/).
     Migrate,
+    /// Drive the write path with many concurrent clients: the same command
+    /// code and transaction as the other subcommands, through a pool.
+    #[command(after_help = "Example: writer load --clients 4 --rate 1000 --duration 60s")]
+    Load(LoadArgs),
     /// Write docs/event_catalog.md and docs/schemas/ from the event contract.
     Catalog {
         /// Directory to write into.
         #[arg(long, default_value = "docs")]
         out_dir: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Concurrent clients (each with its own connection from the pool).
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Commands per second offered in total; omit to go flat out.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// How long to run, e.g. 60s, 2m, 500ms.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Which commands to send.
+    #[arg(long, value_enum, default_value_t = crate::load::Mix::Full)]
+    pub mix: crate::load::Mix,
+    /// Seed of the command choices (a run is reproducible).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]

@@ -9,12 +9,15 @@
 //! - [`domain`]: pure rules, `decide(state, command) -> events | rejection`.
 //! - [`store`]: one transaction per command: lock the aggregate, decide, write
 //!   state rows, append outbox rows with the next aggregate versions, commit.
+//! - [`load`]: a load generator on the same `store::execute`, many commands
+//!   per process through a connection pool (`writer load`).
 //! - [`cli`]: the clap interface and its output (human or `--json`).
 //! - [`settings`]: typed settings (file + `WRITER__*` environment).
 
 pub mod cli;
 pub mod domain;
 pub mod input;
+pub mod load;
 pub mod settings;
 pub mod store;
 

@@ -94,6 +94,7 @@ async fn run(cli: &Cli) -> Result<String, Failure> {
             return write_catalog(out_dir).map_err(Failure::Infrastructure)
         }
         TopCommand::Migrate => None,
+        TopCommand::Load(args) => return load(cli, args).await,
     };
     let settings = Settings::load(cli.config.as_deref())
         .map_err(|e| Failure::Settings(anyhow::Error::new(e).context("loading writer settings")))?;
@@ -137,6 +138,75 @@ async fn run(cli: &Cli) -> Result<String, Failure> {
             ))
         }
     }
+}
+
+/// `writer load`: many commands through a pool, with a progress line.
+async fn load(cli: &Cli, args: &cli::LoadArgs) -> Result<String, Failure> {
+    if args.clients == 0 || args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        return Err(Failure::Refused("--clients and --rate must be positive".into()));
+    }
+    let settings = Settings::load(cli.config.as_deref()).map_err(|e| {
+        Failure::Settings(anyhow::Error::new(e).context("loading writer settings"))
+    })?;
+    let manager = deadpool_postgres::Manager::new(settings.database.pg_config(), tokio_postgres::NoTls);
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(args.clients)
+        .build()
+        .context("building the connection pool")?;
+    drop(pool.get().await.with_context(|| {
+        format!("connecting to the write database at {}", settings.database.describe())
+    })?);
+    let spec = writer::load::LoadSpec {
+        clients: args.clients,
+        rate: args.rate,
+        duration: args.duration,
+        mix: args.mix,
+        seed: args.seed,
+    };
+    let live = std::sync::Arc::new(writer::load::Live::default());
+    let bar = indicatif::ProgressBar::new(args.duration.as_millis() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let ticker = {
+        let (bar, live) = (bar.clone(), live.clone());
+        let started = std::time::Instant::now();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                let done = live.committed.load(std::sync::atomic::Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                bar.set_position(started.elapsed().as_millis() as u64);
+                bar.set_message(format!(
+                    "{done} committed ({:.0}/s), {} refused, {} failed",
+                    done as f64 / secs,
+                    live.refused.load(std::sync::atomic::Ordering::Relaxed),
+                    live.failed.load(std::sync::atomic::Ordering::Relaxed)
+                ));
+            }
+        })
+    };
+    let report = writer::load::run(pool, &spec, live).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    if cli.json {
+        return serde_json::to_string(&report).context("encoding the report").map_err(Failure::Infrastructure);
+    }
+    let kinds: Vec<String> = report.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    Ok(format!(
+        "{} clients, {:.1} s: {} committed ({:.0} commands/s), {} refused, {} failed, {} events; latency p50 {:.1} ms, p99 {:.1} ms\n  {}",
+        report.clients,
+        report.seconds,
+        report.committed,
+        report.commands_per_second,
+        report.refused,
+        report.failed,
+        report.events,
+        report.latency_ms_p50,
+        report.latency_ms_p99,
+        kinds.join(", ")
+    ))
 }
 
 /// Writes the generated event catalog and JSON Schemas.
