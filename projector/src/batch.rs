@@ -29,7 +29,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
-use futures::future::{maybe_done, MaybeDone};
 use outbox_events::{header, Envelope};
 use service::{DbError, ErrorClass};
 use tokio_postgres::types::ToSql;
@@ -718,8 +717,7 @@ fn dead_letter(out: &mut Vec<Step>, record: &Record, reason: &str) {
     ));
 }
 
-/// Runs `steps` pipelined: every statement is sent before the first answer is
-/// awaited, in order, so they execute in order; then the counts are checked.
+/// Runs `steps` pipelined ([`service::pipeline`]), then checks the counts.
 async fn execute(tx: &Transaction<'_>, steps: &[Step]) -> Result<(), Failure> {
     if steps.is_empty() {
         return Ok(());
@@ -739,22 +737,16 @@ async fn execute(tx: &Transaction<'_>, steps: &[Step]) -> Result<(), Failure> {
                 .collect()
         })
         .collect();
-    let mut pending: Vec<MaybeDone<_>> = steps
+    let batch: Vec<(&tokio_postgres::Statement, &[&(dyn ToSql + Sync)])> = steps
         .iter()
         .zip(&params)
-        .map(|(step, params)| {
-            maybe_done(Box::pin(tx.execute(&statements[step.sql.as_str()], params)))
-        })
+        .map(|(step, params)| (&statements[step.sql.as_str()], params.as_slice()))
         .collect();
-    // The first poll of each sends its request; polling in order keeps the order.
-    for future in pending.iter_mut() {
-        let _ = futures::poll!(std::pin::Pin::new(future));
-    }
+    let results = service::pipeline::execute_in_order(tx, &batch).await;
     let mut first_error = None;
-    for (step, future) in steps.iter().zip(pending.iter_mut()) {
-        std::pin::Pin::new(&mut *future).await;
-        match std::pin::Pin::new(future).take_output() {
-            Some(Ok(rows)) => {
+    for (step, result) in steps.iter().zip(results) {
+        match result {
+            Ok(rows) => {
                 if let Some(expected) = step.expect_rows {
                     if rows != expected && first_error.is_none() {
                         first_error = Some(Failure::Mismatch(format!(
@@ -765,9 +757,8 @@ async fn execute(tx: &Transaction<'_>, steps: &[Step]) -> Result<(), Failure> {
                 }
             }
             // Later statements fail only because the first aborted the transaction.
-            Some(Err(e)) if first_error.is_none() => first_error = Some(Failure::Db(e)),
-            Some(Err(_)) => {}
-            None => {}
+            Err(e) if first_error.is_none() => first_error = Some(Failure::Db(e)),
+            Err(_) => {}
         }
     }
     first_error.map_or(Ok(()), Err)

@@ -10,9 +10,11 @@
 //! - [`db_error`]: database errors shown with the server's message, code and
 //!   detail, and classified as infrastructure (retry), data (the input's fault)
 //!   or other (a bug or schema mismatch).
+//! - [`pipeline`]: statements sent back to back on one connection, in order.
 //! - [`init_tracing`]: structured logs on stderr, filtered by `RUST_LOG`.
 
 pub mod db_error;
+pub mod pipeline;
 
 use std::path::Path;
 

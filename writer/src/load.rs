@@ -162,14 +162,29 @@ impl Client {
         }
         let roll: f64 = self.rng.random();
         if roll < 0.03 {
-            let customer_id = self.customers[self.rng.random_range(0..self.customers.len())].clone();
+            let customer_id =
+                self.customers[self.rng.random_range(0..self.customers.len())].clone();
             let name = Some(format!("Renamed {}", self.rng.random_range(0..1000)));
-            return ("change-contact", Command::Customer(CustomerCommand::ChangeContact { customer_id, name, email: None }));
+            return (
+                "change-contact",
+                Command::Customer(CustomerCommand::ChangeContact {
+                    customer_id,
+                    name,
+                    email: None,
+                }),
+            );
         }
         if roll < 0.05 {
-            let customer_id = self.customers[self.rng.random_range(0..self.customers.len())].clone();
+            let customer_id =
+                self.customers[self.rng.random_range(0..self.customers.len())].clone();
             let address = self.address();
-            return ("change-address", Command::Customer(CustomerCommand::ChangeAddress { customer_id, address }));
+            return (
+                "change-address",
+                Command::Customer(CustomerCommand::ChangeAddress {
+                    customer_id,
+                    address,
+                }),
+            );
         }
         if self.orders.is_empty() || roll < 0.30 {
             let lines = self.rng.random_range(2..=4);
@@ -179,24 +194,47 @@ impl Client {
         let order = self.orders[i].clone();
         let id = order.id;
         match order.stage {
-            Stage::Placed if self.rng.random_bool(0.1) => {
-                ("cancel", Command::Order(OrderCommand::Cancel { order_id: id, reason: "changed mind".into() }))
-            }
+            Stage::Placed if self.rng.random_bool(0.1) => (
+                "cancel",
+                Command::Order(OrderCommand::Cancel {
+                    order_id: id,
+                    reason: "changed mind".into(),
+                }),
+            ),
             Stage::Placed => (
                 "pay",
-                Command::Order(OrderCommand::Pay { order_id: id, payment_reference: format!("psp-{}", id.simple()), amount_cents: order.total }),
+                Command::Order(OrderCommand::Pay {
+                    order_id: id,
+                    payment_reference: format!("psp-{}", id.simple()),
+                    amount_cents: order.total,
+                }),
             ),
-            Stage::Paid if self.rng.random_bool(0.05) => {
-                ("cancel", Command::Order(OrderCommand::Cancel { order_id: id, reason: "out of stock".into() }))
-            }
+            Stage::Paid if self.rng.random_bool(0.05) => (
+                "cancel",
+                Command::Order(OrderCommand::Cancel {
+                    order_id: id,
+                    reason: "out of stock".into(),
+                }),
+            ),
             Stage::Paid => (
                 "ship",
-                Command::Order(OrderCommand::Ship { order_id: id, carrier: "DHL".into(), tracking_number: format!("T{}", self.rng.random_range(0..1_000_000)) }),
+                Command::Order(OrderCommand::Ship {
+                    order_id: id,
+                    carrier: "DHL".into(),
+                    tracking_number: format!("T{}", self.rng.random_range(0..1_000_000)),
+                }),
             ),
-            Stage::Shipped => ("deliver", Command::Order(OrderCommand::Deliver { order_id: id })),
+            Stage::Shipped => (
+                "deliver",
+                Command::Order(OrderCommand::Deliver { order_id: id }),
+            ),
             Stage::Refundable => (
                 "refund",
-                Command::Order(OrderCommand::Refund { order_id: id, amount_cents: order.total, reason: "returned".into() }),
+                Command::Order(OrderCommand::Refund {
+                    order_id: id,
+                    amount_cents: order.total,
+                    reason: "returned".into(),
+                }),
             ),
         }
     }
@@ -204,22 +242,33 @@ impl Client {
     /// Learns what a committed command changed.
     pub fn committed(&mut self, command: &Command) {
         match command {
-            Command::Customer(CustomerCommand::Register { customer_id, .. }) => self.customers.push(customer_id.clone()),
+            Command::Customer(CustomerCommand::Register { customer_id, .. }) => {
+                self.customers.push(customer_id.clone())
+            }
             Command::Customer(_) => {}
             Command::Order(c) => {
                 let id = c.order_id();
                 let position = self.orders.iter().position(|o| o.id == id);
                 let next = match (c, position.map(|i| self.orders[i].stage)) {
                     (OrderCommand::Place { lines, .. }, None) => {
-                        let total = lines.iter().map(|l| i64::from(l.quantity) * l.unit_price_cents).sum();
+                        let total = lines
+                            .iter()
+                            .map(|l| i64::from(l.quantity) * l.unit_price_cents)
+                            .sum();
                         if self.mix == Mix::Full {
-                            self.orders.push(Order { id, total, stage: Stage::Placed });
+                            self.orders.push(Order {
+                                id,
+                                total,
+                                stage: Stage::Placed,
+                            });
                         }
                         return;
                     }
                     (OrderCommand::Pay { .. }, _) => Some(Stage::Paid),
                     (OrderCommand::Ship { .. }, _) => Some(Stage::Shipped),
-                    (OrderCommand::Deliver { .. }, _) if self.rng.random_bool(0.1) => Some(Stage::Refundable),
+                    (OrderCommand::Deliver { .. }, _) if self.rng.random_bool(0.1) => {
+                        Some(Stage::Refundable)
+                    }
                     (OrderCommand::Cancel { .. }, Some(Stage::Paid)) => Some(Stage::Refundable),
                     _ => None, // finished: delivered for good, cancelled unpaid, refunded
                 };
@@ -246,7 +295,9 @@ pub async fn run(pool: deadpool_postgres::Pool, spec: &LoadSpec, live: Arc<Live>
         let pool = pool.clone();
         let live = live.clone();
         let mut client = Client::new(&run_id, index, spec.seed, spec.mix);
-        let period = spec.rate.map(|r| Duration::from_secs_f64(spec.clients as f64 / r.max(0.001)));
+        let period = spec
+            .rate
+            .map(|r| Duration::from_secs_f64(spec.clients as f64 / r.max(0.001)));
         tasks.push(tokio::spawn(async move {
             if client.mix == Mix::Place {
                 // Customers first, outside the measured pace: place needs them.
@@ -305,10 +356,16 @@ pub async fn run(pool: deadpool_postgres::Pool, spec: &LoadSpec, live: Arc<Live>
             (tally, latencies)
         }));
     }
-    let mut report = Report { clients: spec.clients, offered_rate: spec.rate, ..Report::default() };
+    let mut report = Report {
+        clients: spec.clients,
+        offered_rate: spec.rate,
+        ..Report::default()
+    };
     let mut latencies = Vec::new();
     for task in tasks {
-        let Ok((tally, mut l)) = task.await else { continue };
+        let Ok((tally, mut l)) = task.await else {
+            continue;
+        };
         report.committed += tally.committed;
         report.refused += tally.refused;
         report.failed += tally.failed;
@@ -321,7 +378,12 @@ pub async fn run(pool: deadpool_postgres::Pool, spec: &LoadSpec, live: Arc<Live>
     report.seconds = started.elapsed().as_secs_f64();
     report.commands_per_second = report.committed as f64 / report.seconds;
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0.0);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
     report.latency_ms_p50 = pct(0.50);
     report.latency_ms_p99 = pct(0.99);
     report
@@ -340,7 +402,17 @@ mod tests {
             kinds.insert(kind);
             client.committed(&command);
         }
-        let all = ["cancel", "change-address", "change-contact", "deliver", "pay", "place", "refund", "register", "ship"];
+        let all = [
+            "cancel",
+            "change-address",
+            "change-contact",
+            "deliver",
+            "pay",
+            "place",
+            "refund",
+            "register",
+            "ship",
+        ];
         assert_eq!(kinds.into_iter().collect::<Vec<_>>(), all);
     }
 

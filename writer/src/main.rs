@@ -99,16 +99,19 @@ async fn run(cli: &Cli) -> Result<String, Failure> {
     let settings = Settings::load(cli.config.as_deref())
         .map_err(|e| Failure::Settings(anyhow::Error::new(e).context("loading writer settings")))?;
     let db = &settings.database;
-    let (mut client, connection) = db
+    let (client, connection) = db
         .pg_config()
         .connect(tokio_postgres::NoTls)
         .await
+        .map_err(service::DbError)
         .with_context(|| format!("connecting to the write database at {}", db.describe()))?;
-    tokio::spawn(async move {
+    let connection = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %service::show_db_error(&e), "write database connection closed");
         }
     });
+    // The same client type as the pool's, so one command and `writer load` share the code.
+    let mut client = deadpool_postgres::ClientWrapper::new(client, connection);
 
     if let Some(command) = command {
         let traceparent = std::env::var("TRACEPARENT").ok();
@@ -123,7 +126,7 @@ async fn run(cli: &Cli) -> Result<String, Failure> {
     }
     match &cli.command {
         TopCommand::Order(OrderArgs::Show { order_id }) => {
-            let order = store::find_order(&client, *order_id)
+            let order = store::find_order(&*client, *order_id)
                 .await
                 .context("reading the order")?
                 .ok_or_else(|| Failure::Refused(format!("order {order_id} does not exist")))?;
@@ -143,18 +146,23 @@ async fn run(cli: &Cli) -> Result<String, Failure> {
 /// `writer load`: many commands through a pool, with a progress line.
 async fn load(cli: &Cli, args: &cli::LoadArgs) -> Result<String, Failure> {
     if args.clients == 0 || args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
-        return Err(Failure::Refused("--clients and --rate must be positive".into()));
+        return Err(Failure::Refused(
+            "--clients and --rate must be positive".into(),
+        ));
     }
-    let settings = Settings::load(cli.config.as_deref()).map_err(|e| {
-        Failure::Settings(anyhow::Error::new(e).context("loading writer settings"))
-    })?;
-    let manager = deadpool_postgres::Manager::new(settings.database.pg_config(), tokio_postgres::NoTls);
+    let settings = Settings::load(cli.config.as_deref())
+        .map_err(|e| Failure::Settings(anyhow::Error::new(e).context("loading writer settings")))?;
+    let manager =
+        deadpool_postgres::Manager::new(settings.database.pg_config(), tokio_postgres::NoTls);
     let pool = deadpool_postgres::Pool::builder(manager)
         .max_size(args.clients)
         .build()
         .context("building the connection pool")?;
     drop(pool.get().await.with_context(|| {
-        format!("connecting to the write database at {}", settings.database.describe())
+        format!(
+            "connecting to the write database at {}",
+            settings.database.describe()
+        )
     })?);
     let spec = writer::load::LoadSpec {
         clients: args.clients,
@@ -191,9 +199,15 @@ async fn load(cli: &Cli, args: &cli::LoadArgs) -> Result<String, Failure> {
     ticker.abort();
     bar.finish_and_clear();
     if cli.json {
-        return serde_json::to_string(&report).context("encoding the report").map_err(Failure::Infrastructure);
+        return serde_json::to_string(&report)
+            .context("encoding the report")
+            .map_err(Failure::Infrastructure);
     }
-    let kinds: Vec<String> = report.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let kinds: Vec<String> = report
+        .by_kind
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
     Ok(format!(
         "{} clients, {:.1} s: {} committed ({:.0} commands/s), {} refused, {} failed, {} events; latency p50 {:.1} ms, p99 {:.1} ms\n  {}",
         report.clients,

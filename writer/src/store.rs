@@ -4,10 +4,16 @@
 //! pure rules, write the state rows, append the events to the outbox with the
 //! next aggregate versions, commit. Any error drops the transaction, which
 //! rolls back: state and outbox change together or not at all.
+//!
+//! Round trips are the cost of a command, so statements are prepared once per
+//! connection (deadpool's statement cache) and the writes, which depend on no
+//! result, are sent pipelined in one go ([`service::pipeline`]).
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
 use outbox_events::{Address, Envelope, Event};
-use tokio_postgres::{GenericClient, Transaction};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -79,7 +85,7 @@ pub struct Committed {
 /// commits at most once: a retry with the same key and the same command gets
 /// the first result back (`replayed`), with another command it is refused.
 pub async fn execute(
-    client: &mut tokio_postgres::Client,
+    client: &mut deadpool_postgres::ClientWrapper,
     command: &Command,
     traceparent: Option<&str>,
     idempotency_key: Option<&str>,
@@ -90,7 +96,7 @@ pub async fn execute(
 }
 
 async fn execute_once(
-    client: &mut tokio_postgres::Client,
+    client: &mut deadpool_postgres::ClientWrapper,
     command: &Command,
     traceparent: Option<&str>,
     idempotency_key: Option<&str>,
@@ -145,13 +151,15 @@ async fn execute_once(
     };
 
     let mut envelopes = Vec::with_capacity(events.len());
+    let mut writes = Vec::new();
     for (i, event) in events.into_iter().enumerate() {
         let mut envelope = Envelope::new(event, base_version + i as i64 + 1, now);
         envelope.traceparent = traceparent.map(str::to_owned);
-        apply_to_state(&tx, &envelope, now).await?;
-        append_to_outbox(&tx, &envelope).await?;
+        apply_to_state(&mut writes, &envelope, now);
+        append_to_outbox(&mut writes, &envelope)?;
         envelopes.push(envelope);
     }
+    write_all(&tx, &writes).await?;
     if let Some(key) = idempotency_key {
         let ids: Vec<Uuid> = envelopes.iter().map(|e| e.event_id).collect();
         tx.execute(
@@ -235,7 +243,9 @@ async fn load_customer(
         Lock::ForUpdate => "SELECT name, email, street, city, postal_code, country, version FROM customers WHERE customer_id = $1 FOR UPDATE",
         Lock::ForShare => "SELECT name, email, street, city, postal_code, country, version FROM customers WHERE customer_id = $1 FOR SHARE",
     };
-    let row = tx.query_opt(sql, &[&customer_id]).await?;
+    let row = tx
+        .query_opt(&tx.prepare_cached(sql).await?, &[&customer_id])
+        .await?;
     Ok(row.map(|row| CustomerState {
         customer_id: customer_id.to_owned(),
         name: row.get(0),
@@ -254,12 +264,10 @@ async fn load_order(
     tx: &Transaction<'_>,
     order_id: Uuid,
 ) -> Result<Option<OrderState>, StoreError> {
+    let sql = "SELECT status, currency, total_cents, payment_reference IS NOT NULL AND refunded_cents IS NULL, version \
+               FROM orders WHERE order_id = $1 FOR UPDATE";
     let row = tx
-        .query_opt(
-            "SELECT status, currency, total_cents, payment_reference IS NOT NULL AND refunded_cents IS NULL, version \
-             FROM orders WHERE order_id = $1 FOR UPDATE",
-            &[&order_id],
-        )
+        .query_opt(&tx.prepare_cached(sql).await?, &[&order_id])
         .await?;
     row.map(|row| {
         let status: &str = row.get(0);
@@ -279,120 +287,125 @@ async fn load_order(
     .transpose()
 }
 
-async fn apply_to_state(
-    tx: &Transaction<'_>,
-    envelope: &Envelope,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+/// One statement of a command's writes.
+struct Write {
+    sql: String,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+fn write(
+    writes: &mut Vec<Write>,
+    sql: impl Into<String>,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+) {
+    writes.push(Write {
+        sql: sql.into(),
+        params,
+    });
+}
+
+fn b<T: ToSql + Sync + Send + 'static>(value: T) -> Box<dyn ToSql + Sync + Send> {
+    Box::new(value)
+}
+
+/// Prepares (once per connection) and sends `writes` pipelined, in order.
+async fn write_all(tx: &Transaction<'_>, writes: &[Write]) -> Result<(), StoreError> {
+    let mut statements = Vec::with_capacity(writes.len());
+    for w in writes {
+        statements.push(tx.prepare_cached(&w.sql).await?);
+    }
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = writes
+        .iter()
+        .map(|w| {
+            w.params
+                .iter()
+                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                .collect()
+        })
+        .collect();
+    let batch: Vec<(&tokio_postgres::Statement, &[&(dyn ToSql + Sync)])> = statements
+        .iter()
+        .zip(&params)
+        .map(|(s, p)| (s, p.as_slice()))
+        .collect();
+    service::pipeline::first_error(service::pipeline::execute_in_order(tx, &batch).await)?;
+    Ok(())
+}
+
+/// The state rows `envelope` changes.
+fn apply_to_state(writes: &mut Vec<Write>, envelope: &Envelope, now: DateTime<Utc>) {
     let v = envelope.aggregate_version;
     let address_json = |a: &Address| serde_json::to_value(a).unwrap_or_default();
     match &envelope.event {
         Event::CustomerRegistered(e) => {
-            let a = &e.address;
-            tx.execute(
+            let a = e.address.clone();
+            write(
+                writes,
                 "INSERT INTO customers (customer_id, name, email, street, city, postal_code, country, version, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-                &[&e.customer_id, &e.name, &e.email, &a.street, &a.city, &a.postal_code, &a.country, &v, &now],
-            )
-            .await?;
+                vec![b(e.customer_id.clone()), b(e.name.clone()), b(e.email.clone()), b(a.street), b(a.city), b(a.postal_code), b(a.country), b(v), b(now)],
+            );
         }
-        Event::CustomerContactChanged(e) => {
-            tx.execute(
-                "UPDATE customers SET name = $2, email = $3, version = $4, updated_at = $5 WHERE customer_id = $1",
-                &[&e.customer_id, &e.name, &e.email, &v, &now],
-            )
-            .await?;
-        }
+        Event::CustomerContactChanged(e) => write(
+            writes,
+            "UPDATE customers SET name = $2, email = $3, version = $4, updated_at = $5 WHERE customer_id = $1",
+            vec![b(e.customer_id.clone()), b(e.name.clone()), b(e.email.clone()), b(v), b(now)],
+        ),
         Event::CustomerAddressChanged(e) => {
-            let a = &e.address;
-            tx.execute(
+            let a = e.address.clone();
+            write(
+                writes,
                 "UPDATE customers SET street = $2, city = $3, postal_code = $4, country = $5, version = $6, updated_at = $7 WHERE customer_id = $1",
-                &[&e.customer_id, &a.street, &a.city, &a.postal_code, &a.country, &v, &now],
-            )
-            .await?;
+                vec![b(e.customer_id.clone()), b(a.street), b(a.city), b(a.postal_code), b(a.country), b(v), b(now)],
+            );
         }
         Event::OrderPlaced(e) => {
             let shipping = e.shipping_address.as_ref().map(address_json);
-            tx.execute(
+            write(
+                writes,
                 "INSERT INTO orders (order_id, customer_id, status, currency, total_cents, shipping_address, version, created_at, updated_at) \
                  VALUES ($1, $2, 'placed', $3, $4, $5, $6, $7, $7)",
-                &[&e.order_id, &e.customer_id, &e.currency, &e.total_cents, &shipping, &v, &now],
-            )
-            .await?;
+                vec![b(e.order_id), b(e.customer_id.clone()), b(e.currency.clone()), b(e.total_cents), b(shipping), b(v), b(now)],
+            );
             for (i, line) in e.lines.iter().enumerate() {
-                let line_no = i as i32 + 1;
-                tx.execute(
+                write(
+                    writes,
                     "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents) VALUES ($1, $2, $3, $4, $5)",
-                    &[&e.order_id, &line_no, &line.sku, &line.quantity, &line.unit_price_cents],
-                )
-                .await?;
+                    vec![b(e.order_id), b(i as i32 + 1), b(line.sku.clone()), b(line.quantity), b(line.unit_price_cents)],
+                );
             }
         }
-        Event::OrderPaid(e) => {
-            update_order(
-                tx,
-                e.order_id,
-                "status = 'paid', payment_reference = $4",
-                &e.payment_reference,
-                v,
-                now,
-            )
-            .await?;
-        }
-        Event::OrderShipped(e) => {
-            tx.execute(
-                "UPDATE orders SET status = 'shipped', carrier = $2, tracking_number = $3, version = $4, updated_at = $5 WHERE order_id = $1",
-                &[&e.order_id, &e.carrier, &e.tracking_number, &v, &now],
-            )
-            .await?;
-        }
-        Event::OrderDelivered(e) => {
-            tx.execute(
-                "UPDATE orders SET status = 'delivered', version = $2, updated_at = $3 WHERE order_id = $1",
-                &[&e.order_id, &v, &now],
-            )
-            .await?;
-        }
-        Event::OrderCancelled(e) => {
-            update_order(
-                tx,
-                e.order_id,
-                "status = 'cancelled', cancel_reason = $4",
-                &e.reason,
-                v,
-                now,
-            )
-            .await?;
-        }
-        Event::OrderRefunded(e) => {
-            tx.execute(
-                "UPDATE orders SET status = 'refunded', refunded_cents = $2, refund_reason = $3, version = $4, updated_at = $5 WHERE order_id = $1",
-                &[&e.order_id, &e.amount_cents, &e.reason, &v, &now],
-            )
-            .await?;
-        }
+        Event::OrderPaid(e) => write(
+            writes,
+            "UPDATE orders SET status = 'paid', payment_reference = $4, version = $2, updated_at = $3 WHERE order_id = $1",
+            vec![b(e.order_id), b(v), b(now), b(e.payment_reference.clone())],
+        ),
+        Event::OrderShipped(e) => write(
+            writes,
+            "UPDATE orders SET status = 'shipped', carrier = $2, tracking_number = $3, version = $4, updated_at = $5 WHERE order_id = $1",
+            vec![b(e.order_id), b(e.carrier.clone()), b(e.tracking_number.clone()), b(v), b(now)],
+        ),
+        Event::OrderDelivered(e) => write(
+            writes,
+            "UPDATE orders SET status = 'delivered', version = $2, updated_at = $3 WHERE order_id = $1",
+            vec![b(e.order_id), b(v), b(now)],
+        ),
+        Event::OrderCancelled(e) => write(
+            writes,
+            "UPDATE orders SET status = 'cancelled', cancel_reason = $4, version = $2, updated_at = $3 WHERE order_id = $1",
+            vec![b(e.order_id), b(v), b(now), b(e.reason.clone())],
+        ),
+        Event::OrderRefunded(e) => write(
+            writes,
+            "UPDATE orders SET status = 'refunded', refunded_cents = $2, refund_reason = $3, version = $4, updated_at = $5 WHERE order_id = $1",
+            vec![b(e.order_id), b(e.amount_cents), b(e.reason.clone()), b(v), b(now)],
+        ),
     }
-    Ok(())
-}
-
-/// `UPDATE orders SET <set>, version, updated_at` where `set` uses `$4` for `text`.
-async fn update_order(
-    tx: &Transaction<'_>,
-    order_id: Uuid,
-    set: &str,
-    text: &str,
-    version: i64,
-    now: DateTime<Utc>,
-) -> Result<(), tokio_postgres::Error> {
-    let sql = format!("UPDATE orders SET {set}, version = $2, updated_at = $3 WHERE order_id = $1");
-    tx.execute(&sql, &[&order_id, &version, &now, &text])
-        .await?;
-    Ok(())
 }
 
 /// Appends one event to the outbox after checking that its payload decodes
 /// back into the same event, so nothing malformed ever reaches the WAL.
-async fn append_to_outbox(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), StoreError> {
+fn append_to_outbox(writes: &mut Vec<Write>, envelope: &Envelope) -> Result<(), StoreError> {
     let event = &envelope.event;
     let payload = event.to_payload();
     let bytes = payload.to_string();
@@ -405,22 +418,23 @@ async fn append_to_outbox(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(
     if &decoded != event {
         return Err(contract("payload does not round-trip".into()));
     }
-    tx.execute(
+    event.validate().map_err(contract)?;
+    write(
+        writes,
         "INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, aggregate_version, occurred_at, traceparent, payload) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[
-            &envelope.event_id,
-            &envelope.aggregate_type,
-            &envelope.aggregate_id,
-            &event.event_type(),
-            &event.schema_version(),
-            &envelope.aggregate_version,
-            &envelope.occurred_at,
-            &envelope.traceparent.clone().unwrap_or_default(),
-            &payload,
+        vec![
+            b(envelope.event_id),
+            b(envelope.aggregate_type.clone()),
+            b(envelope.aggregate_id.clone()),
+            b(event.event_type()),
+            b(event.schema_version()),
+            b(envelope.aggregate_version),
+            b(envelope.occurred_at),
+            b(envelope.traceparent.clone().unwrap_or_default()),
+            b(payload),
         ],
-    )
-    .await?;
+    );
     Ok(())
 }
 

@@ -76,10 +76,13 @@ async fn concurrent_commands_on_one_order_serialise_without_gaps() {
     for i in 0..8 {
         let conn = db.params.conn_string();
         tasks.push(tokio::spawn(async move {
-            let (mut client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
                 .await
                 .unwrap();
-            tokio::spawn(connection);
+            let connection = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let mut client = deadpool_postgres::ClientWrapper::new(client, connection);
             let command = if i % 2 == 0 {
                 Command::Order(OrderCommand::Cancel {
                     order_id: id,

@@ -1,0 +1,40 @@
+//! Statements sent pipelined, in order, on one connection.
+//!
+//! tokio-postgres sends a statement when its future is first polled and
+//! executes requests in the order they were sent. Polling every future once,
+//! in order, before awaiting any puts all of them on the wire back to back:
+//! N independent statements cost one round trip instead of N, and run in
+//! exactly the given order (so an insert may depend on the one before it).
+
+use futures::future::{maybe_done, MaybeDone};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Error, Statement, Transaction};
+
+/// Executes `statements` pipelined and in order; one result (rows changed or
+/// the error) per statement. After the first error the transaction is
+/// aborted, so later statements fail too: the first error is the cause.
+pub async fn execute_in_order(
+    tx: &Transaction<'_>,
+    statements: &[(&Statement, &[&(dyn ToSql + Sync)])],
+) -> Vec<Result<u64, Error>> {
+    let mut pending: Vec<MaybeDone<_>> = statements
+        .iter()
+        .map(|(statement, params)| maybe_done(Box::pin(tx.execute(*statement, params))))
+        .collect();
+    for future in pending.iter_mut() {
+        let _ = futures::poll!(std::pin::Pin::new(future));
+    }
+    let mut results = Vec::with_capacity(pending.len());
+    for future in pending.iter_mut() {
+        std::pin::Pin::new(&mut *future).await;
+        if let Some(result) = std::pin::Pin::new(future).take_output() {
+            results.push(result);
+        }
+    }
+    results
+}
+
+/// The first error of [`execute_in_order`]'s results, else the row counts.
+pub fn first_error(results: Vec<Result<u64, Error>>) -> Result<Vec<u64>, Error> {
+    results.into_iter().collect()
+}
