@@ -575,8 +575,8 @@ fn inbox_insert(applied: &[Candidate]) -> Step {
     let n = applied.len() as u64;
     let column = |f: &dyn Fn(&Candidate) -> String| applied.iter().map(f).collect::<Vec<String>>();
     Step::new(
-        "INSERT INTO inbox (event_id, event_type, aggregate_type, aggregate_id, aggregate_version, topic, kafka_partition, kafka_offset) \
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::int[], $8::bigint[]) \
+        "INSERT INTO inbox (event_id, event_type, aggregate_type, aggregate_id, aggregate_version, topic, kafka_partition, kafka_offset, occurred_at) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::int[], $8::bigint[], $9::timestamptz[]) \
          ON CONFLICT (event_id) DO NOTHING",
         vec![
             p(applied.iter().map(|c| c.envelope.event_id).collect::<Vec<_>>()),
@@ -587,6 +587,7 @@ fn inbox_insert(applied: &[Candidate]) -> Step {
             p(column(&|c| c.record.topic.clone())),
             p(applied.iter().map(|c| c.record.partition).collect::<Vec<_>>()),
             p(applied.iter().map(|c| c.record.offset).collect::<Vec<_>>()),
+            p(applied.iter().map(|c| c.envelope.occurred_at).collect::<Vec<_>>()),
         ],
     )
     .expect(n, "claim the events in the inbox (another instance applied some)")

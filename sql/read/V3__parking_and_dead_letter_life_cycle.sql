@@ -76,4 +76,6 @@ COMMENT ON COLUMN order_view.last_version IS 'aggregate_version of the last even
 -- its inbox rows, the last statements before the commit (now() would be the
 -- transaction's start). With the event's occurred_at it gives the
 -- commit-to-read-model latency of every event.
-ALTER TABLE inbox ADD COLUMN applied_at timestamptz NOT NULL DEFAULT clock_timestamp();
+ALTER TABLE inbox
+    ADD COLUMN occurred_at timestamptz,
+    ADD COLUMN applied_at  timestamptz NOT NULL DEFAULT clock_timestamp();

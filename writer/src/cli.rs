@@ -72,6 +72,9 @@ pub struct LoadArgs {
     /// Seed of the command choices (a run is reproducible).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Stop after this many committed commands (at the latest after --duration).
+    #[arg(long)]
+    pub count: Option<u64>,
 }
 
 #[derive(Debug, Args)]

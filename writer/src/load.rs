@@ -47,6 +47,9 @@ pub struct LoadSpec {
     pub duration: Duration,
     pub mix: Mix,
     pub seed: u64,
+    /// Stop after this many committed commands in total (and at the latest
+    /// when `duration` ends).
+    pub count: Option<u64>,
 }
 
 /// What a run did.
@@ -295,6 +298,7 @@ pub async fn run(pool: deadpool_postgres::Pool, spec: &LoadSpec, live: Arc<Live>
         let pool = pool.clone();
         let live = live.clone();
         let mut client = Client::new(&run_id, index, spec.seed, spec.mix);
+        let spec_count = spec.count;
         let period = spec
             .rate
             .map(|r| Duration::from_secs_f64(spec.clients as f64 / r.max(0.001)));
@@ -317,7 +321,10 @@ pub async fn run(pool: deadpool_postgres::Pool, spec: &LoadSpec, live: Arc<Live>
             });
             let mut tally = Report::default();
             let mut latencies = Vec::new();
-            while Instant::now() < deadline {
+            let limit = spec_count;
+            while Instant::now() < deadline
+                && limit.is_none_or(|n| live.committed.load(Ordering::Relaxed) < n)
+            {
                 if let Some(t) = ticker.as_mut() {
                     t.tick().await;
                 }

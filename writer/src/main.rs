@@ -11,7 +11,8 @@ use writer::store::{self, StoreError};
 /// Exit code for input the writer refuses (bad values or a forbidden transition).
 const EXIT_REFUSED: u8 = 2;
 
-#[tokio::main(flavor = "current_thread")]
+// Two workers: `writer load` runs many clients; one command uses one.
+#[tokio::main(worker_threads = 2)]
 async fn main() -> ExitCode {
     service::init_tracing("warn");
     let cli = match Cli::try_parse() {
@@ -170,6 +171,7 @@ async fn load(cli: &Cli, args: &cli::LoadArgs) -> Result<String, Failure> {
         duration: args.duration,
         mix: args.mix,
         seed: args.seed,
+        count: args.count,
     };
     let live = std::sync::Arc::new(writer::load::Live::default());
     let bar = indicatif::ProgressBar::new(args.duration.as_millis() as u64);
