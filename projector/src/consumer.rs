@@ -99,7 +99,7 @@ pub fn build_consumer(settings: &Settings) -> Result<StreamConsumer<ProjectorCon
         .set("max.poll.interval.ms", "300000")
         .set("statistics.interval.ms", "1000")
         // Latency over throughput: do not let a fetch sit on the broker for long.
-        .set("fetch.wait.max.ms", "100")
+        .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
         .create_with_context(ProjectorContext)?;
     let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;

@@ -26,6 +26,10 @@ pub struct KafkaSettings {
     pub topics: Vec<String>,
     #[serde(default = "default_session_timeout")]
     pub session_timeout_ms: u32,
+    /// Longest the broker may hold a fetch that has no new records: an idle
+    /// projector's floor on latency.
+    #[serde(default = "default_fetch_wait_max_ms")]
+    pub fetch_wait_max_ms: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,11 +60,14 @@ fn default_group() -> String {
 fn default_session_timeout() -> u32 {
     6000
 }
+fn default_fetch_wait_max_ms() -> u32 {
+    10
+}
 fn default_max_records() -> usize {
     500
 }
 fn default_max_wait_ms() -> u64 {
-    50
+    5
 }
 
 impl Settings {

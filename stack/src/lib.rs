@@ -18,6 +18,7 @@
 //! - [`status`]: per-component liveness and health.
 //! - [`demo`]: the scripted scenario of `./dev/demo`.
 
+pub mod bench;
 pub mod demo;
 pub mod postgres;
 mod process;
@@ -56,6 +57,8 @@ pub enum StackError {
     Command { command: String, detail: String },
     #[error("invalid stack state {path}: {detail}; remove the state directory and run `stack up`")]
     BadState { path: String, detail: String },
+    #[error("benchmark step `{step}` failed: {detail}")]
+    Bench { step: String, detail: String },
 }
 
 pub type Result<T, E = StackError> = std::result::Result<T, E>;
@@ -310,6 +313,38 @@ impl Stack {
             let _ = fs::remove_file(self.pid_file(component));
         }
         Ok(())
+    }
+
+    /// Stops one component cleanly (SIGTERM, SIGKILL after a grace period).
+    pub fn stop(&self, component: Component) -> Result<()> {
+        if let Some(pid) = self.pid(component) {
+            let signal = match component {
+                Component::Postgres => nix::sys::signal::Signal::SIGINT,
+                _ => nix::sys::signal::Signal::SIGTERM,
+            };
+            process::stop(pid, signal, Duration::from_secs(20));
+        }
+        let _ = fs::remove_file(self.pid_file(component));
+        Ok(())
+    }
+
+    /// Records on the outbox topics, counted in the broker's own storage
+    /// (Tansu's SQLite file): what the relay has published so far.
+    pub fn broker_records(&self) -> Result<u64> {
+        let db = self.state_dir.join("broker/tansu.db");
+        let out = run_quiet(
+            std::process::Command::new("sqlite3")
+                .args(["-cmd", ".timeout 10000"])
+                .arg(&db)
+                .arg(
+                    "SELECT count(*) FROM record r JOIN topition p ON r.topition = p.id \
+                     JOIN topic t ON p.topic = t.id WHERE t.name LIKE 'outbox.event.%'",
+                ),
+        )?;
+        out.trim().parse().map_err(|e| StackError::Command {
+            command: "sqlite3 count of broker records".into(),
+            detail: format!("unexpected output {out:?}: {e}"),
+        })
     }
 
     /// SIGKILLs one component (and its process group): a crash, for reliability tests.

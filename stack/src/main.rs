@@ -54,6 +54,17 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure the pipeline on a fresh stack of its own (`target/bench-stack`
+    /// unless --state-dir): writer vs pgbench, relay, catch-up, latency,
+    /// recovery, resources. Build with --release for figures worth quoting.
+    Bench {
+        /// A smoke run with tiny sizes (seconds, not minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Where `benchmarks.md` and `benchmarks.svg` go.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Stop and remove test stacks whose test process has exited.
     #[command(hide = true)]
     ReapTests,
@@ -121,6 +132,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::ReapTests = cli.command {
         stack::reap_test_stacks();
         return Ok(());
+    }
+    if let Command::Bench { quick, out } = &cli.command {
+        return bench(cli.state_dir.clone(), *quick, out.clone());
     }
     let state_dir = cli
         .state_dir
@@ -195,7 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let error = stack::postgres::psql_command(&db).args(&args).exec();
             bail!("running psql: {error}");
         }
-        Command::ReapTests => {}
+        Command::ReapTests | Command::Bench { .. } => {}
     }
     Ok(())
 }
@@ -216,6 +230,45 @@ fn print_env(stack: &Stack, customer: &str) {
     println!("Run a command:           cargo run -q -p writer -- order place --customer {customer} --currency EUR --line BOOK-1:1:9.99");
     println!("All writer commands:     cargo run -q -p writer -- --help");
     println!("Stack status:            cargo run -q -p stack -- status");
+}
+
+fn bench(state_dir: Option<PathBuf>, quick: bool, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = state_dir.unwrap_or_else(|| stack::repo_root().join("target/bench-stack"));
+    if dir.join("stack.json").exists() {
+        // A fresh stack every time: stop what an earlier run left, then start over.
+        Stack::open(&dir, stack::default_bin_dir())?.down(&|_| {})?;
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    let stack = Stack::open(&dir, stack::default_bin_dir())?;
+    let progress = Progress::new();
+    let step = |m: &str| progress.step(m);
+    stack.up(&step)?;
+    let spec = if quick {
+        stack::bench::BenchSpec::quick()
+    } else {
+        stack::bench::BenchSpec::full()
+    };
+    let results = stack::bench::run(&stack, &spec, &step);
+    step("stopping the benchmark stack");
+    stack.down(&|_| {})?;
+    progress.finish();
+    let results =
+        results.context("the benchmark failed (its stack's logs are in the state directory)")?;
+    let out = out.unwrap_or_else(|| stack::repo_root().join("docs"));
+    let command = format!(
+        "cargo run --release -p stack -- bench{}",
+        if quick { " --quick" } else { "" }
+    );
+    let path = stack::bench::write_report(&results, &out, &command)?;
+    println!(
+        "{}",
+        stack::bench::render_markdown(&results, &command, "now", "benchmarks.svg")
+    );
+    println!(
+        "written to {} (and benchmarks.svg beside it)",
+        path.display()
+    );
+    Ok(())
 }
 
 fn print_status(stack: &Stack, json: bool) -> bool {

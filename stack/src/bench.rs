@@ -1,0 +1,843 @@
+//! `stack bench`: the pipeline's figures on this machine, side by side with
+//! PostgreSQL's own limit, measured on a fresh local stack with whatever
+//! profile the `stack` binary was built with (use `--release`).
+//!
+//! # Layout
+//! Each phase is one function, run in this order on one stack, so a phase's
+//! load is gone before the next one measures:
+//! 1. [`relay_and_catch_up`]: Connect and the projector stopped, a backlog
+//!    written; Connect started: events/s onto the topics (counted in the
+//!    broker's storage). Then a separate projector per batch size (1, 100,
+//!    1000) with its own group and empty read database re-reads the whole
+//!    backlog: events/s from its first to its last inbox row.
+//! 2. [`writer_vs_pgbench`]: `writer load --mix place` against `pgbench` with
+//!    `bench/place_order.sql` (the same statements) at 1, 4 and 16 clients.
+//! 3. [`end_to_end`]: `writer load --mix full` at fixed offered rates;
+//!    per event, read-DB `applied_at` (clock_timestamp at the batch's inbox
+//!    insert, just before commit) minus `occurred_at` (the writer's clock when
+//!    its transaction began): p50/p95/p99/max. CPU and peak RSS of every
+//!    process are sampled over the run at 1,000 events/s.
+//! 4. [`recovery`]: 1,000 events/s, the projector SIGKILLed and restarted;
+//!    seconds from the kill until no event is applied more than 1 s late.
+//!
+//! The results render as Markdown and an SVG plot ([`render_markdown`],
+//! [`render_svg`]); nothing here asserts a speed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::{Component, Result, Stack, StackError};
+
+/// How big a run is.
+#[derive(Debug, Clone)]
+pub struct BenchSpec {
+    /// Events of the relay / catch-up backlog.
+    pub backlog: u64,
+    /// Seconds of each writer and pgbench run.
+    pub writer_seconds: u64,
+    /// Offered rates (events/s) of the end-to-end runs, and seconds of each.
+    pub rates: Vec<u64>,
+    pub rate_seconds: u64,
+    /// Seconds of the run at 1,000 events/s (the target's 60 s).
+    pub sustained_seconds: u64,
+    /// Longest a batch-size-1 catch-up is measured (it is slow by nature).
+    pub batch_one_seconds: u64,
+    pub recovery_seconds: u64,
+    pub clients: Vec<usize>,
+}
+
+impl BenchSpec {
+    pub fn full() -> Self {
+        Self {
+            backlog: 100_000,
+            writer_seconds: 15,
+            rates: vec![100, 500, 1000, 2000],
+            rate_seconds: 20,
+            sustained_seconds: 60,
+            batch_one_seconds: 30,
+            recovery_seconds: 30,
+            clients: vec![1, 4, 16],
+        }
+    }
+
+    /// A smoke run: every phase, tiny sizes (for tests).
+    pub fn quick() -> Self {
+        Self {
+            backlog: 1_500,
+            writer_seconds: 2,
+            rates: vec![100, 300],
+            rate_seconds: 3,
+            sustained_seconds: 3,
+            batch_one_seconds: 3,
+            recovery_seconds: 8,
+            clients: vec![1, 4],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WriterRow {
+    pub clients: usize,
+    pub writer_commands_per_second: f64,
+    pub pgbench_tps: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CatchUpRow {
+    pub batch_size: usize,
+    pub events: u64,
+    pub events_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyRow {
+    pub offered_rate: u64,
+    pub achieved_rate: f64,
+    pub seconds: u64,
+    pub events: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceRow {
+    pub component: String,
+    pub cpu_seconds_per_million_events: f64,
+    pub peak_rss_mb: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Results {
+    pub machine: String,
+    pub relay_events: u64,
+    pub relay_events_per_second: f64,
+    pub writer: Vec<WriterRow>,
+    pub catch_up: Vec<CatchUpRow>,
+    pub latency: Vec<LatencyRow>,
+    pub resources: Vec<ResourceRow>,
+    /// The offered rate (events/s) during which `resources` were sampled.
+    pub resources_rate: u64,
+    pub recovery_seconds: Option<f64>,
+}
+
+fn fail(step: &str, detail: impl Into<String>) -> StackError {
+    StackError::Bench {
+        step: step.into(),
+        detail: detail.into(),
+    }
+}
+
+/// Runs every phase on `stack` (which must be up) and returns the figures.
+pub fn run(stack: &Stack, spec: &BenchSpec, progress: &dyn Fn(&str)) -> Result<Results> {
+    let mut results = Results {
+        machine: machine(),
+        ..Results::default()
+    };
+    stack.psql(
+        crate::WRITE_DB,
+        "INSERT INTO customers (customer_id, name, email, street, city, postal_code, country, version, created_at, updated_at) \
+         SELECT 'bench-c-' || i, 'Bench', 'bench@example.com', '1 Main St', 'Berlin', '10115', 'DE', 1, now(), now() \
+         FROM generate_series(1, 100) i ON CONFLICT DO NOTHING",
+    )?;
+    relay_and_catch_up(stack, spec, &mut results, progress)?;
+    writer_vs_pgbench(stack, spec, &mut results, progress)?;
+    end_to_end(stack, spec, &mut results, progress)?;
+    recovery(stack, spec, &mut results, progress)?;
+    Ok(results)
+}
+
+/// `writer load` as a child process; `--json` report on stdout.
+fn writer_load(stack: &Stack, args: &[&str]) -> Result<Child> {
+    let binary = stack.bin_dir.join("writer");
+    Command::new(&binary)
+        .arg("--config")
+        .arg(stack.writer_config())
+        .args(["--json", "load"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(crate::io_err(format!("starting {}", binary.display())))
+}
+
+fn load_report(child: Child, step: &str) -> Result<serde_json::Value> {
+    let out = child
+        .wait_with_output()
+        .map_err(crate::io_err("waiting for writer load"))?;
+    if !out.status.success() {
+        return Err(fail(
+            step,
+            format!("writer load exited with {}", out.status),
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| fail(step, format!("writer load report: {e}")))
+}
+
+fn sql_number(stack: &Stack, db: &str, sql: &str) -> Result<f64> {
+    let out = stack.psql(db, sql)?;
+    Ok(out.trim().parse().unwrap_or(0.0))
+}
+
+fn outbox_events(stack: &Stack) -> Result<f64> {
+    sql_number(stack, crate::WRITE_DB, "SELECT count(*) FROM outbox")
+}
+
+/// Waits until the stack's projector has applied every outbox event.
+fn await_caught_up(stack: &Stack, step: &str, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let committed = outbox_events(stack)?;
+        let applied = sql_number(stack, crate::READ_DB, "SELECT count(*) FROM inbox")?;
+        if applied >= committed {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(fail(
+                step,
+                format!("the projector applied {applied} of {committed} events within {limit:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn relay_and_catch_up(
+    stack: &Stack,
+    spec: &BenchSpec,
+    results: &mut Results,
+    progress: &dyn Fn(&str),
+) -> Result<()> {
+    progress(&format!(
+        "relay: writing a backlog of {} events with Connect stopped",
+        spec.backlog
+    ));
+    stack.stop(Component::Projector)?;
+    stack.stop(Component::Connect)?;
+    let before = stack.broker_records()?;
+    let count = spec.backlog.to_string();
+    let load = writer_load(
+        stack,
+        &[
+            "--mix",
+            "place",
+            "--clients",
+            "4",
+            "--count",
+            &count,
+            "--duration",
+            "30m",
+        ],
+    )?;
+    load_report(load, "relay backlog")?;
+    let expected = before + spec.backlog;
+    progress("relay: starting Connect; counting records on the topics");
+    stack.start(Component::Connect, &|_| {})?;
+    let mut first: Option<(Instant, u64)> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let done = loop {
+        let now = stack.broker_records()?;
+        if now > before && first.is_none() {
+            first = Some((Instant::now(), now));
+        }
+        if now >= expected {
+            break Instant::now();
+        }
+        if Instant::now() > deadline {
+            return Err(fail(
+                "relay",
+                format!(
+                    "{} of {} events on the topics after 600 s",
+                    now - before,
+                    spec.backlog
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if let Some((at, seen)) = first {
+        let seconds = done.duration_since(at).as_secs_f64().max(0.001);
+        results.relay_events = expected - seen;
+        results.relay_events_per_second = (expected - seen) as f64 / seconds;
+    }
+
+    let total = outbox_events(stack)? as u64;
+    for batch in [1usize, 100, 1000] {
+        progress(&format!(
+            "catch-up: a fresh projector re-reads {total} events with batch size {batch}"
+        ));
+        let row = catch_up(stack, spec, batch, total)?;
+        results.catch_up.push(row);
+    }
+    stack.start(Component::Projector, &|_| {})?;
+    await_caught_up(
+        stack,
+        "catch-up of the live projector",
+        Duration::from_secs(900),
+    )
+}
+
+/// A projector of its own (group, read database, batch size) over the whole topics.
+fn catch_up(stack: &Stack, spec: &BenchSpec, batch: usize, total: u64) -> Result<CatchUpRow> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let dbname = format!("bench_{batch}_{}", &id[..8]);
+    stack.admin_sql(
+        "postgres",
+        &format!("CREATE DATABASE {dbname} OWNER {}", crate::APP_USER),
+    )?;
+    let log = stack
+        .state_dir
+        .join(format!("logs/bench-projector-{batch}.log"));
+    let log_file = fs::File::create(&log).map_err(crate::io_err("creating the bench log"))?;
+    let mut child = Command::new(stack.bin_dir.join("projector"))
+        .arg("--config")
+        .arg(stack.projector_config())
+        .env("PROJECTOR__DATABASE__DBNAME", &dbname)
+        .env("PROJECTOR__KAFKA__GROUP_ID", format!("bench-{batch}-{id}"))
+        .env("PROJECTOR__BATCH__MAX_RECORDS", batch.to_string())
+        .env("PROJECTOR__METRICS_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .map_err(crate::io_err("starting a bench projector"))?;
+    let cap = if batch == 1 {
+        Duration::from_secs(spec.batch_one_seconds)
+    } else {
+        Duration::from_secs(900)
+    };
+    let started = Instant::now();
+    let mut applied_since_first: Option<Instant> = None;
+    let stats = loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let out = stack
+            .psql(
+                &dbname,
+                "SELECT count(*), coalesce(extract(epoch FROM max(applied_at) - min(applied_at)), 0) FROM inbox",
+            )
+            .unwrap_or_default();
+        let mut parts = out.trim().split('|');
+        let n: u64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let span: f64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        if n > 0 && applied_since_first.is_none() {
+            applied_since_first = Some(Instant::now());
+        }
+        let measured_long_enough = applied_since_first.is_some_and(|t| t.elapsed() >= cap);
+        if n >= total || measured_long_enough {
+            break (n, span);
+        }
+        if started.elapsed() > cap + Duration::from_secs(900) {
+            let _ = child.kill();
+            return Err(fail(
+                "catch-up",
+                format!(
+                    "batch {batch}: {n} of {total} events; see {}",
+                    log.display()
+                ),
+            ));
+        }
+    };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    let (events, span) = stats;
+    Ok(CatchUpRow {
+        batch_size: batch,
+        events,
+        events_per_second: events.saturating_sub(1) as f64 / span.max(0.001),
+    })
+}
+
+fn writer_vs_pgbench(
+    stack: &Stack,
+    spec: &BenchSpec,
+    results: &mut Results,
+    progress: &dyn Fn(&str),
+) -> Result<()> {
+    let db = stack.write_db();
+    let seconds = spec.writer_seconds.to_string();
+    for &clients in &spec.clients {
+        progress(&format!(
+            "writer vs pgbench: {clients} clients, {seconds} s each"
+        ));
+        let c = clients.to_string();
+        let report = load_report(
+            writer_load(
+                stack,
+                &[
+                    "--mix",
+                    "place",
+                    "--clients",
+                    &c,
+                    "--duration",
+                    &format!("{seconds}s"),
+                ],
+            )?,
+            "writer load",
+        )?;
+        let writer = report["commands_per_second"].as_f64().unwrap_or(0.0);
+        let threads = clients.min(2).to_string();
+        let out = Command::new("pgbench")
+            .args([
+                "-n", "-M", "prepared", "-c", &c, "-j", &threads, "-T", &seconds,
+            ])
+            .arg("-f")
+            .arg(stack.repo.join("bench/place_order.sql"))
+            .args([
+                "-h",
+                &db.host,
+                "-p",
+                &db.port.to_string(),
+                "-U",
+                &db.user,
+                &db.dbname,
+            ])
+            .env("PGPASSWORD", &db.password)
+            .output()
+            .map_err(crate::io_err(
+                "running pgbench (apt-get install postgresql-contrib / postgresql-client)",
+            ))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let tps = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tps = "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| {
+                fail(
+                    "pgbench",
+                    format!(
+                        "no tps in its output: {text} {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ),
+                )
+            })?;
+        results.writer.push(WriterRow {
+            clients,
+            writer_commands_per_second: writer,
+            pgbench_tps: tps,
+        });
+        await_caught_up(stack, "after writer vs pgbench", Duration::from_secs(900))?;
+    }
+    Ok(())
+}
+
+/// CPU ticks (user + system) and peak RSS (kB) of a process, from /proc.
+fn proc_sample(pid: i32) -> Option<(u64, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may contain spaces: ") S ppid ...".
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Some((ticks, hwm))
+}
+
+fn ticks_per_second() -> f64 {
+    // The kernel's USER_HZ; 100 on every Linux this runs on.
+    100.0
+}
+
+fn end_to_end(
+    stack: &Stack,
+    spec: &BenchSpec,
+    results: &mut Results,
+    progress: &dyn Fn(&str),
+) -> Result<()> {
+    let sustained = spec
+        .rates
+        .iter()
+        .copied()
+        .max()
+        .map(|m| m.min(1000))
+        .unwrap_or(0);
+    for &rate in &spec.rates {
+        let seconds = if rate == sustained {
+            spec.sustained_seconds
+        } else {
+            spec.rate_seconds
+        };
+        progress(&format!(
+            "end to end: {rate} events/s offered for {seconds} s"
+        ));
+        let start = stack
+            .psql(crate::READ_DB, "SELECT clock_timestamp()")?
+            .trim()
+            .to_owned();
+        let services: Vec<(Component, i32, (u64, u64))> =
+            [Component::Broker, Component::Connect, Component::Projector]
+                .into_iter()
+                .filter_map(|c| {
+                    stack
+                        .pid(c)
+                        .and_then(|pid| proc_sample(pid).map(|s| (c, pid, s)))
+                })
+                .collect();
+        let child = writer_load(
+            stack,
+            &[
+                "--mix",
+                "full",
+                "--clients",
+                "4",
+                "--rate",
+                &rate.to_string(),
+                "--duration",
+                &format!("{seconds}s"),
+            ],
+        )?;
+        let writer_pid = child.id() as i32;
+        let sampler = std::thread::spawn(move || {
+            let mut last = None;
+            while let Some(sample) = proc_sample(writer_pid) {
+                last = Some(sample);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            last
+        });
+        let report = load_report(child, "end-to-end load")?;
+        let writer_sample = sampler.join().ok().flatten();
+        let end = stack
+            .psql(crate::READ_DB, "SELECT clock_timestamp()")?
+            .trim()
+            .to_owned();
+        await_caught_up(stack, "end to end", Duration::from_secs(900))?;
+        let events = report["events"].as_u64().unwrap_or(0);
+        let row = stack.psql(
+            crate::READ_DB,
+            &format!(
+                "SELECT count(*), \
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY l), percentile_cont(0.95) WITHIN GROUP (ORDER BY l), \
+                   percentile_cont(0.99) WITHIN GROUP (ORDER BY l), max(l) \
+                 FROM (SELECT extract(epoch FROM applied_at - occurred_at) * 1000 AS l FROM inbox \
+                       WHERE occurred_at >= '{start}' AND occurred_at < '{end}') x"
+            ),
+        )?;
+        let v: Vec<f64> = row
+            .trim()
+            .split('|')
+            .map(|x| x.parse().unwrap_or(0.0))
+            .collect();
+        if v.len() == 5 {
+            results.latency.push(LatencyRow {
+                offered_rate: rate,
+                achieved_rate: events as f64 / seconds as f64,
+                seconds,
+                events: v[0] as u64,
+                p50_ms: v[1],
+                p95_ms: v[2],
+                p99_ms: v[3],
+                max_ms: v[4],
+            });
+        }
+        if rate == sustained && events > 0 {
+            results.resources_rate = rate;
+            let per_million = |ticks: u64| ticks as f64 / ticks_per_second() / events as f64 * 1e6;
+            for (component, pid, (t0, _)) in services {
+                if let Some((t1, hwm)) = proc_sample(pid) {
+                    results.resources.push(ResourceRow {
+                        component: component.to_string(),
+                        cpu_seconds_per_million_events: per_million(t1.saturating_sub(t0)),
+                        peak_rss_mb: hwm as f64 / 1024.0,
+                    });
+                }
+            }
+            if let Some((ticks, hwm)) = writer_sample {
+                results.resources.push(ResourceRow {
+                    component: "writer (load)".into(),
+                    cpu_seconds_per_million_events: per_million(ticks),
+                    peak_rss_mb: hwm as f64 / 1024.0,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn recovery(
+    stack: &Stack,
+    spec: &BenchSpec,
+    results: &mut Results,
+    progress: &dyn Fn(&str),
+) -> Result<()> {
+    let seconds = spec.recovery_seconds;
+    progress(&format!(
+        "recovery: 1000 events/s for {seconds} s, the projector SIGKILLed after {} s",
+        seconds / 3
+    ));
+    let child = writer_load(
+        stack,
+        &[
+            "--mix",
+            "full",
+            "--clients",
+            "4",
+            "--rate",
+            "1000",
+            "--duration",
+            &format!("{seconds}s"),
+        ],
+    )?;
+    std::thread::sleep(Duration::from_secs(seconds / 3));
+    let killed_at = stack
+        .psql(crate::READ_DB, "SELECT clock_timestamp()")?
+        .trim()
+        .to_owned();
+    stack.kill(Component::Projector)?;
+    stack.start(Component::Projector, &|_| {})?;
+    load_report(child, "recovery load")?;
+    await_caught_up(stack, "recovery", Duration::from_secs(900))?;
+    let late = stack.psql(
+        crate::READ_DB,
+        &format!(
+            "SELECT coalesce(extract(epoch FROM max(applied_at) - '{killed_at}'::timestamptz), 0) FROM inbox \
+             WHERE applied_at > '{killed_at}' AND applied_at - occurred_at >= interval '1 second'"
+        ),
+    )?;
+    results.recovery_seconds = late.trim().parse().ok();
+    Ok(())
+}
+
+/// What the figures were measured on.
+fn machine() -> String {
+    let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let kernel = read("/proc/sys/kernel/osrelease");
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    format!(
+        "{cores} cores ({cpu}), {mem_gib:.0} GiB, Linux {}, {profile} build; PostgreSQL 15, Tansu 0.6 (SQLite), \
+         Kafka Connect 3.9 + Debezium 3.1.1, every component on this one machine",
+        kernel.trim()
+    )
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+/// The results as Markdown tables.
+pub fn render_markdown(r: &Results, command: &str, when: &str, plot: &str) -> String {
+    let mut md = format!("Measured {when} with `{command}` on: {}.\n\n", r.machine);
+    md.push_str("### Writer vs PostgreSQL's limit (same statements: `bench/place_order.sql`)\n\n");
+    md.push_str(
+        "| clients | writer commands/s | pgbench tps | writer / pgbench |\n|---:|---:|---:|---:|\n",
+    );
+    for w in &r.writer {
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {} |\n",
+            w.clients,
+            w.writer_commands_per_second,
+            w.pgbench_tps,
+            ratio(w.writer_commands_per_second, w.pgbench_tps)
+        ));
+    }
+    md.push_str(&format!(
+        "\n### Relay (Debezium → topics)\n\n{} events of a backlog on the topics at **{:.0} events/s** (first to last record).\n",
+        r.relay_events, r.relay_events_per_second
+    ));
+    md.push_str("\n### Projector catch-up (a fresh group re-reads every topic into an empty read database)\n\n");
+    md.push_str(
+        "| batch size | events | events/s | vs writer at 4 clients |\n|---:|---:|---:|---:|\n",
+    );
+    let writer4 = r
+        .writer
+        .iter()
+        .find(|w| w.clients == 4)
+        .map_or(0.0, |w| w.writer_commands_per_second);
+    for c in &r.catch_up {
+        md.push_str(&format!(
+            "| {} | {} | {:.0} | {} |\n",
+            c.batch_size,
+            c.events,
+            c.events_per_second,
+            ratio(c.events_per_second, writer4)
+        ));
+    }
+    md.push_str("\n### End to end: commit → read model, per event\n\n");
+    md.push_str("| offered events/s | achieved | seconds | events | p50 ms | p95 ms | p99 ms | max ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for l in &r.latency {
+        md.push_str(&format!(
+            "| {} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+            l.offered_rate,
+            l.achieved_rate,
+            l.seconds,
+            l.events,
+            l.p50_ms,
+            l.p95_ms,
+            l.p99_ms,
+            l.max_ms
+        ));
+    }
+    md.push_str(&format!(
+        "\n### Recovery\n\nProjector SIGKILLed and restarted under 1,000 events/s: lag back under 1 s after **{}**.\n",
+        r.recovery_seconds.map_or("–".into(), |s| format!("{s:.1} s"))
+    ));
+    md.push_str(&format!(
+        "\n### Resources per million events (sampled during the {} events/s run)\n\n",
+        r.resources_rate
+    ));
+    md.push_str("| process | CPU s / 1M events | peak RSS MB |\n|---|---:|---:|\n");
+    for x in &r.resources {
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.0} |\n",
+            x.component, x.cpu_seconds_per_million_events, x.peak_rss_mb
+        ));
+    }
+    md.push_str(&format!("\n![latency and catch-up]({plot})\n"));
+    md
+}
+
+/// Latency percentiles against offered rate, and catch-up rate against batch size.
+pub fn render_svg(r: &Results, path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (left, right) = root.split_horizontally(500);
+        let max_rate = r
+            .latency
+            .iter()
+            .map(|l| l.offered_rate)
+            .max()
+            .unwrap_or(100) as f64
+            * 1.1;
+        let max_ms = r.latency.iter().map(|l| l.max_ms).fold(10.0, f64::max) * 1.1;
+        let mut chart = ChartBuilder::on(&left)
+            .caption("commit → read model latency", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0.0..max_rate, 0.0..max_ms)?;
+        chart
+            .configure_mesh()
+            .x_desc("offered events/s")
+            .y_desc("ms")
+            .draw()?;
+        type Series = (&'static str, fn(&LatencyRow) -> f64, RGBColor);
+        let series: [Series; 4] = [
+            ("p50", |l| l.p50_ms, BLUE),
+            ("p95", |l| l.p95_ms, GREEN),
+            ("p99", |l| l.p99_ms, RED),
+            ("max", |l| l.max_ms, BLACK),
+        ];
+        for (name, value, color) in series {
+            let points: Vec<(f64, f64)> = r
+                .latency
+                .iter()
+                .map(|l| (l.offered_rate as f64, value(l)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            chart.draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw()?;
+
+        let max_eps = r
+            .catch_up
+            .iter()
+            .map(|c| c.events_per_second)
+            .fold(100.0, f64::max)
+            * 1.1;
+        let mut chart = ChartBuilder::on(&right)
+            .caption("projector catch-up", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(60)
+            .build_cartesian_2d((0.5f64..2000.0).log_scale(), 0.0..max_eps)?;
+        chart
+            .configure_mesh()
+            .x_desc("batch size (records per transaction)")
+            .y_desc("events/s")
+            .draw()?;
+        let points: Vec<(f64, f64)> = r
+            .catch_up
+            .iter()
+            .map(|c| (c.batch_size as f64, c.events_per_second))
+            .collect();
+        chart.draw_series(LineSeries::new(points.clone(), BLUE.stroke_width(2)))?;
+        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, BLUE.filled())))?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| fail("plot", e.to_string()))
+}
+
+/// Writes the Markdown between the markers of `docs/benchmarks.md` (the
+/// analysis around them is kept) and the plot beside it.
+pub fn write_report(r: &Results, out_dir: &Path, command: &str) -> Result<PathBuf> {
+    fs::create_dir_all(out_dir)
+        .map_err(crate::io_err(format!("creating {}", out_dir.display())))?;
+    let svg = out_dir.join("benchmarks.svg");
+    render_svg(r, &svg)?;
+    let when = chrono_like_now();
+    let generated = render_markdown(r, command, &when, "benchmarks.svg");
+    let md_path = out_dir.join("benchmarks.md");
+    const BEGIN: &str =
+        "<!-- bench:begin (generated by `stack bench`; edit outside the markers) -->";
+    const END: &str = "<!-- bench:end -->";
+    let existing = fs::read_to_string(&md_path).unwrap_or_default();
+    let text = match (existing.find(BEGIN), existing.find(END)) {
+        (Some(b), Some(e)) if b < e => {
+            format!("{}{BEGIN}\n{generated}{}", &existing[..b], &existing[e..])
+        }
+        _ => format!("# Benchmarks\n\n{BEGIN}\n{generated}{END}\n"),
+    };
+    fs::write(&md_path, text).map_err(crate::io_err(format!("writing {}", md_path.display())))?;
+    fs::write(
+        out_dir.join("benchmarks.json"),
+        serde_json::to_string_pretty(r).unwrap_or_default(),
+    )
+    .map_err(crate::io_err("writing benchmarks.json"))?;
+    Ok(md_path)
+}
+
+/// UTC date and time, from `date` (the stack avoids a time crate).
+fn chrono_like_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
