@@ -134,7 +134,7 @@ static SPECS: &[EventSpec] = &[
             },
             VersionSpec {
                 version: 2,
-                change: "Added optional `shipping_address` (the customer's address at placement). Backward compatible: v1 consumers ignore the field; the projector upcasts v1 events to v2 with `shipping_address = null`.",
+                change: "Added optional `shipping_address` (the customer's address at placement). Consumer-first: a consumer must know v2 before producers write it, because a consumer that knows only v1 does not guess at a v2 record (the projector dead-letters an unknown version and parks the order's later events until it is replayed). Old records stay readable: the projector upcasts v1 events to v2 with `shipping_address` absent.",
                 schema: schema::<OrderPlaced>,
             },
         ],
@@ -323,6 +323,58 @@ fn fields_table(schema: &Value) -> String {
 }
 
 /// `docs/event_catalog.md`, generated.
+/// Which aggregate version an event type carries.
+fn aggregate_version(event_type: &str) -> &'static str {
+    match event_type {
+        "OrderPlaced" | "CustomerRegistered" => "always 1 (it creates the aggregate)",
+        _ => "2 or later: the aggregate's previous version + 1",
+    }
+}
+
+/// One complete record as the Event Router publishes it.
+fn record_example() -> String {
+    let event = Event::OrderPaid(OrderPaid {
+        order_id: EXAMPLE_ORDER,
+        payment_reference: "psp-4711".into(),
+        amount_cents: 4248,
+        currency: "EUR".into(),
+    });
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:15:00.123456Z")
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_default();
+    let mut envelope = crate::Envelope::new(event, 2, at);
+    envelope.event_id = Uuid::from_u128(0x0192_4f3e_8a1b_7c2d_9e0f_1a2b_3c4d_5e6f);
+    envelope.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+    let headers: String = envelope
+        .to_headers()
+        .iter()
+        .map(|(k, v)| match *k {
+            // As Debezium renders a timestamptz column: microseconds, `Z`.
+            header::OCCURRED_AT => format!(
+                "| `{k}` | `{}` |\n",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            ),
+            _ => format!("| `{k}` | `{v}` |\n"),
+        })
+        .collect();
+    format!(
+        "## A record on the wire\n\nAn `OrderPaid` on topic `{}`:\n\n- **Key**: `{}` (the aggregate id, a plain string)\n- **Headers** (every one, as UTF-8 strings; `aggregate_type` is not a header, it is the topic):\n\n| header | value |\n|---|---|\n{headers}\n- **Value**:\n\n```json\n{}\n```\n\n- **Kafka timestamp**: when Debezium produced the record (the producer's create time), not when the event happened; use the `occurred_at` header for that.\n\n",
+        topic_for(ORDER_AGGREGATE),
+        envelope.aggregate_id,
+        serde_json::to_string_pretty(&envelope.event.to_payload()).unwrap_or_default()
+    )
+}
+
+/// What a consumer team can rely on, and must do.
+const CONSUMER_RULES: &str = "## Rules for consumers\n\n\
+- **Null and absent are the same.** The Event Router's JSON expansion drops fields whose value is `null`, so an optional field (e.g. `shipping_address`) may be absent rather than `null`. Treat both as \"not set\".\n\
+- **Only `OrderPlaced` names the customer.** Later order events (`OrderPaid`, `OrderShipped`, ...) carry the `order_id` only; a consumer that needs the customer keeps the order → customer mapping from `OrderPlaced` (the projector does, in `customer_summary_orders`).\n\
+- **Deduplicate by event id, apply by aggregate version.** Delivery is at-least-once for every consumer; exactly-once effects are the consumer's job (the projector's inbox and version policy are one way).\n\
+- **Unknown schema versions are not guessed at.** A new version is consumer-first: consumers learn it (an upcaster) before producers write it; a record of an unknown version is dead-lettered and replayed later.\n\
+- **Consumer groups.** The projector consumes as group `projector` (both stacks). A new consumer uses a group of its own and starts from the earliest offset: the topics keep every event (`retention.ms=-1`).\n\
+- **Owner.** The order service team owns this contract (`events/` and `writer/`); changes go through the catalog and a new schema version.\n\
+- **Personal data.** `CustomerRegistered`, `CustomerContactChanged` and `CustomerAddressChanged` carry names, e-mail and postal addresses; `OrderPlaced` carries a shipping address. The topics keep them for good and the projector's `dead_letters` and `parked_events` keep whole records, so erasure requests need a plan (e.g. encrypting personal fields per customer and deleting the key); the inbox stores no payload.\n\n";
+
 pub fn render_markdown() -> String {
     let mut md = String::new();
     md.push_str("# Event catalog\n\n");
@@ -330,9 +382,9 @@ pub fn render_markdown() -> String {
     md.push_str("Every event the system publishes. Events are written to the `outbox` table in the same transaction as the state change they describe, published by Debezium's outbox Event Router, and consumed by the projector into the read models.\n\n");
     md.push_str("## Guarantees that hold for every event\n\n");
     md.push_str("- **Topic**: `outbox.event.<aggregate type>`, 3 partitions. **Key**: the aggregate id, so all events of one aggregate land in one partition.\n");
-    md.push_str("- **Ordering**: per aggregate, in aggregate-version order (1, 2, 3, ... without gaps; the projector checks). No order across aggregates: a customer's events and the orders that reference them may arrive in any interleaving, and every read model converges whatever it is.\n");
+    md.push_str("- **Ordering**: per aggregate, in aggregate-version order (1, 2, 3, ... without gaps; the projector applies version n only after n - 1 and parks what arrives after a gap). No order across aggregates: a customer's events and the orders that reference them may arrive in any interleaving, and every read model converges whatever it is.\n");
     md.push_str("- **Delivery**: at-least-once from the outbox to Kafka (Debezium may republish after a crash). Effects are exactly-once: the projector records each event id in its `inbox` table in the same transaction as the read-model change and skips ids it has seen.\n");
-    md.push_str("- **Value**: the payload as plain JSON (`value.converter.schemas.enable=false`). Consumers ignore unknown fields.\n");
+    md.push_str("- **Value**: the payload as plain JSON (`value.converter.schemas.enable=false`). Consumers ignore unknown fields (an added optional field needs no new version); an unknown schema version is not guessed at (see the rules below).\n");
     md.push_str(&format!(
         "- **Headers** (strings): `{}` (event id, UUID), `{}`, `{}`, `{}`, `{}` (RFC 3339), `{}` (W3C trace context, may be empty).\n",
         header::EVENT_ID,
@@ -342,7 +394,9 @@ pub fn render_markdown() -> String {
         header::OCCURRED_AT,
         header::TRACEPARENT
     ));
-    md.push_str("- **Schemas**: JSON Schema per event type and version in [`schemas/`](schemas/), generated from the Rust types.\n\n");
+    md.push_str("- **Schemas**: JSON Schema per event type and version in [`schemas/`](schemas/), generated from the Rust types, with the constraints the producer enforces (patterns, ranges, minimum items). The projector checks the same constraints and dead-letters a record that breaks them.\n\n");
+    md.push_str(&record_example());
+    md.push_str(CONSUMER_RULES);
     md.push_str("## Overview\n\n| event | current version | topic | producer | consumers |\n|---|---|---|---|---|\n");
     for spec in SPECS {
         md.push_str(&format!(
@@ -373,9 +427,10 @@ pub fn render_markdown() -> String {
             spec.event_type, spec.description
         ));
         md.push_str(&format!(
-            "- **Topic**: `{}`\n- **Key**: the {} id (`aggregate_id`)\n- **Current schema version**: {} ([schema](schemas/{}.v{}.json))\n- **Producer**: `{}` (one transaction: state change + outbox row)\n- **Consumers**: projector -> {}\n- **Delivery**: at-least-once; applied exactly once per event id (inbox)\n- **Ordering**: after every earlier event of the same {}\n\n",
+            "- **Topic**: `{}`\n- **Key**: the {} id (`aggregate_id`)\n- **Aggregate version**: {}\n- **Current schema version**: {} ([schema](schemas/{}.v{}.json))\n- **Producer**: `{}` (one transaction: state change + outbox row)\n- **Consumers**: projector -> {}\n- **Delivery**: at-least-once; applied exactly once per event id (inbox)\n- **Ordering**: after every earlier event of the same {}\n\n",
             topic_for(spec.aggregate_type),
             spec.aggregate_type,
+            aggregate_version(spec.event_type),
             spec.current_version(),
             spec.event_type,
             spec.current_version(),

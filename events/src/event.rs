@@ -15,6 +15,7 @@ pub struct Address {
     /// Postal code as written in the country (letters, digits, spaces, dashes).
     pub postal_code: String,
     /// ISO 3166-1 alpha-2 country code, upper case (e.g. `DE`).
+    #[schemars(regex(pattern = r"^[A-Z]{2}$"))]
     pub country: String,
 }
 
@@ -22,10 +23,13 @@ pub struct Address {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderLine {
     /// Stock keeping unit: `[A-Za-z0-9._:-]`, at most 64 characters.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"))]
     pub sku: String,
     /// Units ordered, 1..=10000.
+    #[schemars(range(min = 1, max = 10000))]
     pub quantity: i32,
     /// Price of one unit in minor units of the order's currency (cents).
+    #[schemars(range(min = 0, max = 100_000_000))]
     pub unit_price_cents: i64,
 }
 
@@ -33,6 +37,7 @@ pub struct OrderLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CustomerRegistered {
     /// Customer id chosen at registration (e.g. `c-42`); the aggregate id.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"))]
     pub customer_id: String,
     /// Full name as shown on orders.
     pub name: String,
@@ -46,6 +51,7 @@ pub struct CustomerRegistered {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CustomerContactChanged {
     /// The customer id; the aggregate id of customer events.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"))]
     pub customer_id: String,
     /// The new full name.
     pub name: String,
@@ -57,6 +63,7 @@ pub struct CustomerContactChanged {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CustomerAddressChanged {
     /// The customer id; the aggregate id of customer events.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"))]
     pub customer_id: String,
     /// The new default shipping address.
     pub address: Address,
@@ -68,12 +75,16 @@ pub struct OrderPlaced {
     /// The order id; the aggregate id.
     pub order_id: Uuid,
     /// The registered customer who placed the order.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"))]
     pub customer_id: String,
     /// ISO 4217 currency code of every amount of the order.
+    #[schemars(regex(pattern = r"^[A-Z]{3}$"))]
     pub currency: String,
-    /// At least one line.
+    /// At least one line, at most 100.
+    #[schemars(length(min = 1, max = 100))]
     pub lines: Vec<OrderLine>,
     /// Sum of quantity x unit price over the lines, in cents.
+    #[schemars(range(min = 0, max = 1_000_000_000_000_000i64))]
     pub total_cents: i64,
     /// Where the order ships to: the customer's address when the order was
     /// placed. Added in v2; absent in v1 events (upcast to `null`).
@@ -87,12 +98,16 @@ pub struct OrderPlacedV1 {
     /// The order id; the aggregate id.
     pub order_id: Uuid,
     /// The customer id; the aggregate id of customer events.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"))]
     pub customer_id: String,
     /// ISO 4217 currency code.
+    #[schemars(regex(pattern = r"^[A-Z]{3}$"))]
     pub currency: String,
-    /// At least one line.
+    /// At least one line, at most 100.
+    #[schemars(length(min = 1, max = 100))]
     pub lines: Vec<OrderLine>,
     /// Sum of quantity x unit price over the lines, in cents.
+    #[schemars(range(min = 0, max = 1_000_000_000_000_000i64))]
     pub total_cents: i64,
 }
 
@@ -104,8 +119,10 @@ pub struct OrderPaid {
     /// The payment provider's reference.
     pub payment_reference: String,
     /// Amount paid in cents; always equals the order total.
+    #[schemars(range(min = 0, max = 1_000_000_000_000_000i64))]
     pub amount_cents: i64,
     /// ISO 4217 currency code.
+    #[schemars(regex(pattern = r"^[A-Z]{3}$"))]
     pub currency: String,
 }
 
@@ -142,8 +159,10 @@ pub struct OrderRefunded {
     /// The order id; the aggregate id.
     pub order_id: Uuid,
     /// Amount refunded in cents; always equals the amount paid.
+    #[schemars(range(min = 0, max = 1_000_000_000_000_000i64))]
     pub amount_cents: i64,
     /// ISO 4217 currency code.
+    #[schemars(regex(pattern = r"^[A-Z]{3}$"))]
     pub currency: String,
     /// Why the money went back (free text).
     pub reason: String,

@@ -96,6 +96,11 @@ pub fn build_consumer(settings: &Settings) -> Result<StreamConsumer<ProjectorCon
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
+        // A third of the session: a restarted instance's group settles quickly.
+        .set(
+            "heartbeat.interval.ms",
+            (kafka.session_timeout_ms / 3).max(100).to_string(),
+        )
         .set("max.poll.interval.ms", "300000")
         .set("statistics.interval.ms", "1000")
         // Latency over throughput: do not let a fetch sit on the broker for long.

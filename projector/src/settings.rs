@@ -58,6 +58,7 @@ fn default_group() -> String {
     "projector".into()
 }
 fn default_session_timeout() -> u32 {
+    // Apache Kafka's group.min.session.timeout.ms: the lowest a broker accepts by default.
     6000
 }
 fn default_fetch_wait_max_ms() -> u32 {

@@ -157,7 +157,7 @@ impl Stack {
     /// Opens (or creates) the stack under `state_dir`.
     pub fn open(state_dir: impl Into<PathBuf>, bin_dir: impl Into<PathBuf>) -> Result<Self> {
         let state_dir = state_dir.into();
-        for sub in ["run", "logs", "config", "connect/secrets"] {
+        for sub in ["run", "logs", "config", "connect"] {
             fs::create_dir_all(state_dir.join(sub))
                 .map_err(io_err(format!("creating {}", state_dir.display())))?;
         }
@@ -457,9 +457,12 @@ impl Stack {
         self.spawn(Component::Broker, command)?;
         self.await_ready(Component::Broker)?;
         ensure_header_index(&dir.join("tansu.db"))?;
-        for topic in self.topics()? {
-            progress(&format!("topic {topic} (3 partitions)"));
-            self.create_topic(&topic, 3)?;
+        for (topic, configs) in read_topic_specs(&self.repo)? {
+            progress(&format!(
+                "topic {topic} (3 partitions {})",
+                configs.join(" ")
+            ));
+            self.create_topic_with(&topic, 3, &configs)?;
         }
         Ok(())
     }
@@ -467,23 +470,36 @@ impl Stack {
     /// Creates a topic on the broker unless it exists (Tansu refuses to
     /// create an existing topic, silently, so we ask first).
     pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
+        self.create_topic_with(topic, partitions, &[])
+    }
+
+    /// [`Stack::create_topic`] with topic configs (`retention.ms=-1`, ...).
+    pub fn create_topic_with(
+        &self,
+        topic: &str,
+        partitions: u32,
+        configs: &[String],
+    ) -> Result<()> {
         if self.existing_topics()?.iter().any(|t| t == topic) {
             return Ok(());
         }
         let url = format!("tcp://127.0.0.1:{}", self.state.broker_port);
-        run_quiet(
-            std::process::Command::new(tools::broker_binary()?)
-                .args([
-                    "topic",
-                    "create",
-                    topic,
-                    "--partitions",
-                    &partitions.to_string(),
-                    "--broker",
-                    &url,
-                ])
-                .env("RUST_LOG", "warn"),
-        )?;
+        let mut command = std::process::Command::new(tools::broker_binary()?);
+        command
+            .args([
+                "topic",
+                "create",
+                topic,
+                "--partitions",
+                &partitions.to_string(),
+                "--broker",
+                &url,
+            ])
+            .env("RUST_LOG", "warn");
+        for config in configs {
+            command.args(["--config", config]);
+        }
+        run_quiet(&mut command)?;
         Ok(())
     }
 
@@ -517,10 +533,6 @@ impl Stack {
             dir.join("offsets.dat").display(),
         );
         write_private(&dir.join("worker.properties"), &worker)?;
-        write_private(
-            &dir.join("secrets/debezium.properties"),
-            &format!("password={}\n", self.state.debezium_password),
-        )?;
         let mut command = std::process::Command::new("java");
         command
             .current_dir(&dir)
@@ -537,7 +549,8 @@ impl Stack {
             // Coordinates the connector JSON reads through ${env:...}.
             .env("OUTBOX_PG_HOST", "127.0.0.1")
             .env("OUTBOX_PG_PORT", self.state.postgres_port.to_string())
-            .env("OUTBOX_PG_DBNAME", WRITE_DB);
+            .env("OUTBOX_PG_DBNAME", WRITE_DB)
+            .env("OUTBOX_PG_PASSWORD", &self.state.debezium_password);
         self.spawn(Component::Connect, command)
     }
 
@@ -635,17 +648,28 @@ pub(crate) fn run_quiet(command: &mut std::process::Command) -> Result<String> {
 
 /// Topics listed in `debezium/topics.txt` (one per line, `#` comments).
 pub fn read_topics(repo: &Path) -> Result<Vec<String>> {
+    Ok(read_topic_specs(repo)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// Topics of `debezium/topics.txt` with their configs (`retention.ms=-1`, ...).
+pub fn read_topic_specs(repo: &Path) -> Result<Vec<(String, Vec<String>)>> {
     let text = fs::read_to_string(repo.join("debezium/topics.txt"))
         .map_err(io_err("reading debezium/topics.txt"))?;
     Ok(text
         .lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
         .filter(|l| !l.is_empty())
-        .map(str::to_owned)
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let name = words.next()?.to_owned();
+            Some((name, words.map(str::to_owned).collect()))
+        })
         .collect())
 }
 
-/// Stops and removes the test stacks of test runs that have exited.
 pub fn reap_test_stacks() {
     process::reap_stale_test_stacks(&repo_root().join("target/test-stacks"));
 }

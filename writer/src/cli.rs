@@ -42,7 +42,12 @@ pub enum TopCommand {
     #[command(subcommand)]
     Order(OrderArgs),
     /// Apply the write database's migrations (sql/write/).
-    Migrate,
+    Migrate {
+        /// Keep trying to connect for up to this many seconds (a database
+        /// that is still starting, as in docker compose).
+        #[arg(long, default_value_t = 0)]
+        wait_for_db: u64,
+    },
     /// Drive the write path with many concurrent clients: the same command
     /// code and transaction as the other subcommands, through a pool.
     #[command(after_help = "Example: writer load --clients 4 --rate 1000 --duration 60s")]

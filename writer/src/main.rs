@@ -11,9 +11,31 @@ use writer::store::{self, StoreError};
 /// Exit code for input the writer refuses (bad values or a forbidden transition).
 const EXIT_REFUSED: u8 = 2;
 
-// Two workers: `writer load` runs many clients; one command uses one.
-#[tokio::main(worker_threads = 2)]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // One thread for one command (no cross-thread wake-ups on its round
+    // trips); two workers when `writer load` drives many clients.
+    let many_clients = matches!(
+        Cli::try_parse().map(|c| c.command),
+        Ok(TopCommand::Load(ref args)) if args.clients > 1
+    );
+    let runtime = if many_clients {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(async_main()),
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn async_main() -> ExitCode {
     service::init_tracing("warn");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -94,18 +116,39 @@ async fn run(cli: &Cli) -> Result<String, Failure> {
         TopCommand::Catalog { out_dir } => {
             return write_catalog(out_dir).map_err(Failure::Infrastructure)
         }
-        TopCommand::Migrate => None,
+        TopCommand::Migrate { .. } => None,
         TopCommand::Load(args) => return load(cli, args).await,
     };
     let settings = Settings::load(cli.config.as_deref())
         .map_err(|e| Failure::Settings(anyhow::Error::new(e).context("loading writer settings")))?;
     let db = &settings.database;
-    let (client, connection) = db
-        .pg_config()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(service::DbError)
-        .with_context(|| format!("connecting to the write database at {}", db.describe()))?;
+    let wait = match cli.command {
+        TopCommand::Migrate { wait_for_db } => std::time::Duration::from_secs(wait_for_db),
+        _ => std::time::Duration::ZERO,
+    };
+    let deadline = std::time::Instant::now() + wait;
+    let mut backoff = std::time::Duration::from_millis(200);
+    let (client, connection) = loop {
+        match db.pg_config().connect(tokio_postgres::NoTls).await {
+            Ok(connected) => break connected,
+            Err(e) if std::time::Instant::now() + backoff < deadline => {
+                eprintln!(
+                    "write database not reachable yet ({}); retrying",
+                    service::show_db_error(&e)
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(service::DbError(e))
+                    .context(format!(
+                        "connecting to the write database at {}",
+                        db.describe()
+                    ))
+                    .into())
+            }
+        }
+    };
     let connection = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %service::show_db_error(&e), "write database connection closed");

@@ -204,6 +204,70 @@ fn compose_uses_the_same_connector_sql_and_topics_as_the_local_stack() {
         compose.contains(&format!("PROJECTOR__KAFKA__TOPICS: {}", consumed.join(","))),
         "compose's projector must consume {consumed:?}"
     );
+    // Retention is explicit for every topic, in the one list both stacks read.
+    for (topic, configs) in stack::read_topic_specs(&repo).unwrap() {
+        assert!(
+            configs.iter().any(|c| c.starts_with("retention.ms=")),
+            "{topic} has no explicit retention in debezium/topics.txt"
+        );
+    }
+    assert!(compose.contains("while read -r topic configs") && compose.contains("--config $$c"));
+}
+
+/// What a careful read of the images' entrypoints found, kept fixed.
+#[test]
+fn compose_has_no_start_up_race_and_applies_what_the_files_say() {
+    let repo = stack::repo_root();
+    let compose = std::fs::read_to_string(repo.join("docker-compose.yml")).unwrap();
+    // Readiness over TCP, with the database present (not the init-time socket server).
+    assert!(compose.contains("pg_isready -h 127.0.0.1 -U postgres -d orders_read &&"));
+    assert!(compose.contains(r#"["writer", "migrate", "--wait-for-db", "60"]"#));
+    // The Debezium image's own variable; CONNECT_OFFSET_FLUSH_INTERVAL_MS is overwritten by its entrypoint.
+    assert!(compose.contains(r#"OFFSET_FLUSH_INTERVAL_MS: "1000""#));
+    assert!(!compose.contains("CONNECT_OFFSET_FLUSH_INTERVAL_MS:"));
+    // Kafka's data on the volume.
+    assert!(
+        compose.contains("KAFKA_LOG_DIRS: /var/lib/kafka/data")
+            && compose.contains("kafkadata:/var/lib/kafka/data")
+    );
+    // The connector is PUT (edits apply), and commands wait until it and its task run.
+    assert!(compose.contains("-X PUT") && compose.contains("/connectors/outbox-connector/config"));
+    assert!(compose.contains(r#"*'"state":"RUNNING"'*'"state":"RUNNING"'*"#));
+    assert!(
+        !compose.contains(r#"[ "$$code" = 409 ]"#),
+        "a 409 must not count as success"
+    );
+    // One image for migrate, projector and the writer CLI.
+    assert_eq!(compose.matches("<<: *app").count(), 3);
+    assert_eq!(
+        compose.matches("restart: unless-stopped").count(),
+        4,
+        "postgres, kafka, connect, projector"
+    );
+    // connect-init extracts the "config" object with sed: the same keys as the file.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"sed -n '/"config": {/,/^  }/p' debezium/outbox-connector.json | sed '1s/.*"config": //'"#)
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    let extracted: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("connect-init sends valid JSON");
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo.join("debezium/outbox-connector.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(extracted, file["config"]);
+    // CRLF checkouts cannot break the scripts and lists containers read.
+    let attributes = std::fs::read_to_string(repo.join(".gitattributes")).unwrap();
+    for pattern in ["*.sh", "*.txt", "*.sql", "*.json", "*.properties"] {
+        assert!(
+            attributes.contains(&format!("{pattern} ")),
+            "{pattern} lacks eol=lf"
+        );
+    }
+    let dockerfile = std::fs::read_to_string(repo.join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("--mount=type=cache,target=/usr/local/cargo/registry"));
 }
 
 #[test]
@@ -291,4 +355,62 @@ fn killing_connect_the_projector_and_the_broker_mid_stream_loses_and_doubles_not
     let projector = status.iter().find(|s| s.component == "projector").unwrap();
     eprintln!("[chaos] after recovery: {}", projector.detail);
     stack.down(&|_| {}).unwrap();
+}
+
+/// The benchmark's smoke run: every phase on a real stack, tiny sizes. It
+/// proves the command works and reports every figure; it asserts no speed.
+#[test]
+fn the_benchmark_runs_every_phase_and_writes_its_report() {
+    let stack = Stack::for_tests("bench").expect("test stack");
+    stack.up(&|m| eprintln!("[bench] {m}")).expect("stack up");
+    let results = stack::bench::run(&stack, &stack::bench::BenchSpec::quick(), &|m| {
+        eprintln!("[bench] {m}")
+    });
+    stack.down(&|_| {}).unwrap();
+    let results = results.expect("benchmark");
+    assert_eq!(
+        results.writer.len(),
+        2,
+        "writer vs pgbench at each client count"
+    );
+    assert!(results
+        .writer
+        .iter()
+        .all(|w| w.writer_commands_per_second > 0.0 && w.pgbench_tps > 0.0));
+    assert!(results.relay_events > 0 && results.relay_events_per_second > 0.0);
+    let batches: Vec<usize> = results.catch_up.iter().map(|c| c.batch_size).collect();
+    assert_eq!(batches, [1, 100, 1000]);
+    assert!(results.catch_up.iter().all(|c| c.events > 0));
+    assert_eq!(results.latency.len(), 2);
+    // Every event of a run is measured: the inbox holds one row per event.
+    assert!(results
+        .latency
+        .iter()
+        .all(|l| l.events > 0 && l.p50_ms <= l.p99_ms && l.p99_ms <= l.max_ms));
+    assert!(results.recovery_seconds.is_some());
+    let processes: Vec<&str> = results
+        .resources
+        .iter()
+        .map(|r| r.component.as_str())
+        .collect();
+    assert_eq!(
+        processes,
+        ["broker", "connect", "projector", "writer (load)"]
+    );
+
+    let out = stack.state_dir.join("report");
+    let md = stack::bench::write_report(&results, &out, "stack bench --quick").unwrap();
+    let text = std::fs::read_to_string(md).unwrap();
+    for heading in [
+        "Writer vs PostgreSQL",
+        "Relay",
+        "Projector catch-up",
+        "End to end",
+        "Recovery",
+        "Resources",
+    ] {
+        assert!(text.contains(heading), "{heading} missing from the report");
+    }
+    let svg = std::fs::read_to_string(out.join("benchmarks.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("projector catch-up"));
 }
