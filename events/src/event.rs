@@ -257,7 +257,12 @@ impl Event {
     /// which no PostgreSQL `text` or `jsonb` can store). The writer produces only
     /// valid events; a consumer uses this to refuse a malformed record up front.
     pub fn validate(&self) -> Result<(), String> {
-        if self.to_payload().to_string().contains("\\u0000") {
+        self.validate_with(&self.to_payload().to_string())
+    }
+
+    /// [`Event::validate`] given the payload's JSON text (saves serializing it again).
+    pub fn validate_with(&self, payload_json: &str) -> Result<(), String> {
+        if payload_json.contains("\\u0000") {
             return Err("a text field contains a NUL character".into());
         }
         let amount = |name: &str, cents: i64| {

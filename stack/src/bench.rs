@@ -91,6 +91,10 @@ pub struct CatchUpRow {
     pub batch_size: usize,
     pub events: u64,
     pub events_per_second: f64,
+    /// Share of one core each process used while this catch-up ran (100 = one core).
+    pub broker_cpu_percent: f64,
+    pub projector_cpu_percent: f64,
+    pub postgres_cpu_percent: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -306,6 +310,16 @@ fn catch_up(stack: &Stack, spec: &BenchSpec, batch: usize, total: u64) -> Result
         .stderr(log_file)
         .spawn()
         .map_err(crate::io_err("starting a bench projector"))?;
+    let projector_pid = child.id() as i32;
+    let broker_pid = stack.pid(Component::Broker).unwrap_or(0);
+    let cpu = |pids: &[i32]| {
+        pids.iter()
+            .filter_map(|p| proc_sample(*p))
+            .map(|(t, _)| t)
+            .sum::<u64>()
+    };
+    let postgres_before = postgres_ticks(stack);
+    let before = (cpu(&[broker_pid]), cpu(&[projector_pid]), Instant::now());
     let cap = if batch == 1 {
         Duration::from_secs(spec.batch_one_seconds)
     } else {
@@ -342,8 +356,21 @@ fn catch_up(stack: &Stack, spec: &BenchSpec, batch: usize, total: u64) -> Result
             ));
         }
     };
+    let seconds = before.2.elapsed().as_secs_f64().max(0.001);
+    let share = |ticks: u64| ticks as f64 / ticks_per_second() / seconds * 100.0;
+    // Backends born during the run count from zero; those that ended are lost (few, short).
+    let postgres_after = postgres_ticks(stack);
+    let postgres_delta: u64 = postgres_after
+        .iter()
+        .map(|(pid, t)| t.saturating_sub(postgres_before.get(pid).copied().unwrap_or(0)))
+        .sum();
+    let (broker_cpu_percent, projector_cpu_percent, postgres_cpu_percent) = (
+        share(cpu(&[broker_pid]).saturating_sub(before.0)),
+        share(cpu(&[projector_pid]).saturating_sub(before.1)),
+        share(postgres_delta),
+    );
     let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(projector_pid),
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = child.wait();
@@ -352,6 +379,9 @@ fn catch_up(stack: &Stack, spec: &BenchSpec, batch: usize, total: u64) -> Result
         batch_size: batch,
         events,
         events_per_second: events.saturating_sub(1) as f64 / span.max(0.001),
+        broker_cpu_percent,
+        projector_cpu_percent,
+        postgres_cpu_percent,
     })
 }
 
@@ -384,7 +414,7 @@ fn writer_vs_pgbench(
         )?;
         let writer = report["commands_per_second"].as_f64().unwrap_or(0.0);
         let threads = clients.min(2).to_string();
-        let out = Command::new("pgbench")
+        let out = Command::new(format!("{}/pgbench", crate::postgres::PG_BIN))
             .args([
                 "-n", "-M", "prepared", "-c", &c, "-j", &threads, "-T", &seconds,
             ])
@@ -427,6 +457,37 @@ fn writer_vs_pgbench(
         await_caught_up(stack, "after writer vs pgbench", Duration::from_secs(900))?;
     }
     Ok(())
+}
+
+/// CPU ticks of PostgreSQL's processes: the postmaster and its children
+/// (backends, WAL sender, ...), by pid.
+fn postgres_ticks(stack: &Stack) -> std::collections::HashMap<i32, u64> {
+    let Some(postmaster) = stack.pid(Component::Postgres) else {
+        return Default::default();
+    };
+    let mut pids = vec![postmaster];
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let parent = fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')').and_then(|(_, r)| {
+                        r.split_whitespace()
+                            .nth(1)
+                            .and_then(|p| p.parse::<i32>().ok())
+                    })
+                });
+            if parent == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids.into_iter()
+        .filter_map(|pid| proc_sample(pid).map(|(ticks, _)| (pid, ticks)))
+        .collect()
 }
 
 /// CPU ticks (user + system) and peak RSS (kB) of a process, from /proc.
@@ -669,7 +730,7 @@ pub fn render_markdown(r: &Results, command: &str, when: &str, plot: &str) -> St
     ));
     md.push_str("\n### Projector catch-up (a fresh group re-reads every topic into an empty read database)\n\n");
     md.push_str(
-        "| batch size | events | events/s | vs writer at 4 clients |\n|---:|---:|---:|---:|\n",
+        "| batch size | events | events/s | vs writer at 4 clients | broker CPU % | projector CPU % | PostgreSQL CPU % |\n|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let writer4 = r
         .writer
@@ -678,11 +739,14 @@ pub fn render_markdown(r: &Results, command: &str, when: &str, plot: &str) -> St
         .map_or(0.0, |w| w.writer_commands_per_second);
     for c in &r.catch_up {
         md.push_str(&format!(
-            "| {} | {} | {:.0} | {} |\n",
+            "| {} | {} | {:.0} | {} | {:.0} | {:.0} | {:.0} |\n",
             c.batch_size,
             c.events,
             c.events_per_second,
-            ratio(c.events_per_second, writer4)
+            ratio(c.events_per_second, writer4),
+            c.broker_cpu_percent,
+            c.projector_cpu_percent,
+            c.postgres_cpu_percent
         ));
     }
     md.push_str("\n### End to end: commit → read model, per event\n\n");

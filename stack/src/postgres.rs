@@ -11,7 +11,7 @@ use std::process::Command;
 
 use crate::{io_err, run_quiet, Component, DbParams, Result, Stack, StackError};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 pub fn data_dir(stack: &Stack) -> PathBuf {
     stack.state_dir.join("postgres")

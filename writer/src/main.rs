@@ -24,7 +24,9 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
     } else {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     };
     match runtime {
         Ok(runtime) => runtime.block_on(async_main()),

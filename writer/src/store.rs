@@ -131,13 +131,14 @@ async fn execute_once(
             )
         }
         Command::Order(c) => {
-            let state = load_order(&tx, c.order_id()).await?;
-            let customer = match (c, &state) {
-                // Shares the customer's row lock: a concurrent address change waits.
-                (OrderCommand::Place { customer_id, .. }, None) => {
-                    load_customer(&tx, customer_id, Lock::ForShare).await?
-                }
-                _ => None,
+            let (state, customer) = match c {
+                // Both reads in one round trip. The customer's row is share-locked:
+                // a concurrent address change waits.
+                OrderCommand::Place { customer_id, .. } => tokio::try_join!(
+                    load_order(&tx, c.order_id()),
+                    load_customer(&tx, customer_id, Lock::ForShare)
+                )?,
+                _ => (load_order(&tx, c.order_id()).await?, None),
             };
             let events = order::decide(state.as_ref(), customer.as_ref(), c)?;
             let version = state.map_or(0, |s| s.version);
@@ -418,7 +419,7 @@ fn append_to_outbox(writes: &mut Vec<Write>, envelope: &Envelope) -> Result<(), 
     if &decoded != event {
         return Err(contract("payload does not round-trip".into()));
     }
-    event.validate().map_err(contract)?;
+    event.validate_with(&bytes).map_err(contract)?;
     write(
         writes,
         "INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, aggregate_version, occurred_at, traceparent, payload) \
