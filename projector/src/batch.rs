@@ -731,12 +731,7 @@ async fn execute(tx: &Transaction<'_>, steps: &[Step]) -> Result<(), Failure> {
         sqls.into_iter().zip(prepared).collect();
     let params: Vec<Vec<&(dyn ToSql + Sync)>> = steps
         .iter()
-        .map(|s| {
-            s.params
-                .iter()
-                .map(|b| b.as_ref() as &(dyn ToSql + Sync))
-                .collect()
-        })
+        .map(|s| service::pipeline::param_refs(&s.params))
         .collect();
     let batch: Vec<(&tokio_postgres::Statement, &[&(dyn ToSql + Sync)])> = steps
         .iter()

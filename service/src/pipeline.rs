@@ -10,6 +10,17 @@ use futures::future::{maybe_done, MaybeDone};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error, Statement, Transaction};
 
+/// A statement parameter that can be planned now and sent later.
+pub type Param = Box<dyn ToSql + Sync + Send>;
+
+/// Borrows planned parameters in the form `execute` takes.
+pub fn param_refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
 /// Executes `statements` pipelined and in order; one result (rows changed or
 /// the error) per statement. After the first error the transaction is
 /// aborted, so later statements fail too: the first error is the cause.

@@ -301,16 +301,10 @@ impl Stack {
     /// Stops everything: SIGTERM, then SIGKILL after a grace period.
     pub fn down(&self, progress: &dyn Fn(&str)) -> Result<()> {
         for component in Component::ALL.into_iter().rev() {
-            if let Some(pid) = self.pid(component) {
+            if self.pid(component).is_some() {
                 progress(&format!("stopping {component}"));
-                // Postgres: SIGINT is a fast shutdown (SIGTERM would wait for clients).
-                let signal = match component {
-                    Component::Postgres => nix::sys::signal::Signal::SIGINT,
-                    _ => nix::sys::signal::Signal::SIGTERM,
-                };
-                process::stop(pid, signal, Duration::from_secs(20));
             }
-            let _ = fs::remove_file(self.pid_file(component));
+            self.stop(component)?;
         }
         Ok(())
     }
@@ -318,6 +312,7 @@ impl Stack {
     /// Stops one component cleanly (SIGTERM, SIGKILL after a grace period).
     pub fn stop(&self, component: Component) -> Result<()> {
         if let Some(pid) = self.pid(component) {
+            // Postgres: SIGINT is a fast shutdown (SIGTERM would wait for clients).
             let signal = match component {
                 Component::Postgres => nix::sys::signal::Signal::SIGINT,
                 _ => nix::sys::signal::Signal::SIGTERM,

@@ -12,6 +12,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use outbox_events::{Address, Envelope, Event};
+use service::pipeline::Param;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
@@ -305,7 +306,7 @@ fn write(
     });
 }
 
-fn b<T: ToSql + Sync + Send + 'static>(value: T) -> Box<dyn ToSql + Sync + Send> {
+fn b<T: ToSql + Sync + Send + 'static>(value: T) -> Param {
     Box::new(value)
 }
 
@@ -317,12 +318,7 @@ async fn write_all(tx: &Transaction<'_>, writes: &[Write]) -> Result<(), StoreEr
     }
     let params: Vec<Vec<&(dyn ToSql + Sync)>> = writes
         .iter()
-        .map(|w| {
-            w.params
-                .iter()
-                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                .collect()
-        })
+        .map(|w| service::pipeline::param_refs(&w.params))
         .collect();
     let batch: Vec<(&tokio_postgres::Statement, &[&(dyn ToSql + Sync)])> = statements
         .iter()

@@ -21,8 +21,7 @@ pub mod product_sales;
 use outbox_events::{Envelope, Event};
 use tokio_postgres::types::ToSql;
 
-/// One statement parameter.
-pub type Param = Box<dyn ToSql + Sync + Send>;
+pub use service::pipeline::Param;
 
 /// One statement of a read model's change, and the row count it must report.
 #[derive(Debug)]
