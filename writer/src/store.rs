@@ -292,14 +292,10 @@ async fn load_order(
 /// One statement of a command's writes.
 struct Write {
     sql: String,
-    params: Vec<Box<dyn ToSql + Sync + Send>>,
+    params: Vec<Param>,
 }
 
-fn write(
-    writes: &mut Vec<Write>,
-    sql: impl Into<String>,
-    params: Vec<Box<dyn ToSql + Sync + Send>>,
-) {
+fn write(writes: &mut Vec<Write>, sql: impl Into<String>, params: Vec<Param>) {
     writes.push(Write {
         sql: sql.into(),
         params,
