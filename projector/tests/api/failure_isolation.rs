@@ -624,3 +624,153 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
         "{again:?}"
     );
 }
+
+/// Two instances in one group, customers registering while their orders are
+/// placed: every order shows its customer's name, whichever instance applied
+/// which side first (both paths lock the customer).
+#[tokio::test]
+async fn two_instances_keep_every_cross_aggregate_join_right() {
+    let env = TestEnv::new().await;
+    let customers: Vec<String> = (0..40).map(|i| format!("c-duo-{i}")).collect();
+    for (i, c) in customers.iter().enumerate() {
+        let registered = Envelope::new(
+            Event::CustomerRegistered(CustomerRegistered {
+                customer_id: c.clone(),
+                name: format!("Name {i}"),
+                email: "duo@example.com".into(),
+                address: Address {
+                    street: "1 Way".into(),
+                    city: "Oslo".into(),
+                    postal_code: "0150".into(),
+                    country: "NO".into(),
+                },
+            }),
+            1,
+            Utc::now(),
+        );
+        let mut order = placed(Uuid::new_v4());
+        if let Event::OrderPlaced(p) = &mut order.event {
+            p.customer_id = c.clone();
+        }
+        env.publish(&order).await;
+        env.publish(&registered).await;
+    }
+    let mut stops = Vec::new();
+    let mut services = Vec::new();
+    for _ in 0..2 {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop);
+        services.push(tokio::spawn(projector::consumer::run(
+            env.settings.clone(),
+            Decoder::default(),
+            async {
+                let _ = stopped.await;
+            },
+        )));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let row = env
+            .client
+            .query_one(
+                "SELECT (SELECT count(*) FROM order_view WHERE customer_id LIKE 'c-duo-%'), \
+                        (SELECT count(*) FROM order_view_customers WHERE customer_id LIKE 'c-duo-%')",
+                &[],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, i64>(0) == 40 && row.get::<_, i64>(1) == 40 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not everything applied: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let wrong: Vec<String> = env
+        .client
+        .query(
+            "SELECT v.order_id::text FROM order_view v JOIN order_view_customers c USING (customer_id) \
+             WHERE v.customer_name IS DISTINCT FROM c.name",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "orders without their customer's name: {wrong:?}"
+    );
+    let inbox: i64 = env
+        .client
+        .query_one("SELECT count(*) FROM inbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(inbox, 80, "every event applied exactly once");
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for service in services {
+        service.await.unwrap().unwrap();
+    }
+}
+
+/// The interleaving two instances can produce, forced: instance A has applied
+/// an order but not committed; instance B applies its customer's registration.
+/// B must wait for A (the customer lock), or A's order would never get the name.
+#[tokio::test]
+async fn a_customer_applied_while_its_order_is_uncommitted_still_reaches_the_order() {
+    let mut env = TestEnv::new().await;
+    let customer = CustomerRegistered {
+        customer_id: "c-race".into(),
+        name: "Racing Rita".into(),
+        email: "rita@example.com".into(),
+        address: Address {
+            street: "1 Way".into(),
+            city: "Oslo".into(),
+            postal_code: "0150".into(),
+            country: "NO".into(),
+        },
+    };
+    let registered = Envelope::new(Event::CustomerRegistered(customer), 1, Utc::now());
+    let order_id = Uuid::new_v4();
+    let mut order = placed(order_id);
+    if let Event::OrderPlaced(p) = &mut order.event {
+        p.customer_id = "c-race".into();
+    }
+    let order_record = env.record(&order, 0);
+    let customer_record = env.record(&registered, 0);
+
+    let mut tx = env.client.transaction().await.unwrap();
+    projector::batch::apply_in(
+        &mut tx,
+        &Decoder::default(),
+        std::slice::from_ref(&order_record),
+    )
+    .await
+    .unwrap();
+    let mut other = projector::consumer::connect(&env.settings).await.unwrap();
+    let b = tokio::spawn(async move {
+        apply_batch(&mut other, &Decoder::default(), &[customer_record])
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!b.is_finished(), "B must wait for A's customer lock");
+    tx.commit().await.unwrap();
+    assert_eq!(b.await.unwrap().applied, 1);
+    let name: Option<String> = env
+        .client
+        .query_one(
+            "SELECT customer_name FROM order_view WHERE order_id = $1",
+            &[&order_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name.as_deref(), Some("Racing Rita"));
+}
