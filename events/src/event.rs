@@ -310,8 +310,9 @@ impl Event {
                         ));
                     }
                     amount("unit price", line.unit_price_cents)?;
-                    total = total
-                        .checked_add(i64::from(line.quantity) * line.unit_price_cents)
+                    total = i64::from(line.quantity)
+                        .checked_mul(line.unit_price_cents)
+                        .and_then(|line_total| total.checked_add(line_total))
                         .ok_or("the total overflows")?;
                 }
                 amount("total", e.total_cents)?;
@@ -374,5 +375,50 @@ impl Event {
             _ => return Err(ContractError::UnknownEventType(event_type.to_owned())),
         };
         Ok(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placed(quantity: i32, unit_price_cents: i64, total_cents: i64) -> Event {
+        Event::OrderPlaced(OrderPlaced {
+            order_id: Uuid::nil(),
+            customer_id: "c-1".into(),
+            currency: "EUR".into(),
+            lines: vec![OrderLine {
+                sku: "A".into(),
+                quantity,
+                unit_price_cents,
+            }],
+            total_cents,
+            shipping_address: None,
+        })
+    }
+
+    #[test]
+    fn validation_refuses_what_the_contract_forbids_without_overflowing() {
+        assert_eq!(placed(2, 500, 1000).validate(), Ok(()));
+        // Each value within its own range, the product beyond i64: refused, no panic.
+        let huge = placed(MAX_QUANTITY, MAX_AMOUNT_CENTS, MAX_AMOUNT_CENTS).validate();
+        assert_eq!(huge, Err("the total overflows".to_owned()));
+        assert!(placed(0, 500, 0)
+            .validate()
+            .unwrap_err()
+            .contains("quantity 0"));
+        assert!(placed(1, -1, -1)
+            .validate()
+            .unwrap_err()
+            .contains("unit price -1"));
+        assert!(placed(1, 500, 499)
+            .validate()
+            .unwrap_err()
+            .contains("not the sum"));
+        let mut nul = placed(1, 500, 500);
+        if let Event::OrderPlaced(p) = &mut nul {
+            p.customer_id = "c-\0".into();
+        }
+        assert!(nul.validate().unwrap_err().contains("NUL"));
     }
 }

@@ -157,8 +157,15 @@ fn bad_record(rng: &mut StdRng, kind: usize) -> Sent {
         }
         8 => {
             let mut p = good.event.to_payload();
-            p["lines"][0]["quantity"] = serde_json::json!(1u64 << 40);
-            p["total_cents"] = serde_json::json!(9_000_000_000_000_000_000u64);
+            if rng.random_bool(0.5) {
+                p["lines"][0]["quantity"] = serde_json::json!(1u64 << 40);
+                p["total_cents"] = serde_json::json!(9_000_000_000_000_000_000u64);
+            } else {
+                // Each within its range; their product overflows i64.
+                p["lines"][0]["quantity"] = serde_json::json!(outbox_events::MAX_QUANTITY);
+                p["lines"][0]["unit_price_cents"] =
+                    serde_json::json!(outbox_events::MAX_AMOUNT_CENTS);
+            }
             Sent {
                 key,
                 headers: h,
