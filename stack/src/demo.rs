@@ -19,6 +19,28 @@ pub struct Scenario {
     pub refused: Vec<String>,
 }
 
+/// Registers a customer with a placeholder address through the writer binary.
+pub fn register_customer(stack: &Stack, id: &str) -> Result<()> {
+    stack.writer(&[
+        "customer",
+        "register",
+        id,
+        "--name",
+        "Test Customer",
+        "--email",
+        "test@example.com",
+        "--street",
+        "1 High Street",
+        "--city",
+        "Berlin",
+        "--postal-code",
+        "12345",
+        "--country",
+        "DE",
+    ])?;
+    Ok(())
+}
+
 /// Places an order in EUR through the writer binary; returns the new order id.
 pub fn place_order(stack: &Stack, customer: &str, lines: &[&str]) -> Result<String> {
     let mut args = vec![

@@ -268,6 +268,8 @@ impl Stack {
     pub fn migrate(&self, progress: &dyn Fn(&str)) -> Result<()> {
         progress("migrating the write database (writer migrate)");
         self.writer(&["migrate"])?;
+        progress("creating the replication slot before any write (sql/create_slot.sql)");
+        postgres::admin_sql_file(self, WRITE_DB, &self.repo.join("sql/create_slot.sql"))?;
         progress("migrating the read database (projector --migrate-only)");
         let binary = self.bin_dir.join("projector");
         run_quiet(

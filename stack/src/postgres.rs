@@ -137,6 +137,13 @@ pub fn admin_sql(stack: &Stack, dbname: &str, sql: &str) -> Result<String> {
     run_quiet(&mut psql)
 }
 
+/// Runs a SQL file as the superuser over the unix socket.
+pub fn admin_sql_file(stack: &Stack, dbname: &str, file: &Path) -> Result<String> {
+    let mut psql = admin_psql(stack, dbname);
+    psql.arg("-f").arg(file);
+    run_quiet(&mut psql)
+}
+
 /// A psql command logged in to `db` over TCP (the password through the environment).
 pub fn psql_command(db: &DbParams) -> Command {
     let mut psql = Command::new("psql");

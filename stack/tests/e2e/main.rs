@@ -258,6 +258,9 @@ fn compose_has_no_start_up_race_and_applies_what_the_files_say() {
     )
     .unwrap();
     assert_eq!(extracted, file["config"]);
+    // The slot exists before anything writes, in both stacks (sql/create_slot.sql).
+    assert!(compose.contains("./sql/create_slot.sql:/sql/create_slot.sql:ro"));
+    assert!(compose.contains("slot-init: { condition: service_completed_successfully }"));
     // CRLF checkouts cannot break the scripts and lists containers read.
     let attributes = std::fs::read_to_string(repo.join(".gitattributes")).unwrap();
     for pattern in ["*.sh", "*.txt", "*.sql", "*.json", "*.properties"] {
@@ -413,4 +416,106 @@ fn the_benchmark_runs_every_phase_and_writes_its_report() {
     }
     let svg = std::fs::read_to_string(out.join("benchmarks.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("projector catch-up"));
+}
+
+/// Commands committed while Connect has never run are still published: the
+/// slot exists from the migrations on (sql/create_slot.sql).
+#[test]
+fn commands_written_before_connect_ever_started_are_published() {
+    let stack = Stack::for_tests("early").expect("test stack");
+    let log = |m: &str| eprintln!("[early] {m}");
+    stack.start(stack::Component::Postgres, &log).unwrap();
+    stack.migrate(&log).unwrap();
+    let slots = count(
+        &stack,
+        WRITE_DB,
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'outbox_slot'",
+    );
+    assert_eq!(slots, 1, "the slot exists before the first write");
+    demo::register_customer(&stack, "c-early").unwrap();
+    let orders: Vec<String> = (0..3)
+        .map(|i| place_order(&stack, "c-early", &format!("EARLY-{i}:1:1.00")))
+        .collect();
+    // Only now: broker, Connect (its first start, no stored offsets), projector.
+    stack.up(&log).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let applied = count(&stack, READ_DB, "SELECT count(*) FROM inbox");
+        if applied >= 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {applied} of 4 early events arrived"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for id in &orders {
+        assert_eq!(
+            count(
+                &stack,
+                READ_DB,
+                &format!("SELECT count(*) FROM order_view WHERE order_id = '{id}'")
+            ),
+            1
+        );
+    }
+    assert_eq!(
+        count(&stack, READ_DB, "SELECT count(*) FROM inbox"),
+        4,
+        "each exactly once"
+    );
+    stack.down(&|_| {}).unwrap();
+}
+
+/// An idle outbox does not pin WAL: Debezium's heartbeat moves the slot's
+/// confirmed position while only other tables change.
+#[test]
+fn the_slot_keeps_advancing_while_only_other_tables_change() {
+    let stack = Stack::for_tests("heartbeat").expect("test stack");
+    stack
+        .up(&|m| eprintln!("[heartbeat] {m}"))
+        .expect("stack up");
+    let confirmed = || {
+        stack
+            .psql(
+                WRITE_DB,
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'outbox_slot'",
+            )
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let lsn_of = |s: &str| {
+        stack
+            .psql(WRITE_DB, &format!("SELECT '{s}'::pg_lsn - '0/0'::pg_lsn"))
+            .unwrap()
+            .trim()
+            .parse::<f64>()
+            .unwrap()
+    };
+    // Unrelated writes only (not the outbox): the WAL moves on.
+    stack
+        .psql(WRITE_DB, "CREATE TABLE IF NOT EXISTS unrelated (n int); INSERT INTO unrelated SELECT generate_series(1, 1000)")
+        .unwrap();
+    let wal_after_writes = lsn_of(
+        stack
+            .psql(WRITE_DB, "SELECT pg_current_wal_lsn()::text")
+            .unwrap()
+            .trim(),
+    );
+    // The heartbeat (every 10 s) must carry the slot past those writes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if lsn_of(&confirmed()) >= wal_after_writes {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot's confirmed LSN stayed at {} (WAL at {wal_after_writes})",
+            confirmed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stack.down(&|_| {}).unwrap();
 }
