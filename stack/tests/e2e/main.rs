@@ -519,3 +519,74 @@ fn the_slot_keeps_advancing_while_only_other_tables_change() {
     }
     stack.down(&|_| {}).unwrap();
 }
+
+/// The read database unreachable for 30 s while commands keep coming: the
+/// projector retries (an outage, not the records' fault), skips nothing,
+/// dead-letters nothing, and catches up.
+#[test]
+fn thirty_seconds_without_the_read_database_lose_and_dead_letter_nothing() {
+    let stack = Stack::for_tests("readdown").expect("test stack");
+    stack
+        .up(&|m| eprintln!("[readdown] {m}"))
+        .expect("stack up");
+    let load = std::process::Command::new(stack.bin_dir.join("writer"))
+        .arg("--config")
+        .arg(stack.writer_config())
+        .args([
+            "load",
+            "--clients",
+            "2",
+            "--rate",
+            "40",
+            "--duration",
+            "40s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    stack
+        .admin_sql(
+            "postgres",
+            "ALTER DATABASE orders_read ALLOW_CONNECTIONS false; \
+             SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'orders_read'",
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(30));
+    stack
+        .admin_sql(
+            "postgres",
+            "ALTER DATABASE orders_read ALLOW_CONNECTIONS true",
+        )
+        .unwrap();
+    assert!(load.wait_with_output().unwrap().status.success());
+    let committed = count(&stack, WRITE_DB, "SELECT count(*) FROM outbox");
+    assert!(committed > 1000, "load ran throughout: {committed} events");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let applied = count(&stack, READ_DB, "SELECT count(*) FROM inbox");
+        if applied == committed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the projector applied {applied} of {committed} events after the outage"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        count(&stack, READ_DB, "SELECT count(*) FROM dead_letters"),
+        0
+    );
+    assert_eq!(
+        count(&stack, READ_DB, "SELECT count(*) FROM parked_events"),
+        0
+    );
+    let log = stack.tail_log(stack::Component::Projector, 400);
+    assert!(
+        log.contains("batch failed, retrying") || log.contains("read database unreachable"),
+        "the outage was seen and retried: {log}"
+    );
+    stack.down(&|_| {}).unwrap();
+}
