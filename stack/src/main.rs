@@ -31,6 +31,9 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// Refresh every SECONDS until interrupted.
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<u64>,
     },
     /// Print a component's log (postgres, broker, connect, projector).
     Logs {
@@ -153,7 +156,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             progress.finish();
             println!("stack stopped; data kept in {}", state_dir.display());
         }
-        Command::Status { json } => {
+        Command::Status { json, watch: Some(seconds) } => loop {
+            // Clear the screen, then the same report as `status`.
+            print!("\x1b[2J\x1b[H");
+            println!("stack status, every {seconds} s (ctrl-c to stop)\n");
+            print_status(&stack, json);
+            std::thread::sleep(Duration::from_secs(seconds.max(1)));
+        },
+        Command::Status { json, watch: None } => {
             let all_healthy = print_status(&stack, json);
             if !all_healthy {
                 bail!("some components are down or unhealthy (see `stack logs COMPONENT`)");

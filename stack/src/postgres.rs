@@ -183,12 +183,40 @@ pub fn health(stack: &Stack) -> std::result::Result<String, String> {
         .output()
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if out.status.success() {
-        Ok(format!(
-            "accepting connections on 127.0.0.1:{}",
-            stack.state.postgres_port
-        ))
-    } else {
-        Err(text)
+    if !out.status.success() {
+        return Err(text);
     }
+    let ready = format!("accepting connections on 127.0.0.1:{}", stack.state.postgres_port);
+    match slot(stack) {
+        // Alert thresholds (docs/operations.md): inactive for minutes, or > 1 GB behind.
+        Ok(Some((active, lag))) if active || lag < SLOT_LAG_ALERT_BYTES => Ok(format!(
+            "{ready}; slot outbox_slot {}, {lag} bytes behind",
+            if active { "active" } else { "inactive" }
+        )),
+        Ok(Some((_, lag))) => Err(format!(
+            "{ready}; slot outbox_slot inactive and {lag} bytes behind: WAL is piling up (is Connect running?)"
+        )),
+        Ok(None) => Ok(format!("{ready}; no replication slot yet (created by `stack up`)")),
+        Err(e) => Ok(format!("{ready}; slot unknown ({e})")),
+    }
+}
+
+/// Slot lag past which an inactive slot is reported unhealthy.
+const SLOT_LAG_ALERT_BYTES: i64 = 1 << 30;
+
+/// The connector's slot: whether Debezium is attached, and how many bytes of
+/// WAL it retains (`pg_current_wal_lsn()` minus its confirmed flush position).
+pub fn slot(stack: &Stack) -> Result<Option<(bool, i64)>> {
+    let out = admin_sql(
+        stack,
+        crate::WRITE_DB,
+        "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint \
+         FROM pg_replication_slots WHERE slot_name = 'outbox_slot'",
+    )?;
+    let line = out.trim();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let (active, lag) = line.split_once('|').unwrap_or((line, "0"));
+    Ok(Some((active == "t", lag.trim().parse().unwrap_or(0))))
 }

@@ -154,10 +154,21 @@ fn projector_health(stack: &Stack) -> Result<String, String> {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
+    let quantile = |q: &str| {
+        let name = format!("projector_event_latency_seconds{{quantile=\"{q}\"}}");
+        text.lines()
+            .find(|l| l.starts_with(&name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+            .map_or("-".to_owned(), |v| format!("{:.0} ms", v * 1000.0))
+    };
     let summary = format!(
-        "alive, lag {} records, {} events applied, {} duplicates skipped; \
+        "alive, lag {} records, latency p50 {} p99 {}, {} events applied, {} duplicates skipped; \
          {} open dead letters, {} parked events ({} aggregates)",
         metric("projector_consumer_lag"),
+        quantile("0.5"),
+        quantile("0.99"),
         metric("projector_events_applied_total"),
         metric("projector_events_duplicate_total"),
         metric("projector_dead_letters_open"),
