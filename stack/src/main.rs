@@ -156,7 +156,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             progress.finish();
             println!("stack stopped; data kept in {}", state_dir.display());
         }
-        Command::Status { json, watch: Some(seconds) } => loop {
+        Command::Status {
+            json,
+            watch: Some(seconds),
+        } => loop {
             // Clear the screen, then the same report as `status`.
             print!("\x1b[2J\x1b[H");
             println!("stack status, every {seconds} s (ctrl-c to stop)\n");

@@ -186,7 +186,10 @@ pub fn health(stack: &Stack) -> std::result::Result<String, String> {
     if !out.status.success() {
         return Err(text);
     }
-    let ready = format!("accepting connections on 127.0.0.1:{}", stack.state.postgres_port);
+    let ready = format!(
+        "accepting connections on 127.0.0.1:{}",
+        stack.state.postgres_port
+    );
     match slot(stack) {
         // Alert thresholds (docs/operations.md): inactive for minutes, or > 1 GB behind.
         Ok(Some((active, lag))) if active || lag < SLOT_LAG_ALERT_BYTES => Ok(format!(
