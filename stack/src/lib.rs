@@ -22,6 +22,7 @@ pub mod bench;
 pub mod demo;
 pub mod postgres;
 mod process;
+pub mod reconcile;
 pub mod status;
 pub mod tools;
 

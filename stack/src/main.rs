@@ -68,6 +68,18 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Compare the write side with the read side, event by event; exit 1 on
+    /// any difference (for cron or CI).
+    Reconcile {
+        /// Events younger than this (seconds) are still in flight and not compared.
+        #[arg(long, default_value_t = 60)]
+        settle: u64,
+        /// Publish the missing events again (same rows, same event ids).
+        #[arg(long)]
+        republish: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop and remove test stacks whose test process has exited.
     #[command(hide = true)]
     ReapTests,
@@ -221,6 +233,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             use std::os::unix::process::CommandExt;
             let error = stack::postgres::psql_command(&db).args(&args).exec();
             bail!("running psql: {error}");
+        }
+        Command::Reconcile {
+            settle,
+            republish,
+            json,
+        } => {
+            let report = stack::reconcile::run(&stack, settle)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} events committed more than {settle} s ago, {} applied; {} missing, {} unknown, {} aggregates behind",
+                    report.committed,
+                    report.applied,
+                    report.missing.len(),
+                    report.unknown.len(),
+                    report.behind.len()
+                );
+                for (id, t, a, v) in &report.missing {
+                    println!("missing: event {id} ({t} {a} version {v}) was committed but never applied, parked or dead-lettered");
+                }
+                for id in &report.unknown {
+                    println!(
+                        "unknown: event {id} was applied but the write side never committed it"
+                    );
+                }
+                for (t, a, write, read) in &report.behind {
+                    println!("behind: {t} {a} is at version {write} on the write side, {read} on the read side");
+                }
+            }
+            if republish && !report.missing.is_empty() {
+                let n = stack::reconcile::republish(&stack, &report.missing)?;
+                println!("republished {n} events (same ids); run reconcile again in a minute");
+            }
+            if !report.is_clean() {
+                bail!("the read side differs from the write side (see above)");
+            }
         }
         Command::ReapTests | Command::Bench { .. } => {}
     }

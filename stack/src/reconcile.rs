@@ -1,0 +1,149 @@
+//! `stack reconcile`: the write side against the read side, event by event.
+//!
+//! The write database is the truth. Read from it every outbox event committed
+//! more than `settle` ago and each aggregate's latest version; read from the
+//! read database what the projector applied (inbox), holds back (parked
+//! events) or gave up on (dead letters). Then report:
+//! - **missing**: committed, settled, and neither applied, parked nor
+//!   dead-lettered: lost between the outbox and the projector (e.g. a
+//!   replication slot that was dropped and re-created);
+//! - **unknown**: applied but never committed by the write side;
+//! - **behind**: aggregates whose applied version differs from the write side's.
+//!
+//! `--republish` deletes and re-inserts the missing outbox rows, unchanged, in
+//! one transaction: Debezium publishes them again with the same event ids, so
+//! the inbox still gives them exactly one effect.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::{Result, Stack, READ_DB, WRITE_DB};
+
+/// What differs between the two sides.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub committed: usize,
+    pub applied: usize,
+    /// (event id, aggregate type, aggregate id, version) committed but never arrived.
+    pub missing: Vec<(String, String, String, i64)>,
+    /// Event ids applied that the write side never committed.
+    pub unknown: Vec<String>,
+    /// (aggregate type, aggregate id, write version, read version).
+    pub behind: Vec<(String, String, i64, i64)>,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty() && self.unknown.is_empty() && self.behind.is_empty()
+    }
+}
+
+fn rows(text: &str) -> impl Iterator<Item = Vec<&str>> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('|').collect())
+}
+
+/// Compares the sides; events younger than `settle_seconds` are still in flight.
+pub fn run(stack: &Stack, settle_seconds: u64) -> Result<Report> {
+    let outbox = stack.psql(
+        WRITE_DB,
+        &format!(
+            "SELECT id, aggregate_type, aggregate_id, aggregate_version FROM outbox \
+             WHERE occurred_at < now() - interval '{settle_seconds} seconds'"
+        ),
+    )?;
+    let latest = stack.psql(
+        WRITE_DB,
+        &format!(
+            "SELECT aggregate_type, aggregate_id, max(aggregate_version) FROM outbox \
+             WHERE occurred_at < now() - interval '{settle_seconds} seconds' GROUP BY 1, 2"
+        ),
+    )?;
+    let all_ids: HashSet<String> = stack
+        .psql(WRITE_DB, "SELECT id FROM outbox")?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let seen = stack.psql(
+        READ_DB,
+        "SELECT event_id, 'applied' FROM inbox \
+         UNION ALL SELECT event_id, 'parked' FROM parked_events \
+         UNION ALL SELECT event_id, 'dead' FROM dead_letters WHERE event_id IS NOT NULL",
+    )?;
+    let versions: HashMap<(String, String), i64> = rows(&stack.psql(
+        READ_DB,
+        "SELECT aggregate_type, aggregate_id, version FROM aggregate_versions",
+    )?)
+    .filter(|r| r.len() == 3)
+    .map(|r| {
+        (
+            (r[0].to_owned(), r[1].to_owned()),
+            r[2].parse().unwrap_or(0),
+        )
+    })
+    .collect();
+
+    let mut report = Report::default();
+    let mut arrived = HashSet::new();
+    for r in rows(&seen).filter(|r| r.len() == 2) {
+        if r[1] == "applied" {
+            report.applied += 1;
+            if !all_ids.contains(r[0]) {
+                report.unknown.push(r[0].to_owned());
+            }
+        }
+        arrived.insert(r[0].to_owned());
+    }
+    for r in rows(&outbox).filter(|r| r.len() == 4) {
+        report.committed += 1;
+        if !arrived.contains(r[0]) {
+            report.missing.push((
+                r[0].to_owned(),
+                r[1].to_owned(),
+                r[2].to_owned(),
+                r[3].parse().unwrap_or(0),
+            ));
+        }
+    }
+    for r in rows(&latest).filter(|r| r.len() == 3) {
+        let write: i64 = r[2].parse().unwrap_or(0);
+        let read = versions
+            .get(&(r[0].to_owned(), r[1].to_owned()))
+            .copied()
+            .unwrap_or(0);
+        if read < write {
+            report
+                .behind
+                .push((r[0].to_owned(), r[1].to_owned(), write, read));
+        }
+    }
+    report
+        .missing
+        .sort_by(|a, b| (&a.1, &a.2, a.3).cmp(&(&b.1, &b.2, b.3)));
+    report.behind.sort();
+    report.unknown.sort();
+    Ok(report)
+}
+
+/// Re-publishes the missing events: the same rows deleted and inserted again
+/// in one transaction, so Debezium sends them again (same event ids).
+pub fn republish(stack: &Stack, missing: &[(String, String, String, i64)]) -> Result<usize> {
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<String> = missing.iter().map(|m| format!("'{}'", m.0)).collect();
+    let ids = ids.join(",");
+    stack.psql(
+        WRITE_DB,
+        &format!(
+            "BEGIN; \
+             CREATE TEMP TABLE republish ON COMMIT DROP AS SELECT * FROM outbox WHERE id IN ({ids}); \
+             DELETE FROM outbox WHERE id IN ({ids}); \
+             INSERT INTO outbox SELECT * FROM republish ORDER BY aggregate_type, aggregate_id, aggregate_version; \
+             COMMIT;"
+        ),
+    )?;
+    Ok(missing.len())
+}
