@@ -15,8 +15,11 @@
 //!   with a pid file and a log file, so it can be killed (SIGKILL) and started
 //!   again alone; `start` waits for readiness with a deadline, never a fixed sleep.
 //! - [`tools`]: where the installed tools live (`dev/install` puts them in a cache).
-//! - [`status`]: per-component liveness and health.
+//! - [`status`]: per-component liveness and health (slot lag, connector and
+//!   task state, projector lag, latency, dead letters, parked events).
 //! - [`demo`]: the scripted scenario of `./dev/demo`.
+//! - [`bench`]: `stack bench`, the figures of docs/benchmarks.md.
+//! - [`reconcile`]: `stack reconcile`, the write side against the read side.
 
 pub mod bench;
 pub mod demo;
