@@ -45,6 +45,39 @@ pub async fn execute_in_order(
     results
 }
 
+/// [`execute_in_order`], then `COMMIT` in the same pipeline: the whole end of a
+/// transaction in one round trip. If a statement failed, the server answers
+/// the COMMIT by rolling back; the statement's error is in its result.
+/// Afterwards the transaction is over either way: the caller must not use it
+/// again (and should forget its guard, which would send a needless ROLLBACK).
+pub async fn execute_in_order_and_commit(
+    tx: &Transaction<'_>,
+    statements: &[(&Statement, &[&(dyn ToSql + Sync)])],
+) -> Result<Vec<u64>, Error> {
+    let mut pending: Vec<MaybeDone<_>> = statements
+        .iter()
+        .map(|(statement, params)| maybe_done(Box::pin(tx.execute(*statement, params))))
+        .collect();
+    for future in pending.iter_mut() {
+        let _ = futures::poll!(std::pin::Pin::new(future));
+    }
+    let mut commit = maybe_done(Box::pin(tx.batch_execute("COMMIT")));
+    let _ = futures::poll!(std::pin::Pin::new(&mut commit));
+    let mut results = Vec::with_capacity(pending.len());
+    for future in pending.iter_mut() {
+        std::pin::Pin::new(&mut *future).await;
+        if let Some(result) = std::pin::Pin::new(future).take_output() {
+            results.push(result);
+        }
+    }
+    std::pin::Pin::new(&mut commit).await;
+    let rows = first_error(results)?;
+    match std::pin::Pin::new(&mut commit).take_output() {
+        Some(Err(e)) => Err(e),
+        _ => Ok(rows),
+    }
+}
+
 /// The first error of [`execute_in_order`]'s results, else the row counts.
 pub fn first_error(results: Vec<Result<u64, Error>>) -> Result<Vec<u64>, Error> {
     results.into_iter().collect()

@@ -10,7 +10,6 @@
 //! result, are sent pipelined in one go ([`service::pipeline`]).
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
 use outbox_events::{Address, Envelope, Event};
 use service::pipeline::Param;
 use tokio_postgres::types::ToSql;
@@ -102,7 +101,11 @@ async fn execute_once(
     traceparent: Option<&str>,
     idempotency_key: Option<&str>,
 ) -> Result<Committed, StoreError> {
-    let tx = client.transaction().await?;
+    let statements = client.statement_cache.clone();
+    let tx = Tx {
+        tx: (**client).transaction().await?,
+        statements,
+    };
     let request = format!("{command:?}");
     if let Some(key) = idempotency_key {
         // Claims the key first: a concurrent attempt with the same key waits
@@ -161,16 +164,15 @@ async fn execute_once(
         append_to_outbox(&mut writes, &envelope)?;
         envelopes.push(envelope);
     }
-    write_all(&tx, &writes).await?;
     if let Some(key) = idempotency_key {
         let ids: Vec<Uuid> = envelopes.iter().map(|e| e.event_id).collect();
-        tx.execute(
+        write(
+            &mut writes,
             "UPDATE idempotency_keys SET aggregate_type = $2, aggregate_id = $3, event_ids = $4 WHERE idempotency_key = $1",
-            &[&key, &aggregate_type, &aggregate_id, &ids],
-        )
-        .await?;
+            vec![b(key.to_owned()), b(aggregate_type), b(aggregate_id.clone()), b(ids)],
+        );
     }
-    tx.commit().await?;
+    write_all_and_commit(tx, &writes).await?;
     Ok(Committed {
         aggregate_type: aggregate_type.to_owned(),
         aggregate_id,
@@ -180,11 +182,7 @@ async fn execute_once(
 }
 
 /// The result an earlier attempt with `key` committed, if it was the same command.
-async fn earlier_result(
-    tx: &Transaction<'_>,
-    key: &str,
-    request: &str,
-) -> Result<Committed, StoreError> {
+async fn earlier_result(tx: &Tx<'_>, key: &str, request: &str) -> Result<Committed, StoreError> {
     let row = tx
         .query_one(
             "SELECT request, aggregate_type, aggregate_id, event_ids FROM idempotency_keys WHERE idempotency_key = $1",
@@ -237,7 +235,7 @@ enum Lock {
 }
 
 async fn load_customer(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer_id: &str,
     lock: Lock,
 ) -> Result<Option<CustomerState>, StoreError> {
@@ -246,7 +244,7 @@ async fn load_customer(
         Lock::ForShare => "SELECT name, email, street, city, postal_code, country, version FROM customers WHERE customer_id = $1 FOR SHARE",
     };
     let row = tx
-        .query_opt(&tx.prepare_cached(sql).await?, &[&customer_id])
+        .query_opt(&tx.prepare(sql).await?, &[&customer_id])
         .await?;
     Ok(row.map(|row| CustomerState {
         customer_id: customer_id.to_owned(),
@@ -262,15 +260,10 @@ async fn load_customer(
     }))
 }
 
-async fn load_order(
-    tx: &Transaction<'_>,
-    order_id: Uuid,
-) -> Result<Option<OrderState>, StoreError> {
+async fn load_order(tx: &Tx<'_>, order_id: Uuid) -> Result<Option<OrderState>, StoreError> {
     let sql = "SELECT status, currency, total_cents, payment_reference IS NOT NULL AND refunded_cents IS NULL, version \
                FROM orders WHERE order_id = $1 FOR UPDATE";
-    let row = tx
-        .query_opt(&tx.prepare_cached(sql).await?, &[&order_id])
-        .await?;
+    let row = tx.query_opt(&tx.prepare(sql).await?, &[&order_id]).await?;
     row.map(|row| {
         let status: &str = row.get(0);
         Ok(OrderState {
@@ -287,6 +280,27 @@ async fn load_order(
         })
     })
     .transpose()
+}
+
+/// A command's transaction (rolled back on drop, like any tokio-postgres
+/// transaction) with the connection's statement cache: each statement is
+/// prepared once per connection, not once per command.
+struct Tx<'a> {
+    tx: tokio_postgres::Transaction<'a>,
+    statements: std::sync::Arc<deadpool_postgres::StatementCache>,
+}
+
+impl<'a> std::ops::Deref for Tx<'a> {
+    type Target = tokio_postgres::Transaction<'a>;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl Tx<'_> {
+    async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        self.statements.prepare(self.tx.client(), sql).await
+    }
 }
 
 /// One statement of a command's writes.
@@ -306,11 +320,12 @@ fn b<T: ToSql + Sync + Send + 'static>(value: T) -> Param {
     Box::new(value)
 }
 
-/// Prepares (once per connection) and sends `writes` pipelined, in order.
-async fn write_all(tx: &Transaction<'_>, writes: &[Write]) -> Result<(), StoreError> {
+/// Prepares (once per connection) and sends `writes` and the COMMIT pipelined,
+/// in order: the end of a command in one round trip.
+async fn write_all_and_commit(tx: Tx<'_>, writes: &[Write]) -> Result<(), StoreError> {
     let mut statements = Vec::with_capacity(writes.len());
     for w in writes {
-        statements.push(tx.prepare_cached(&w.sql).await?);
+        statements.push(tx.prepare(&w.sql).await?);
     }
     let params: Vec<Vec<&(dyn ToSql + Sync)>> = writes
         .iter()
@@ -321,7 +336,13 @@ async fn write_all(tx: &Transaction<'_>, writes: &[Write]) -> Result<(), StoreEr
         .zip(&params)
         .map(|(s, p)| (s, p.as_slice()))
         .collect();
-    service::pipeline::first_error(service::pipeline::execute_in_order(tx, &batch).await)?;
+    let result = service::pipeline::execute_in_order_and_commit(&tx.tx, &batch).await;
+    // The COMMIT ended the transaction (committed, or rolled back after an
+    // error): its guard must not send a ROLLBACK of its own on drop. It holds
+    // only a borrow of the client, so forgetting it leaks nothing.
+    drop(batch);
+    std::mem::forget(tx.tx);
+    result?;
     Ok(())
 }
 
