@@ -154,6 +154,27 @@ pub async fn show(
     })
 }
 
+/// Locks dead letter `id` for this transaction and checks that it is open;
+/// the row holds its status, then `columns` (of `dead_letters d`).
+async fn lock_open(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: i64,
+    columns: &str,
+) -> Result<tokio_postgres::Row, OperatorError> {
+    let row = tx
+        .query_opt(
+            &format!("SELECT d.status, {columns} FROM dead_letters d WHERE d.id = $1 FOR UPDATE"),
+            &[&id],
+        )
+        .await?
+        .ok_or(OperatorError::NotFound(id))?;
+    let status: String = row.get(0);
+    if status != "open" {
+        return Err(OperatorError::NotOpen { id, status });
+    }
+    Ok(row)
+}
+
 /// What a replay did.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "result", rename_all = "snake_case")]
@@ -176,17 +197,7 @@ pub async fn replay(
     id: i64,
 ) -> Result<Replayed, OperatorError> {
     let mut tx = client.transaction().await?;
-    let row = tx
-        .query_opt(
-            &format!("SELECT d.status, {RECORD} FROM dead_letters d WHERE d.id = $1 FOR UPDATE"),
-            &[&id],
-        )
-        .await?
-        .ok_or(OperatorError::NotFound(id))?;
-    let status: String = row.get(0);
-    if status != "open" {
-        return Err(OperatorError::NotOpen { id, status });
-    }
+    let row = lock_open(&tx, id, RECORD).await?;
     let record = stored_record(&row, 1);
     let outcome = apply_in(&mut tx, decoder, std::slice::from_ref(&record)).await?;
     let (result, resolution) = if outcome.dead_lettered > 0 {
@@ -256,17 +267,12 @@ pub async fn discard(
     skip_version: bool,
 ) -> Result<Discarded, OperatorError> {
     let mut tx = client.transaction().await?;
-    let row = tx
-        .query_opt(
-            "SELECT status, aggregate_type, aggregate_id, aggregate_version FROM dead_letters WHERE id = $1 FOR UPDATE",
-            &[&id],
-        )
-        .await?
-        .ok_or(OperatorError::NotFound(id))?;
-    let status: String = row.get(0);
-    if status != "open" {
-        return Err(OperatorError::NotOpen { id, status });
-    }
+    let row = lock_open(
+        &tx,
+        id,
+        "d.aggregate_type, d.aggregate_id, d.aggregate_version",
+    )
+    .await?;
     let aggregate: Option<(String, String)> = match (
         row.get::<_, Option<String>>(1),
         row.get::<_, Option<String>>(2),

@@ -170,6 +170,23 @@ fn writer_load(stack: &Stack, args: &[&str]) -> Result<Child> {
         .map_err(crate::io_err(format!("starting {}", binary.display())))
 }
 
+/// `writer load` with every command kind from 4 clients at `rate` commands/s.
+fn full_mix_at(stack: &Stack, rate: u64, seconds: u64) -> Result<Child> {
+    writer_load(
+        stack,
+        &[
+            "--mix",
+            "full",
+            "--clients",
+            "4",
+            "--rate",
+            &rate.to_string(),
+            "--duration",
+            &format!("{seconds}s"),
+        ],
+    )
+}
+
 fn load_report(child: Child, step: &str) -> Result<serde_json::Value> {
     let out = child
         .wait_with_output()
@@ -547,19 +564,7 @@ fn end_to_end(
                         .and_then(|pid| proc_sample(pid).map(|s| (c, pid, s)))
                 })
                 .collect();
-        let child = writer_load(
-            stack,
-            &[
-                "--mix",
-                "full",
-                "--clients",
-                "4",
-                "--rate",
-                &rate.to_string(),
-                "--duration",
-                &format!("{seconds}s"),
-            ],
-        )?;
+        let child = full_mix_at(stack, rate, seconds)?;
         let writer_pid = child.id() as i32;
         let sampler = std::thread::spawn(move || {
             let mut last = None;
@@ -639,19 +644,7 @@ fn recovery(
         "recovery: 1000 events/s for {seconds} s, the projector SIGKILLed after {} s",
         seconds / 3
     ));
-    let child = writer_load(
-        stack,
-        &[
-            "--mix",
-            "full",
-            "--clients",
-            "4",
-            "--rate",
-            "1000",
-            "--duration",
-            &format!("{seconds}s"),
-        ],
-    )?;
+    let child = full_mix_at(stack, 1000, seconds)?;
     std::thread::sleep(Duration::from_secs(seconds / 3));
     let killed_at = stack
         .psql(crate::READ_DB, "SELECT clock_timestamp()")?

@@ -13,6 +13,24 @@ fn place_order(stack: &Stack, customer: &str, line: &str) -> String {
     demo::place_order(stack, customer, &[line]).expect("order placed")
 }
 
+/// Polls `done` every 300 ms; fails with `why()` once `limit` has passed.
+fn wait_until(limit: Duration, why: impl Fn() -> String, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{}", why());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Rows of `order_view` for one order (0 or 1).
+fn order_rows(stack: &Stack, order_id: &str) -> i64 {
+    count(
+        stack,
+        READ_DB,
+        &format!("SELECT count(*) FROM order_view WHERE order_id = '{order_id}'"),
+    )
+}
+
 fn count(stack: &Stack, db: &str, sql: &str) -> i64 {
     stack
         .psql(db, sql)
@@ -438,27 +456,14 @@ fn commands_written_before_connect_ever_started_are_published() {
         .collect();
     // Only now: broker, Connect (its first start, no stored offsets), projector.
     stack.up(&log).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let applied = count(&stack, READ_DB, "SELECT count(*) FROM inbox");
-        if applied >= 4 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {applied} of 4 early events arrived"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let inbox = || count(&stack, READ_DB, "SELECT count(*) FROM inbox");
+    wait_until(
+        Duration::from_secs(120),
+        || format!("only {} of 4 early events arrived", inbox()),
+        || inbox() >= 4,
+    );
     for id in &orders {
-        assert_eq!(
-            count(
-                &stack,
-                READ_DB,
-                &format!("SELECT count(*) FROM order_view WHERE order_id = '{id}'")
-            ),
-            1
-        );
+        assert_eq!(order_rows(&stack, id), 1);
     }
     assert_eq!(
         count(&stack, READ_DB, "SELECT count(*) FROM inbox"),
@@ -505,18 +510,16 @@ fn the_slot_keeps_advancing_while_only_other_tables_change() {
             .trim(),
     );
     // The heartbeat (every 10 s) must carry the slot past those writes.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if lsn_of(&confirmed()) >= wal_after_writes {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the slot's confirmed LSN stayed at {} (WAL at {wal_after_writes})",
-            confirmed()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        || {
+            format!(
+                "the slot's confirmed LSN stayed at {} (WAL at {wal_after_writes})",
+                confirmed()
+            )
+        },
+        || lsn_of(&confirmed()) >= wal_after_writes,
+    );
     stack.down(&|_| {}).unwrap();
 }
 
@@ -563,18 +566,17 @@ fn thirty_seconds_without_the_read_database_lose_and_dead_letter_nothing() {
     assert!(load.wait_with_output().unwrap().status.success());
     let committed = count(&stack, WRITE_DB, "SELECT count(*) FROM outbox");
     assert!(committed > 1000, "load ran throughout: {committed} events");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let applied = count(&stack, READ_DB, "SELECT count(*) FROM inbox");
-        if applied == committed {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the projector applied {applied} of {committed} events after the outage"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let inbox = || count(&stack, READ_DB, "SELECT count(*) FROM inbox");
+    wait_until(
+        Duration::from_secs(120),
+        || {
+            format!(
+                "the projector applied {} of {committed} events after the outage",
+                inbox()
+            )
+        },
+        || inbox() == committed,
+    );
     assert_eq!(
         count(&stack, READ_DB, "SELECT count(*) FROM dead_letters"),
         0
@@ -617,19 +619,17 @@ fn replaying_every_topic_into_an_empty_database_builds_identical_read_models() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while stack
-        .psql("orders_replay", "SELECT count(*) FROM inbox")
-        .map(|n| n.trim().parse::<i64>().unwrap_or(0))
-        .unwrap_or(0)
-        < committed
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the replay did not reach {committed} events"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_until(
+        Duration::from_secs(120),
+        || format!("the replay did not reach {committed} events"),
+        || {
+            stack
+                .psql("orders_replay", "SELECT count(*) FROM inbox")
+                .map(|n| n.trim().parse::<i64>().unwrap_or(0))
+                .unwrap_or(0)
+                >= committed
+        },
+    );
     let _ = replay.kill();
     let _ = replay.wait();
     // Every column but the processing timestamps (updated_at).
@@ -659,18 +659,14 @@ fn reconciliation_finds_the_events_a_lost_slot_skipped_and_republishes_them() {
     stack.up(&log).expect("stack up");
     demo::register_customer(&stack, "c-slot").unwrap();
     place_order(&stack, "c-slot", "BEFORE:1:1.00");
-    let settle = || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while count(&stack, READ_DB, "SELECT count(*) FROM inbox")
-            < count(&stack, WRITE_DB, "SELECT count(*) FROM outbox")
-        {
-            if Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    };
-    settle();
+    wait_until(
+        Duration::from_secs(60),
+        || "the first events were not applied".into(),
+        || {
+            count(&stack, READ_DB, "SELECT count(*) FROM inbox")
+                >= count(&stack, WRITE_DB, "SELECT count(*) FROM outbox")
+        },
+    );
     assert!(stack::reconcile::run(&stack, 0).unwrap().is_clean());
 
     stack.stop(stack::Component::Connect).unwrap();
@@ -683,16 +679,11 @@ fn reconciliation_finds_the_events_a_lost_slot_skipped_and_republishes_them() {
     stack.start(stack::Component::Connect, &log).unwrap();
     let after = place_order(&stack, "c-slot", "AFTER:1:1.00");
     // The relay runs again: what is committed now arrives; what was committed meanwhile does not.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(
-        &stack,
-        READ_DB,
-        &format!("SELECT count(*) FROM order_view WHERE order_id = '{after}'"),
-    ) == 0
-    {
-        assert!(Instant::now() < deadline, "the relay did not resume");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        || "the relay did not resume".into(),
+        || order_rows(&stack, &after) == 1,
+    );
 
     let report = stack::reconcile::run(&stack, 0).unwrap();
     let mut missing: Vec<&str> = report.missing.iter().map(|m| m.2.as_str()).collect();
@@ -709,27 +700,18 @@ fn reconciliation_finds_the_events_a_lost_slot_skipped_and_republishes_them() {
         stack::reconcile::republish(&stack, &report.missing).unwrap(),
         3
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let report = stack::reconcile::run(&stack, 0).unwrap();
-        if report.is_clean() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still differs after republishing: {report:?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        || {
+            format!(
+                "still differs after republishing: {:?}",
+                stack::reconcile::run(&stack, 0)
+            )
+        },
+        || stack::reconcile::run(&stack, 0).unwrap().is_clean(),
+    );
     for id in &lost {
-        assert_eq!(
-            count(
-                &stack,
-                READ_DB,
-                &format!("SELECT count(*) FROM order_view WHERE order_id = '{id}'")
-            ),
-            1
-        );
+        assert_eq!(order_rows(&stack, id), 1);
     }
     assert_eq!(
         count(&stack, READ_DB, "SELECT count(*) FROM dead_letters"),
