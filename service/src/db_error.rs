@@ -8,8 +8,9 @@
 //!   serialization failure, deadlock). The same statement may succeed later.
 //! - [`ErrorClass::Data`]: the values sent were refused (bad encoding, a number
 //!   out of range, a constraint). The same input fails again; the input is at fault.
-//! - [`ErrorClass::Other`]: bad SQL, a missing table, an internal error: a bug
-//!   or a schema that does not match the code. Needs a person, not the input.
+//! - [`ErrorClass::Other`]: bad SQL, a missing table, a value that does not
+//!   convert on this side: a bug or a schema that does not match the code.
+//!   Needs a person, not the input.
 
 use std::fmt;
 
@@ -26,18 +27,16 @@ pub enum ErrorClass {
 /// Classifies a database error; see the module docs.
 pub fn classify(error: &tokio_postgres::Error) -> ErrorClass {
     let Some(code) = error.code() else {
-        // No SQLSTATE: the connection failed (I/O, closed, timed out), or a
-        // value could not be converted on this side (the input's fault).
+        // No SQLSTATE: the connection failed (closed, or an I/O error: every
+        // connect failure, timeouts included, carries one), or a value did not
+        // convert on this side. Our statements fix their parameter and column
+        // types, so the latter is a bug, never the input's fault.
         let io = error.is_closed()
             || std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>());
-        let connecting = matches!(
-            error.to_string().as_str(),
-            "error connecting to server" | "timeout waiting for server"
-        );
-        return if io || connecting {
+        return if io {
             ErrorClass::Infrastructure
         } else {
-            ErrorClass::Data
+            ErrorClass::Other
         };
     };
     let class = &code.code()[..2];
