@@ -154,10 +154,11 @@ async fn main() {
         tokio::spawn(connection);
         projector::migrate(&mut client).await.unwrap();
         let decoder = Decoder::default();
+        let checkpoint = projector::position::Checkpoint::new("catch-up");
         let start = Instant::now();
         let mut applied = 0;
         for chunk in slice.chunks(batch) {
-            applied += apply_batch(&mut client, &decoder, chunk)
+            applied += apply_batch(&mut client, &decoder, chunk, &checkpoint)
                 .await
                 .unwrap()
                 .applied;

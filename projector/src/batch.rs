@@ -35,6 +35,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
+use crate::position::Checkpoint;
 use crate::read_model::{self, p, Plan, Step};
 use crate::record::{Decoder, RawHeader, Record};
 
@@ -111,14 +112,17 @@ impl From<tokio_postgres::Error> for Failure {
     }
 }
 
-/// Applies `records` in one read-database transaction.
+/// Applies `records` in one read-database transaction, together with the
+/// positions they advance and the run's tallies ([`crate::position`]).
 pub async fn apply_batch(
     client: &mut tokio_postgres::Client,
     decoder: &Decoder,
     records: &[Record],
+    checkpoint: &Checkpoint,
 ) -> Result<Outcome, BatchError> {
     let mut tx = client.transaction().await?;
     let outcome = apply_in(&mut tx, decoder, records).await?;
+    crate::position::record(&tx, checkpoint, records, &outcome).await?;
     tx.commit().await?;
     Ok(outcome)
 }

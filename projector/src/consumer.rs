@@ -10,12 +10,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientContext, Statistics, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use tokio::time::Instant;
 
 use crate::batch::{apply_batch, BatchError, Outcome};
+use crate::position::{self, Checkpoint};
 use crate::record::{Decoder, Record};
 use crate::settings::Settings;
 
@@ -26,9 +27,59 @@ pub enum ProjectorError {
     Kafka(#[from] KafkaError),
 }
 
-/// Logs rebalances and publishes the consumer lag from librdkafka's statistics.
+/// Seeks assigned partitions to the positions stored in the read database,
+/// logs rebalances and publishes the consumer lag from librdkafka's statistics.
 #[derive(Debug, Default)]
-pub struct ProjectorContext;
+pub struct ProjectorContext {
+    /// Where the positions live; `None`: Kafka's committed offsets only.
+    positions: Option<(tokio_postgres::Config, String)>,
+}
+
+impl ProjectorContext {
+    /// Assigned partitions start at the positions stored for `group_id`.
+    pub fn with_positions(database: tokio_postgres::Config, group_id: String) -> Self {
+        Self {
+            positions: Some((database, group_id)),
+        }
+    }
+
+    /// Sets each assigned partition's start to its stored position. If the
+    /// read database cannot be asked, Kafka's committed offsets are used: they
+    /// never run ahead of the stored positions (committed after them), so the
+    /// worst case is a redelivery the inbox absorbs, never a skip.
+    fn seek_to_stored(&self, tpl: &mut TopicPartitionList) {
+        let Some((config, group)) = &self.positions else {
+            return;
+        };
+        let stored = match position::load_blocking(config.clone(), group.clone()) {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "stored positions unreadable; starting from Kafka's committed offsets");
+                return;
+            }
+        };
+        let assigned: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        for (topic, partition) in assigned {
+            if let Some(next) = stored.get(&(topic.clone(), partition)) {
+                if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Offset(*next)) {
+                    tracing::warn!(%topic, partition, error = %e, "cannot start at the stored position");
+                }
+            }
+        }
+        tracing::info!(positions = ?describe_offsets(tpl), "starting at the stored positions");
+    }
+}
+
+fn describe_offsets(tpl: &TopicPartitionList) -> Vec<String> {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}/{}@{:?}", e.topic(), e.partition(), e.offset()))
+        .collect()
+}
 
 impl ClientContext for ProjectorContext {
     fn stats(&self, statistics: Statistics) {
@@ -44,20 +95,35 @@ impl ClientContext for ProjectorContext {
 }
 
 impl ConsumerContext for ProjectorContext {
-    fn pre_rebalance(
+    /// Eager rebalancing as librdkafka's default, with one change: an
+    /// assignment starts at the stored positions.
+    fn rebalance(
         &self,
-        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
-        rebalance: &Rebalance<'_>,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
     ) {
-        tracing::info!(rebalance = ?describe(rebalance), "rebalance starting");
+        use rdkafka::types::RDKafkaRespErr::*;
+        let result = match err {
+            RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                tracing::info!(partitions = ?partitions(tpl), "assigned");
+                self.seek_to_stored(tpl);
+                consumer.assign(tpl)
+            }
+            RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(partitions = ?partitions(tpl), "revoked");
+                consumer.unassign()
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance error; dropping the assignment");
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "applying the rebalance failed");
+        }
     }
-    fn post_rebalance(
-        &self,
-        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
-        rebalance: &Rebalance<'_>,
-    ) {
-        tracing::info!(rebalance = ?describe(rebalance), "rebalance done");
-    }
+
     fn commit_callback(
         &self,
         result: rdkafka::error::KafkaResult<()>,
@@ -67,14 +133,6 @@ impl ConsumerContext for ProjectorContext {
             // Not loss: the offsets are committed again on the next interval.
             tracing::warn!(error = %e, "offset commit failed");
         }
-    }
-}
-
-fn describe(rebalance: &Rebalance<'_>) -> String {
-    match rebalance {
-        Rebalance::Assign(tpl) => format!("assign {:?}", partitions(tpl)),
-        Rebalance::Revoke(tpl) => format!("revoke {:?}", partitions(tpl)),
-        Rebalance::Error(e) => format!("error {e}"),
     }
 }
 
@@ -105,7 +163,10 @@ pub fn build_consumer(settings: &Settings) -> Result<StreamConsumer<ProjectorCon
         .set("statistics.interval.ms", "1000")
         // Latency over throughput: do not let a fetch sit on the broker for long.
         .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
-        .create_with_context(ProjectorContext)?;
+        .create_with_context(ProjectorContext::with_positions(
+            settings.database.pg_config("projector positions"),
+            kafka.group_id.clone(),
+        ))?;
     let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
@@ -115,7 +176,7 @@ pub fn build_consumer(settings: &Settings) -> Result<StreamConsumer<ProjectorCon
 pub async fn connect(settings: &Settings) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, connection) = settings
         .database
-        .pg_config()
+        .pg_config("projector")
         .connect(tokio_postgres::NoTls)
         .await?;
     tokio::spawn(async move {
@@ -144,21 +205,27 @@ pub async fn run(
         return Ok(());
     };
     let mut gauges = BacklogGauges::default();
-    tracing::info!(topics = ?settings.kafka.topics, group = %settings.kafka.group_id, "projector started");
+    let checkpoint = Checkpoint::new(settings.kafka.group_id.clone());
+    tracing::info!(topics = ?settings.kafka.topics, group = %settings.kafka.group_id, run = %checkpoint.run_id, "projector started");
 
     let mut watchdog = AssignmentWatchdog::new(&settings);
     loop {
         gauges.refresh(&client).await;
+        watchdog.check(&consumer, &settings)?;
         let batch = match next_batch(&consumer, &settings, &mut shutdown).await {
             Poll::Batch(batch) => batch,
-            Poll::Idle => {
-                watchdog.check(&consumer, &settings)?;
-                continue;
-            }
+            Poll::Idle => continue,
             Poll::Shutdown => break,
         };
-        let Some(outcome) =
-            apply_with_retry(&settings, &decoder, &mut client, &batch, &mut shutdown).await
+        let Some(outcome) = apply_with_retry(
+            &settings,
+            &decoder,
+            &mut client,
+            &batch,
+            &checkpoint,
+            &mut shutdown,
+        )
+        .await
         else {
             break; // shutdown while the read database was away: nothing stored
         };
@@ -195,23 +262,35 @@ enum Poll {
 /// How long without records before the loop looks at its assignment.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
-/// Rejoins the group when this member has held no partition for too long.
+/// Rejoins the group when partitions are stranded: this member has held no
+/// partition for too long, or a partition of the topics is held by nobody who
+/// consumes it (its committed offset sits behind the end and has not moved).
 ///
-/// Why: Tansu 0.6 (the local stack's broker), restarted while a dead member
-/// led the group, evicts that leader during the sync and hands the surviving
-/// member an empty assignment without asking it to rejoin; the member then
-/// heartbeats happily forever and consumes nothing. A fresh join repairs it.
-/// On Apache Kafka this only fires for a surplus member of an over-provisioned
-/// group, where a rejoin is harmless.
+/// Why: Tansu 0.6 (the local stack's broker) mishandles members that die:
+/// restarted while a dead member led the group, it hands the survivor an empty
+/// assignment without asking it to rejoin; and a rebalance right after a
+/// member was killed can give that dead member's partitions to the dead member
+/// again, where they stay until some member rejoins (seen in chaos runs: a
+/// partition stalled for a minute). A fresh join repairs both. On Apache Kafka
+/// a stalled partition means a live but stuck member; the rejoin is a harmless
+/// rebalance there, once per [`AssignmentWatchdog::limit`].
 struct AssignmentWatchdog {
     empty_since: Option<Instant>,
+    /// Per partition we do not hold: (committed offset, since when unchanged).
+    stalled: std::collections::HashMap<(String, i32), (i64, Instant)>,
+    last_check: Instant,
     limit: Duration,
 }
+
+/// How often the watchdog looks, busy or idle.
+const WATCHDOG_INTERVAL: Duration = Duration::from_secs(5);
 
 impl AssignmentWatchdog {
     fn new(settings: &Settings) -> Self {
         Self {
             empty_since: None,
+            stalled: Default::default(),
+            last_check: Instant::now(),
             limit: Duration::from_millis(u64::from(settings.kafka.session_timeout_ms) * 3),
         }
     }
@@ -221,22 +300,92 @@ impl AssignmentWatchdog {
         consumer: &StreamConsumer<ProjectorContext>,
         settings: &Settings,
     ) -> Result<(), KafkaError> {
-        if consumer.assignment()?.count() > 0 {
-            self.empty_since = None;
+        if self.last_check.elapsed() < WATCHDOG_INTERVAL {
             return Ok(());
         }
-        let since = *self.empty_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= self.limit {
-            tracing::warn!(
-                empty_for_ms = since.elapsed().as_millis() as u64,
-                "no partitions assigned; rejoining the group"
-            );
+        self.last_check = Instant::now();
+        let assignment = consumer.assignment()?;
+        let reason = if assignment.count() == 0 {
+            self.stalled.clear();
+            let since = *self.empty_since.get_or_insert_with(Instant::now);
+            (since.elapsed() >= self.limit).then(|| {
+                format!(
+                    "no partitions assigned for {} ms",
+                    since.elapsed().as_millis()
+                )
+            })
+        } else {
+            self.empty_since = None;
+            self.stranded_partition(consumer, settings, &assignment)
+        };
+        if let Some(reason) = reason {
+            tracing::warn!(reason = %reason, "partitions stranded; rejoining the group");
             consumer.unsubscribe();
             let topics: Vec<&str> = settings.kafka.topics.iter().map(String::as_str).collect();
             consumer.subscribe(&topics)?;
             self.empty_since = None;
+            self.stalled.clear();
         }
         Ok(())
+    }
+
+    /// A partition we do not hold whose group offset stood still behind the
+    /// end for [`Self::limit`], if any. Broker errors mean "cannot tell".
+    fn stranded_partition(
+        &mut self,
+        consumer: &StreamConsumer<ProjectorContext>,
+        settings: &Settings,
+        assignment: &TopicPartitionList,
+    ) -> Option<String> {
+        let timeout = Duration::from_secs(1);
+        let held: std::collections::HashSet<(String, i32)> = assignment
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let mut others = TopicPartitionList::new();
+        for topic in &settings.kafka.topics {
+            let metadata = consumer.fetch_metadata(Some(topic), timeout).ok()?;
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    if !held.contains(&(t.name().to_owned(), p.id())) {
+                        others.add_partition(t.name(), p.id());
+                    }
+                }
+            }
+        }
+        if others.count() == 0 {
+            self.stalled.clear();
+            return None;
+        }
+        let committed = consumer.committed_offsets(others, timeout).ok()?;
+        let mut seen = std::collections::HashMap::new();
+        let mut stranded = None;
+        for e in committed.elements() {
+            let key = (e.topic().to_owned(), e.partition());
+            let offset = e.offset().to_raw().unwrap_or(0).max(0);
+            let (_, high) = consumer
+                .fetch_watermarks(e.topic(), e.partition(), timeout)
+                .ok()?;
+            if offset >= high {
+                continue; // caught up: nothing to consume
+            }
+            let since = match self.stalled.get(&key) {
+                Some((before, since)) if *before == offset => *since,
+                _ => Instant::now(),
+            };
+            if since.elapsed() >= self.limit {
+                stranded = Some(format!(
+                    "{}/{} at offset {offset} of {high}, unmoved for {} ms",
+                    key.0,
+                    key.1,
+                    since.elapsed().as_millis()
+                ));
+            }
+            seen.insert(key, (offset, since));
+        }
+        self.stalled = seen;
+        stranded
     }
 }
 
@@ -293,6 +442,7 @@ async fn apply_with_retry(
     decoder: &Decoder,
     client: &mut tokio_postgres::Client,
     batch: &[Record],
+    checkpoint: &Checkpoint,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Option<Outcome> {
     let mut backoff = Backoff::default();
@@ -300,7 +450,7 @@ async fn apply_with_retry(
         if client.is_closed() {
             *client = connect_with_retry(settings, shutdown).await?;
         }
-        let error: BatchError = match apply_batch(client, decoder, batch).await {
+        let error: BatchError = match apply_batch(client, decoder, batch, checkpoint).await {
             Ok(outcome) => return Some(outcome),
             Err(e) => e,
         };

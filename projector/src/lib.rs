@@ -23,6 +23,7 @@
 pub mod batch;
 pub mod consumer;
 pub mod operator;
+pub mod position;
 pub mod read_model;
 pub mod record;
 pub mod settings;

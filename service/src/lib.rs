@@ -86,8 +86,9 @@ fn default_connect_timeout() -> u64 {
 }
 
 impl DatabaseSettings {
-    /// A tokio-postgres config for these settings.
-    pub fn pg_config(&self) -> tokio_postgres::Config {
+    /// A tokio-postgres config for these settings; `application` names the
+    /// service in `pg_stat_activity` (who holds a lock, who is connected).
+    pub fn pg_config(&self, application: &str) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
         config
             .host(&self.host)
@@ -95,7 +96,7 @@ impl DatabaseSettings {
             .user(&self.user)
             .password(self.password.expose_secret())
             .dbname(&self.dbname)
-            .application_name(env!("CARGO_PKG_NAME"))
+            .application_name(application)
             .connect_timeout(std::time::Duration::from_secs(self.connect_timeout_secs));
         config
     }

@@ -22,9 +22,11 @@
 //! - [`reconcile`]: `stack reconcile`, the write side against the read side.
 
 pub mod bench;
+pub mod chaos;
 pub mod demo;
+pub mod oracle;
 pub mod postgres;
-mod process;
+pub(crate) mod process;
 pub mod reconcile;
 pub mod status;
 pub mod tools;
@@ -144,6 +146,10 @@ impl DbParams {
 pub const CONNECTOR_NAME: &str = "outbox-connector";
 pub const WRITE_DB: &str = "orders_write";
 pub const READ_DB: &str = "orders_read";
+/// The connector task watchdog's unit name (pid and log file).
+const WATCHDOG: &str = "connect-watchdog";
+/// Highest projector replica number `down` stops (replicas are numbered from 2).
+pub const MAX_PROJECTOR_REPLICA: u32 = 4;
 pub const APP_USER: &str = "orders_app";
 
 /// One local stack rooted at a state directory.
@@ -193,6 +199,17 @@ impl Stack {
         };
         stack.write_service_configs()?;
         Ok(stack)
+    }
+
+    /// A new, empty stack under `state_dir`: whatever an earlier run left
+    /// there is stopped and removed first (benchmarks and chaos runs).
+    pub fn open_fresh(state_dir: impl Into<PathBuf>, bin_dir: impl Into<PathBuf>) -> Result<Self> {
+        let (dir, bin_dir) = (state_dir.into(), bin_dir.into());
+        if dir.join("stack.json").exists() {
+            Self::open(&dir, &bin_dir)?.down(&|_| {})?;
+            fs::remove_dir_all(&dir).map_err(io_err(format!("removing {}", dir.display())))?;
+        }
+        Self::open(dir, bin_dir)
     }
 
     /// A throw-away stack for tests under `target/test-stacks/NAME-PID`,
@@ -306,6 +323,16 @@ impl Stack {
 
     /// Stops everything: SIGTERM, then SIGKILL after a grace period.
     pub fn down(&self, progress: &dyn Fn(&str)) -> Result<()> {
+        for n in 2..=MAX_PROJECTOR_REPLICA {
+            self.stop_projector_replica(n);
+        }
+        if let Some(pid) = self.unit_pid(WATCHDOG) {
+            process::stop(
+                pid,
+                nix::sys::signal::Signal::SIGTERM,
+                Duration::from_secs(5),
+            );
+        }
         for component in Component::ALL.into_iter().rev() {
             if self.pid(component).is_some() {
                 progress(&format!("stopping {component}"));
@@ -348,6 +375,23 @@ impl Stack {
         })
     }
 
+    /// The `id` header of every record on the outbox topics, one entry per
+    /// record (an event published twice appears twice), from the broker's storage.
+    pub fn broker_event_ids(&self) -> Result<Vec<String>> {
+        let db = self.state_dir.join("broker/tansu.db");
+        let out = run_quiet(
+            std::process::Command::new("sqlite3")
+                .args(["-cmd", ".timeout 10000"])
+                .arg(&db)
+                .arg(
+                    "SELECT CAST(h.v AS TEXT) FROM header h JOIN topition p ON h.topition = p.id \
+                     JOIN topic t ON p.topic = t.id \
+                     WHERE t.name LIKE 'outbox.event.%' AND CAST(h.k AS TEXT) = 'id'",
+                ),
+        )?;
+        Ok(out.lines().map(str::to_owned).collect())
+    }
+
     /// SIGKILLs one component (and its process group): a crash, for reliability tests.
     pub fn kill(&self, component: Component) -> Result<()> {
         let pid = self
@@ -360,13 +404,11 @@ impl Stack {
 
     /// The pid of a running component, if its pid file names a live process.
     pub fn pid(&self, component: Component) -> Option<i32> {
-        let text = fs::read_to_string(self.pid_file(component)).ok()?;
-        let pid: i32 = text.trim().parse().ok()?;
-        process::is_alive(pid).then_some(pid)
+        self.unit_pid(component.name())
     }
 
     fn pid_file(&self, component: Component) -> PathBuf {
-        self.state_dir.join("run").join(format!("{component}.pid"))
+        self.unit_pid_file(component.name())
     }
 
     fn await_ready(&self, component: Component) -> Result<()> {
@@ -552,7 +594,30 @@ impl Stack {
             .env("OUTBOX_PG_PORT", self.state.postgres_port.to_string())
             .env("OUTBOX_PG_DBNAME", WRITE_DB)
             .env("OUTBOX_PG_PASSWORD", &self.state.debezium_password);
-        self.spawn(Component::Connect, command)
+        self.spawn(Component::Connect, command)?;
+        self.start_task_watchdog()
+    }
+
+    /// `debezium/task-watchdog.sh` beside Connect (if not running yet): it
+    /// restarts failed connector tasks, which Kafka Connect never does.
+    fn start_task_watchdog(&self) -> Result<()> {
+        if self.unit_pid(WATCHDOG).is_some() {
+            return Ok(());
+        }
+        let mut command = std::process::Command::new("sh");
+        command
+            .arg(self.repo.join("debezium/task-watchdog.sh"))
+            .env("CONNECT_URL", self.connect_url())
+            .env("CONNECTOR", CONNECTOR_NAME);
+        let log = self.state_dir.join("logs").join(format!("{WATCHDOG}.log"));
+        let pid = process::spawn_detached(command, &log)?;
+        fs::write(self.unit_pid_file(WATCHDOG), pid.to_string()).map_err(io_err("writing pid file"))
+    }
+
+    fn unit_pid(&self, unit: &str) -> Option<i32> {
+        let text = fs::read_to_string(self.unit_pid_file(unit)).ok()?;
+        let pid: i32 = text.trim().parse().ok()?;
+        process::is_alive(pid).then_some(pid)
     }
 
     fn start_projector(&self) -> Result<()> {
@@ -569,6 +634,69 @@ impl Stack {
             .arg(self.projector_config())
             .env("RUST_LOG", "info,rdkafka=warn");
         self.spawn(Component::Projector, command)
+    }
+
+    /// Starts projector replica `n` (2, 3, …): another instance in the same
+    /// consumer group, with its own pid file, log and metrics port. Waits
+    /// until its metrics endpoint answers; returns that endpoint's URL.
+    pub fn start_projector_replica(&self, n: u32) -> Result<String> {
+        let name = format!("projector-{n}");
+        let port = free_port()?;
+        let binary = self.bin_dir.join("projector");
+        let mut command = std::process::Command::new(binary);
+        command
+            .arg("--config")
+            .arg(self.projector_config())
+            .env("PROJECTOR__METRICS_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info,rdkafka=warn");
+        let log = self.state_dir.join("logs").join(format!("{name}.log"));
+        let pid = process::spawn_detached(command, &log)?;
+        fs::write(self.unit_pid_file(&name), pid.to_string())
+            .map_err(io_err("writing pid file"))?;
+        fs::write(
+            self.unit_pid_file(&name).with_extension("port"),
+            port.to_string(),
+        )
+        .map_err(io_err("writing port file"))?;
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        let ready = wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+            ureq::get(&url).call().is_ok() || !process::is_alive(pid)
+        });
+        if !ready || !process::is_alive(pid) {
+            return Err(StackError::NotReady {
+                component: Component::Projector,
+                seconds: 60,
+                detail: format!("replica {n} did not serve {url}; see {}", log.display()),
+            });
+        }
+        Ok(url)
+    }
+
+    /// The pid of projector replica `n`, if it runs.
+    pub fn projector_replica_pid(&self, n: u32) -> Option<i32> {
+        self.unit_pid(&format!("projector-{n}"))
+    }
+
+    /// SIGKILLs projector replica `n` (if it runs).
+    pub fn kill_projector_replica(&self, n: u32) {
+        if let Some(pid) = self.projector_replica_pid(n) {
+            process::kill_group(pid);
+        }
+    }
+
+    /// Stops projector replica `n` cleanly (if it runs).
+    pub fn stop_projector_replica(&self, n: u32) {
+        if let Some(pid) = self.projector_replica_pid(n) {
+            process::stop(
+                pid,
+                nix::sys::signal::Signal::SIGTERM,
+                Duration::from_secs(20),
+            );
+        }
+    }
+
+    fn unit_pid_file(&self, unit: &str) -> PathBuf {
+        self.state_dir.join("run").join(format!("{unit}.pid"))
     }
 
     /// Runs the writer binary against this stack; returns its stdout.

@@ -80,6 +80,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The reliability suite on a fresh stack of its own (`target/chaos-stack`
+    /// unless --state-dir): load through the writer while seeded SIGKILLs hit
+    /// writers, Connect, the broker, the projector(s) and PostgreSQL; then an
+    /// independent oracle compares the read models with the write side.
+    /// Exit 1 on any difference. See docs/reliability.md.
+    Chaos {
+        /// Length of the fault phase, e.g. 3m, 10m.
+        #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// SIGKILLs spread over the fault phase (the first cover every component).
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// Seed of the schedule and the load; the same seed gives the same run plan.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Projector instances in the consumer group (1 or 2).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4))]
+        projectors: u32,
+        /// Commands per second offered in total.
+        #[arg(long, default_value_t = 40.0)]
+        rate: f64,
+        /// Writer processes sharing the rate.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=16))]
+        writers: u64,
+        #[arg(long)]
+        json: bool,
+        /// Leave the stack running afterwards (to inspect it).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Stop and remove test stacks whose test process has exited.
     #[command(hide = true)]
     ReapTests,
@@ -150,6 +180,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Command::Bench { quick, out } = &cli.command {
         return bench(cli.state_dir.clone(), *quick, out.clone());
+    }
+    if let Command::Chaos {
+        duration,
+        kills,
+        seed,
+        projectors,
+        rate,
+        writers,
+        json,
+        keep,
+    } = cli.command
+    {
+        let spec = stack::chaos::ChaosSpec {
+            duration,
+            kills,
+            seed: seed.unwrap_or_else(rand::random),
+            projectors,
+            rate,
+            writers: writers as usize,
+        };
+        return chaos(cli.state_dir, &spec, json, keep);
     }
     let state_dir = cli
         .state_dir
@@ -271,7 +322,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("the read side differs from the write side (see above)");
             }
         }
-        Command::ReapTests | Command::Bench { .. } => {}
+        Command::ReapTests | Command::Bench { .. } | Command::Chaos { .. } => {}
     }
     Ok(())
 }
@@ -296,12 +347,7 @@ fn print_env(stack: &Stack, customer: &str) {
 
 fn bench(state_dir: Option<PathBuf>, quick: bool, out: Option<PathBuf>) -> anyhow::Result<()> {
     let dir = state_dir.unwrap_or_else(|| stack::repo_root().join("target/bench-stack"));
-    if dir.join("stack.json").exists() {
-        // A fresh stack every time: stop what an earlier run left, then start over.
-        Stack::open(&dir, stack::default_bin_dir())?.down(&|_| {})?;
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    let stack = Stack::open(&dir, stack::default_bin_dir())?;
+    let stack = Stack::open_fresh(&dir, stack::default_bin_dir())?;
     let progress = Progress::new();
     let step = |m: &str| progress.step(m);
     stack.up(&step)?;
@@ -330,6 +376,65 @@ fn bench(state_dir: Option<PathBuf>, quick: bool, out: Option<PathBuf>) -> anyho
         "written to {} (and benchmarks.svg beside it)",
         path.display()
     );
+    Ok(())
+}
+
+fn chaos(
+    state_dir: Option<PathBuf>,
+    spec: &stack::chaos::ChaosSpec,
+    json: bool,
+    keep: bool,
+) -> anyhow::Result<()> {
+    let dir = state_dir.unwrap_or_else(|| stack::repo_root().join("target/chaos-stack"));
+    let stack = Stack::open_fresh(&dir, stack::default_bin_dir())?;
+    let progress = Progress::new();
+    let step = |m: &str| progress.step(m);
+    step(&format!(
+        "chaos run: seed {}, {} kills over {}, {} projector(s), {} commands/s from {} writers",
+        spec.seed,
+        spec.kills,
+        humantime::format_duration(spec.duration),
+        spec.projectors,
+        spec.rate,
+        spec.writers
+    ));
+    stack.up(&step)?;
+    let report = stack::chaos::run(&stack, spec, &step);
+    if !keep {
+        step("stopping the chaos stack");
+        stack.down(&|_| {})?;
+    }
+    progress.finish();
+    let report = report.with_context(|| {
+        format!(
+            "the chaos run could not finish (logs in {})",
+            dir.join("logs").display()
+        )
+    })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("serializing the report")?
+        );
+    } else {
+        print!("{}", report.render());
+        println!(
+            "reproduce: stack chaos --seed {} --kills {} --duration {} --projectors {} --rate {} --writers {}",
+            spec.seed,
+            spec.kills,
+            humantime::format_duration(spec.duration),
+            spec.projectors,
+            spec.rate,
+            spec.writers
+        );
+    }
+    if !report.passed {
+        bail!(
+            "the chaos run failed (seed {}); logs of the run: {}",
+            spec.seed,
+            dir.join("logs").display()
+        );
+    }
     Ok(())
 }
 

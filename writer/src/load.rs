@@ -37,6 +37,10 @@ pub enum Mix {
     /// Only `order place` with two lines for customers registered up front:
     /// exactly the statements of `bench/place_order.sql` (pgbench).
     Place,
+    /// `full` plus about 5% commands the rules must refuse (wrong amount,
+    /// forbidden transition, unknown customer or order): the reliability
+    /// suite checks that none of them leaves a trace.
+    Chaos,
 }
 
 #[derive(Debug, Clone)]
@@ -155,9 +159,38 @@ impl Client {
         })
     }
 
+    /// A command the domain rules refuse whatever the database holds.
+    fn refused_command(&mut self) -> Command {
+        let unknown_order = Uuid::new_v4();
+        match (self.rng.random_range(0..4), self.orders.first().cloned()) {
+            (0, Some(order)) => Command::Order(OrderCommand::Pay {
+                order_id: order.id,
+                payment_reference: "psp-wrong-amount".into(),
+                amount_cents: order.total + 1,
+            }),
+            (1, Some(order)) if order.stage == Stage::Placed => {
+                Command::Order(OrderCommand::Deliver { order_id: order.id })
+            }
+            (2, _) => {
+                let mut place = self.place(1);
+                if let Command::Order(OrderCommand::Place { customer_id, .. }) = &mut place {
+                    *customer_id = format!("{}-nobody", self.prefix);
+                }
+                place
+            }
+            _ => Command::Order(OrderCommand::Cancel {
+                order_id: unknown_order,
+                reason: "no such order".into(),
+            }),
+        }
+    }
+
     /// The next command, and its kind for the report.
     pub fn next_command(&mut self) -> (&'static str, Command) {
-        if self.customers.is_empty() || (self.mix == Mix::Full && self.rng.random_bool(0.04)) {
+        if self.mix == Mix::Chaos && !self.customers.is_empty() && self.rng.random_bool(0.05) {
+            return ("refused", self.refused_command());
+        }
+        if self.customers.is_empty() || (self.mix != Mix::Place && self.rng.random_bool(0.04)) {
             return ("register", self.register());
         }
         if self.mix == Mix::Place {
@@ -258,7 +291,7 @@ impl Client {
                             .iter()
                             .map(|l| i64::from(l.quantity) * l.unit_price_cents)
                             .sum();
-                        if self.mix == Mix::Full {
+                        if self.mix != Mix::Place {
                             self.orders.push(Order {
                                 id,
                                 total,

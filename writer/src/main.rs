@@ -131,7 +131,7 @@ async fn run(cli: &Cli) -> Result<String, Failure> {
     let deadline = std::time::Instant::now() + wait;
     let mut backoff = std::time::Duration::from_millis(200);
     let (client, connection) = loop {
-        match db.pg_config().connect(tokio_postgres::NoTls).await {
+        match db.pg_config("writer").connect(tokio_postgres::NoTls).await {
             Ok(connected) => break connected,
             Err(e) if std::time::Instant::now() + backoff < deadline => {
                 eprintln!(
@@ -198,8 +198,12 @@ async fn load(cli: &Cli, args: &cli::LoadArgs) -> Result<String, Failure> {
     }
     let settings = Settings::load(cli.config.as_deref())
         .map_err(|e| Failure::Settings(anyhow::Error::new(e).context("loading writer settings")))?;
-    let manager =
-        deadpool_postgres::Manager::new(settings.database.pg_config(), tokio_postgres::NoTls);
+    // Named per process, so a supervisor can tell which transactions are this run's.
+    let application = format!("writer load {}", std::process::id());
+    let manager = deadpool_postgres::Manager::new(
+        settings.database.pg_config(&application),
+        tokio_postgres::NoTls,
+    );
     let pool = deadpool_postgres::Pool::builder(manager)
         .max_size(args.clients)
         .build()

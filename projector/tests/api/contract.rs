@@ -71,9 +71,14 @@ async fn a_v1_order_placed_on_the_topic_projects_like_its_v2_form() {
     assert!(records
         .iter()
         .any(|r| r.header(header::SCHEMA_VERSION) == Some("1")));
-    let outcome = apply_batch(&mut env.client, &Decoder::default(), &records)
-        .await
-        .unwrap();
+    let outcome = apply_batch(
+        &mut env.client,
+        &Decoder::default(),
+        &records,
+        &projector::position::Checkpoint::new("test"),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         outcome,
         Outcome {

@@ -381,9 +381,14 @@ async fn a_gap_parks_the_aggregate_until_the_missing_version_arrives() {
     env.publish(&placed(other)).await; // another aggregate keeps flowing
     let consumer = env.consumer();
     let records = receive(&consumer, 7).await;
-    let outcome = apply_batch(&mut env.client, &Decoder::default(), &records)
-        .await
-        .unwrap();
+    let outcome = apply_batch(
+        &mut env.client,
+        &Decoder::default(),
+        &records,
+        &projector::position::Checkpoint::new("test"),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         outcome,
         Outcome {
@@ -400,17 +405,27 @@ async fn a_gap_parks_the_aggregate_until_the_missing_version_arrives() {
     assert_eq!((backlog.parked_events, backlog.parked_aggregates), (4, 2));
 
     // Redelivering a parked event changes nothing.
-    let again = apply_batch(&mut env.client, &Decoder::default(), &records[1..2])
-        .await
-        .unwrap();
+    let again = apply_batch(
+        &mut env.client,
+        &Decoder::default(),
+        &records[1..2],
+        &projector::position::Checkpoint::new("test"),
+    )
+    .await
+    .unwrap();
     assert_eq!(again.applied + again.parked, 0, "{again:?}");
 
     env.publish(&events[1]).await;
     env.publish(&c_events[1]).await;
     let records = receive(&consumer, 2).await;
-    let outcome = apply_batch(&mut env.client, &Decoder::default(), &records)
-        .await
-        .unwrap();
+    let outcome = apply_batch(
+        &mut env.client,
+        &Decoder::default(),
+        &records,
+        &projector::position::Checkpoint::new("test"),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         outcome,
         Outcome {
@@ -427,9 +442,14 @@ async fn a_gap_parks_the_aggregate_until_the_missing_version_arrives() {
         operator::Backlog::default()
     );
     // The same policy for both: stale copies are skipped and counted.
-    let stale = apply_batch(&mut env.client, &Decoder::default(), &records)
-        .await
-        .unwrap();
+    let stale = apply_batch(
+        &mut env.client,
+        &Decoder::default(),
+        &records,
+        &projector::position::Checkpoint::new("test"),
+    )
+    .await
+    .unwrap();
     assert_eq!(stale.duplicates, 2);
 }
 
@@ -496,9 +516,14 @@ async fn a_dead_letter_replayed_after_an_upcaster_lands_applies_and_releases_wha
     publish_v9(&env, &paid9, &body).await;
     env.publish(&shipped).await;
     let records = receive(&env.consumer(), 3).await;
-    let outcome = apply_batch(&mut env.client, &Decoder::default(), &records)
-        .await
-        .unwrap();
+    let outcome = apply_batch(
+        &mut env.client,
+        &Decoder::default(),
+        &records,
+        &projector::position::Checkpoint::new("test"),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         outcome,
         Outcome {
@@ -553,9 +578,14 @@ async fn a_dead_letter_replayed_after_an_upcaster_lands_applies_and_releases_wha
         .enumerate()
         .map(|(i, e)| reference.record(e, i as i64))
         .collect();
-    apply_batch(&mut reference.client, &Decoder::default(), &history)
-        .await
-        .unwrap();
+    apply_batch(
+        &mut reference.client,
+        &Decoder::default(),
+        &history,
+        &projector::position::Checkpoint::new("test"),
+    )
+    .await
+    .unwrap();
     assert_eq!(env.read_models().await, reference.read_models().await);
 }
 
@@ -570,9 +600,14 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
         env.publish(&shipped(order)).await;
     }
     let records = receive(&env.consumer(), 6).await;
-    let outcome = apply_batch(&mut env.client, &Decoder::default(), &records)
-        .await
-        .unwrap();
+    let outcome = apply_batch(
+        &mut env.client,
+        &Decoder::default(),
+        &records,
+        &projector::position::Checkpoint::new("test"),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         outcome,
         Outcome {
@@ -762,9 +797,14 @@ async fn a_customer_applied_while_its_order_is_uncommitted_still_reaches_the_ord
     .unwrap();
     let mut other = projector::consumer::connect(&env.settings).await.unwrap();
     let b = tokio::spawn(async move {
-        apply_batch(&mut other, &Decoder::default(), &[customer_record])
-            .await
-            .unwrap()
+        apply_batch(
+            &mut other,
+            &Decoder::default(),
+            &[customer_record],
+            &projector::position::Checkpoint::new("test"),
+        )
+        .await
+        .unwrap()
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!b.is_finished(), "B must wait for A's customer lock");

@@ -259,3 +259,76 @@ pub fn paid(order_id: Uuid) -> Envelope {
         Utc::now(),
     )
 }
+
+/// The real `projector` binary as a process, configured for `env` by
+/// `PROJECTOR__*` variables: what can be SIGKILLed (an in-process service
+/// closes its consumer on drop, which commits offsets: no crash at all).
+pub struct ProjectorProcess {
+    child: std::process::Child,
+}
+
+impl ProjectorProcess {
+    pub fn spawn(env: &TestEnv) -> Self {
+        let s = &env.settings;
+        let binary = stack().bin_dir.join("projector");
+        let child = std::process::Command::new(&binary)
+            .env("PROJECTOR__DATABASE__HOST", &s.database.host)
+            .env("PROJECTOR__DATABASE__PORT", s.database.port.to_string())
+            .env("PROJECTOR__DATABASE__USER", &s.database.user)
+            .env(
+                "PROJECTOR__DATABASE__PASSWORD",
+                secrecy::ExposeSecret::expose_secret(&s.database.password),
+            )
+            .env("PROJECTOR__DATABASE__DBNAME", &s.database.dbname)
+            .env(
+                "PROJECTOR__KAFKA__BOOTSTRAP_SERVERS",
+                &s.kafka.bootstrap_servers,
+            )
+            .env("PROJECTOR__KAFKA__GROUP_ID", &s.kafka.group_id)
+            .env("PROJECTOR__KAFKA__TOPICS", s.kafka.topics.join(","))
+            .env("PROJECTOR__METRICS_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        Self { child }
+    }
+
+    /// SIGKILL: no final commit, no clean leave.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM: finish the batch, commit, leave the group.
+    pub fn stop(mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProjectorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `sql` (one bigint) until it returns `want`, up to `limit`.
+pub async fn await_count(client: &tokio_postgres::Client, sql: &str, want: i64, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let got: i64 = client.query_one(sql, &[]).await.unwrap().get(0);
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sql}: {got}, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

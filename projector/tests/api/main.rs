@@ -7,4 +7,5 @@ mod contract;
 mod delivery;
 mod failure_isolation;
 mod helpers;
+mod positions;
 mod read_models;

@@ -163,9 +163,14 @@ async fn project(env: &mut TestEnv, events: &[Envelope], batch: usize) -> String
         .map(|(i, e)| env.record(e, i as i64))
         .collect();
     for chunk in records.chunks(batch) {
-        let outcome = apply_batch(&mut env.client, &Decoder::default(), chunk)
-            .await
-            .unwrap();
+        let outcome = apply_batch(
+            &mut env.client,
+            &Decoder::default(),
+            chunk,
+            &projector::position::Checkpoint::new("test"),
+        )
+        .await
+        .unwrap();
         assert_eq!(outcome.dead_lettered, 0, "nothing may be rejected");
     }
     env.read_models().await

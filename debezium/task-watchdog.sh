@@ -1,0 +1,33 @@
+#!/bin/sh
+# Restarts the outbox connector's FAILED tasks, with capped backoff.
+#
+# Why: Kafka Connect never restarts a failed task by itself. Debezium retries
+# a lost database connection while streaming (errors.max.retries=-1), but a
+# task that restarts while PostgreSQL is still down fails in its start-up
+# ("Couldn't obtain encoding for database") with an error it does not retry:
+# the chaos suite found the relay stopped for good after a database restart.
+# Used by the local stack (started with Connect) and by compose (its own service).
+#
+# CONNECT_URL (default http://connect:8083), CONNECTOR (default outbox-connector).
+set -u
+url="${CONNECT_URL:-http://connect:8083}"
+name="${CONNECTOR:-outbox-connector}"
+delay=2
+while true; do
+  if status=$(curl -fsS --max-time 5 "$url/connectors/$name/status" 2>/dev/null); then
+    case "$status" in
+      *'"state":"FAILED"'*)
+        echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) WARN connector $name has a FAILED task; restarting it (next try in at most ${delay}s)"
+        curl -fsS --max-time 10 -X POST \
+          "$url/connectors/$name/restart?includeTasks=true&onlyFailed=true" >/dev/null 2>&1 \
+          || echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) WARN restart request failed; retrying"
+        sleep "$delay"
+        delay=$((delay * 2))
+        [ "$delay" -gt 60 ] && delay=60
+        continue
+        ;;
+    esac
+  fi
+  delay=2
+  sleep 2
+done

@@ -1,0 +1,129 @@
+//! The projector's position, kept in the read database with its data.
+//!
+//! Every batch writes, in its own transaction, the next offset to read for
+//! each partition it touched (`consumer_positions`, per consumer group) and
+//! its run's tallies (`projector_runs`). On partition assignment the consumer
+//! seeks to these positions ([`load_blocking`], called from the rebalance
+//! callback), so a crash anywhere re-delivers nothing that was committed, and
+//! the data and the position can never disagree. Kafka's committed offsets
+//! still follow (after the commit) for monitoring tools; they are a fallback
+//! only where the read database has no position yet.
+
+use std::collections::HashMap;
+
+use tokio_postgres::{GenericClient, Transaction};
+use uuid::Uuid;
+
+use crate::batch::Outcome;
+use crate::record::Record;
+
+/// (topic, partition) → next offset to read.
+pub type Positions = HashMap<(String, i32), i64>;
+
+/// Whose position a batch advances: the consumer group, and this process's run.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub group_id: String,
+    pub run_id: Uuid,
+}
+
+impl Checkpoint {
+    /// A new run of `group_id` (one per process start).
+    pub fn new(group_id: impl Into<String>) -> Self {
+        Self {
+            group_id: group_id.into(),
+            run_id: Uuid::new_v4(),
+        }
+    }
+}
+
+/// Records the batch's positions and tallies inside its transaction.
+pub(crate) async fn record(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    records: &[Record],
+    outcome: &Outcome,
+) -> Result<(), tokio_postgres::Error> {
+    let mut next: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
+    for r in records {
+        let offset = next.entry((r.topic.as_str(), r.partition)).or_default();
+        *offset = (*offset).max(r.offset + 1);
+    }
+    // Sorted rows: two instances (mid-rebalance) lock them in the same order.
+    let topics: Vec<&str> = next.keys().map(|k| k.0).collect();
+    let partitions: Vec<i32> = next.keys().map(|k| k.1).collect();
+    let offsets: Vec<i64> = next.values().copied().collect();
+    let (applied, duplicates) = (outcome.applied as i64, outcome.duplicates as i64);
+    let position_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&checkpoint.group_id, &topics, &partitions, &offsets];
+    let run_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+        &checkpoint.run_id,
+        &checkpoint.group_id,
+        &applied,
+        &duplicates,
+    ];
+    let positions = tx.execute(
+        "INSERT INTO consumer_positions (group_id, topic, kafka_partition, next_offset) \
+         SELECT $1, t, p, o FROM unnest($2::text[], $3::int[], $4::bigint[]) AS x(t, p, o) \
+         ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE SET \
+           next_offset = greatest(consumer_positions.next_offset, EXCLUDED.next_offset), \
+           updated_at = now()",
+        &position_params,
+    );
+    let run = tx.execute(
+        "INSERT INTO projector_runs AS r (run_id, group_id, batches, events_applied, duplicates_skipped) \
+         VALUES ($1, $2, 1, $3, $4) \
+         ON CONFLICT (run_id) DO UPDATE SET batches = r.batches + 1, \
+           events_applied = r.events_applied + EXCLUDED.events_applied, \
+           duplicates_skipped = r.duplicates_skipped + EXCLUDED.duplicates_skipped, \
+           updated_at = now()",
+        &run_params,
+    );
+    // Pipelined: both statements travel together.
+    futures::try_join!(positions, run)?;
+    Ok(())
+}
+
+/// The stored positions of `group_id`.
+pub async fn load(
+    client: &impl GenericClient,
+    group_id: &str,
+) -> Result<Positions, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT topic, kafka_partition, next_offset FROM consumer_positions WHERE group_id = $1",
+            &[&group_id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect())
+}
+
+/// [`load`] from synchronous code (librdkafka's rebalance callback): a
+/// short-lived connection on a helper thread with its own runtime, so it
+/// works whatever runtime (if any) the calling thread belongs to.
+pub fn load_blocking(
+    config: tokio_postgres::Config,
+    group_id: String,
+) -> Result<Positions, String> {
+    std::thread::spawn(move || -> Result<Positions, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async move {
+            let (client, connection) = config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| service::show_db_error(&e).to_string())?;
+            tokio::spawn(connection);
+            load(&client, &group_id)
+                .await
+                .map_err(|e| service::show_db_error(&e).to_string())
+        })
+    })
+    .join()
+    .map_err(|_| "the position reader panicked".to_owned())?
+}

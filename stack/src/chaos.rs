@@ -1,0 +1,617 @@
+//! `stack chaos`: the kill-and-restart reliability suite, as a command.
+//!
+//! Load runs through the real write path while a seeded schedule SIGKILLs
+//! every kind of process of the pipeline and starts it again; afterwards the
+//! [`oracle`](crate::oracle) compares the read side with the write side.
+//! Recovery is each component's own (retries with capped backoff): the suite
+//! only restarts a killed process, as a supervisor (systemd, compose's
+//! `restart:`) would.
+//!
+//! # Layout
+//! - [`ChaosSpec`]: how long, how many kills, the seed, projector instances,
+//!   the offered rate and how many writer processes offer it.
+//! - Writers: each writer slot runs `writer load --mix chaos` (every command
+//!   kind, ~5% commands the rules refuse) in short segments under a
+//!   supervisor thread that restarts it when a segment ends or is killed.
+//! - Faults ([`Target`]): writer processes (their open transactions are
+//!   recorded just before the kill and checked aborted after it), Kafka
+//!   Connect, the broker, each projector instance, PostgreSQL (SIGKILL of the
+//!   whole cluster: every connection dies, crash recovery on restart). The
+//!   first faults cover every target once, in seeded order; the rest are drawn
+//!   with weights. Each fault: SIGKILL, a seeded downtime of 0–3 s, restart.
+//! - Duplicates: the broker's storage shows records published twice (the
+//!   relay's at-least-once); `projector_runs` shows what each projector
+//!   process turned away, recorded with its batches (exact across kills).
+//! - After the last fault: writers finish their segment, every component is
+//!   up, the read side must converge (every committed event applied) within
+//!   [`CONVERGE_LIMIT`], then the oracle runs. [`ChaosReport`] holds it all.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::oracle::{self, OracleReport};
+use crate::{process, Component, Result, Stack, READ_DB, WRITE_DB};
+
+/// How long the read side may take to apply every committed event after the last fault.
+pub const CONVERGE_LIMIT: Duration = Duration::from_secs(300);
+/// Length of one writer segment; a slot's process is restarted after each.
+const SEGMENT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone)]
+pub struct ChaosSpec {
+    /// Length of the fault phase (load runs throughout).
+    pub duration: Duration,
+    pub kills: usize,
+    pub seed: u64,
+    /// Projector instances in the consumer group (1 or 2).
+    pub projectors: u32,
+    /// Commands per second offered in total.
+    pub rate: f64,
+    /// Writer processes sharing the rate (each with two clients).
+    pub writers: usize,
+}
+
+/// What a fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    Writer,
+    Connect,
+    Broker,
+    /// Projector instance 1 (the stack's) or 2, 3, … (replicas).
+    Projector(u32),
+    Postgres,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Writer => f.write_str("writer"),
+            Target::Connect => f.write_str("connect"),
+            Target::Broker => f.write_str("broker"),
+            Target::Projector(n) => write!(f, "projector-{n}"),
+            Target::Postgres => f.write_str("postgres"),
+        }
+    }
+}
+
+/// One fault as it happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fault {
+    /// Seconds into the run when the SIGKILL was sent.
+    pub at_s: f64,
+    pub target: String,
+    pub downtime_ms: u64,
+    /// How long the restart took until the component was ready again.
+    pub restart_ms: u64,
+    /// Writer faults: transactions open in the killed process at the kill.
+    pub open_transactions: usize,
+}
+
+/// The run's figures and the oracle's verdict.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChaosReport {
+    pub seed: u64,
+    pub projectors: u32,
+    pub seconds: f64,
+    pub commands_committed: u64,
+    pub commands_refused: u64,
+    /// Commands that failed on the database (outages); nothing written.
+    pub commands_failed: u64,
+    /// Writer processes killed mid-run.
+    pub writers_killed: usize,
+    /// Writing transactions open in killed writers at the kill.
+    pub transactions_killed: usize,
+    /// Of those: committed anyway (the COMMIT was already sent), rolled back,
+    /// and neither (still in progress after the run: must be 0).
+    pub transactions_committed_after_kill: usize,
+    pub transactions_rolled_back: usize,
+    pub transactions_unresolved: usize,
+    pub events_committed: usize,
+    pub events_applied: usize,
+    /// Redeliveries the projector turned away (by event id or version), as
+    /// every projector process recorded them with its batches.
+    pub duplicates_absorbed: u64,
+    /// Projector processes that applied something (restarts included).
+    pub projector_runs: u64,
+    pub kills: BTreeMap<String, usize>,
+    /// Commit (event time) to read-model commit, over every event of the run.
+    pub lag_ms_p99: f64,
+    pub lag_ms_max: f64,
+    /// From the last fault's restart until every committed event was applied.
+    pub converge_seconds: f64,
+    pub faults: Vec<Fault>,
+    pub oracle: OracleReport,
+    pub passed: bool,
+    /// Why the run failed beyond the oracle (e.g. never converged).
+    pub problems: Vec<String>,
+}
+
+impl ChaosReport {
+    /// The human report.
+    pub fn render(&self) -> String {
+        let kills: Vec<String> = self.kills.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let mut out = format!(
+            "chaos run, seed {seed}, {projectors} projector instance(s), {secs:.0} s\n\
+             commands   {committed} committed, {refused} refused, {failed} failed on outages\n\
+             writers    {wk} processes killed holding {tk} open transactions: {tr} rolled back, \
+             {tc} committed (COMMIT already sent), {tu} unresolved\n\
+             kills      {total} ({kills})\n\
+             events     {ec} committed, {ea} applied; {bd} duplicate records on the topics, \
+             {dup} redeliveries turned away by {runs} projector processes\n\
+             lag        commit to read model p99 {p99:.0} ms, max {max:.0} ms\n\
+             converged  {conv:.1} s after the last fault\n\
+             oracle     {rows}\n",
+            seed = self.seed,
+            projectors = self.projectors,
+            secs = self.seconds,
+            committed = self.commands_committed,
+            refused = self.commands_refused,
+            failed = self.commands_failed,
+            wk = self.writers_killed,
+            tk = self.transactions_killed,
+            tr = self.transactions_rolled_back,
+            tc = self.transactions_committed_after_kill,
+            tu = self.transactions_unresolved,
+            total = self.faults.len(),
+            kills = kills.join(", "),
+            ec = self.events_committed,
+            ea = self.events_applied,
+            dup = self.duplicates_absorbed,
+            runs = self.projector_runs,
+            bd = self.oracle.broker_duplicates,
+            p99 = self.lag_ms_p99,
+            max = self.lag_ms_max,
+            conv = self.converge_seconds,
+            rows = self
+                .oracle
+                .rows
+                .iter()
+                .map(|(m, n)| format!("{m} {n} rows"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        let mut failures = self.problems.clone();
+        failures.extend(self.oracle.failures());
+        if failures.is_empty() {
+            out.push_str(
+                "PASS: 0 lost, 0 double effects, 0 inversions; read models equal the write side\n",
+            );
+        } else {
+            out.push_str("FAIL:\n");
+            for line in failures {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Tallies of the writer processes.
+#[derive(Debug, Default)]
+struct WriterTally {
+    committed: u64,
+    refused: u64,
+    failed: u64,
+    killed: usize,
+}
+
+/// One writer slot: the pid of its current process, if any.
+type Slot = Arc<Mutex<Option<i32>>>;
+
+/// Runs the suite against `stack` (all components must be up).
+pub fn run(stack: &Stack, spec: &ChaosSpec, progress: &dyn Fn(&str)) -> Result<ChaosReport> {
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let mut report = ChaosReport {
+        seed: spec.seed,
+        projectors: spec.projectors,
+        ..ChaosReport::default()
+    };
+    for n in 2..=spec.projectors {
+        progress(&format!("starting projector replica {n}"));
+        stack.start_projector_replica(n)?;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Mutex::new(WriterTally::default()));
+    let rate_per_writer = spec.rate / spec.writers.max(1) as f64;
+    let slots: Vec<Slot> = (0..spec.writers).map(|_| Slot::default()).collect();
+    let supervisors: Vec<_> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, slot)| {
+            let (stack, slot, stop, tally) =
+                (stack.clone(), slot.clone(), stop.clone(), tally.clone());
+            let seed = spec.seed ^ ((i as u64 + 1) << 32);
+            thread::spawn(move || {
+                supervise_writer(&stack, &slot, &stop, &tally, seed, rate_per_writer)
+            })
+        })
+        .collect();
+
+    let plan = schedule(&mut rng, spec);
+    let mut last_restart = Instant::now();
+    let result = (|| -> Result<()> {
+        for (i, (at, target)) in plan.iter().enumerate() {
+            let wait = at.saturating_sub(started.elapsed());
+            thread::sleep(wait);
+            let downtime = Duration::from_millis(rng.random_range(0..3000));
+            let fault = inflict(stack, *target, downtime, &slots, &mut rng, started)?;
+            progress(&format!(
+                "fault {}/{}: {} killed at {:.1}s, down {} ms, ready again after {} ms{}",
+                i + 1,
+                plan.len(),
+                fault.target,
+                fault.at_s,
+                fault.downtime_ms,
+                fault.restart_ms,
+                if *target == Target::Writer {
+                    format!(", {} open transactions", fault.open_transactions)
+                } else {
+                    String::new()
+                }
+            ));
+            *report.kills.entry(fault.target.clone()).or_default() += 1;
+            report.faults.push(fault);
+            last_restart = Instant::now();
+        }
+        Ok(())
+    })();
+    progress("faults done; writers finish their segment");
+    stop.store(true, Ordering::Relaxed);
+    for s in supervisors {
+        let _ = s.join();
+    }
+    result?;
+
+    // Everything up (a restart that raced a later fault may have left a gap).
+    stack.up(progress)?;
+    for n in 2..=spec.projectors {
+        if stack.projector_replica_pid(n).is_none() {
+            stack.start_projector_replica(n)?;
+        }
+    }
+    progress("waiting for the read side to apply every committed event");
+    let converged = crate::wait_until(CONVERGE_LIMIT, Duration::from_millis(500), || {
+        let committed = stack.psql(WRITE_DB, "SELECT count(*) FROM outbox");
+        let applied = stack.psql(READ_DB, "SELECT count(*) FROM inbox");
+        matches!((committed, applied), (Ok(c), Ok(a)) if c.trim() == a.trim())
+    });
+    report.converge_seconds = last_restart.elapsed().as_secs_f64();
+    if !converged {
+        report.problems.push(format!(
+            "the read side did not apply every committed event within {} s of the last fault",
+            CONVERGE_LIMIT.as_secs()
+        ));
+    }
+    // Every projector process records its tallies with each batch it commits.
+    report.duplicates_absorbed = stack
+        .psql(
+            READ_DB,
+            "SELECT coalesce(sum(duplicates_skipped), 0) FROM projector_runs",
+        )?
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    report.projector_runs = stack
+        .psql(READ_DB, "SELECT count(*) FROM projector_runs")?
+        .trim()
+        .parse()
+        .unwrap_or(0);
+
+    progress("oracle: recomputing the read models from the write side");
+    report.oracle = oracle::check(stack)?;
+    report.events_committed = report.oracle.events_committed;
+    report.events_applied = report.oracle.events_applied;
+    let lag = stack.psql(
+        READ_DB,
+        "SELECT coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), 0), coalesce(max(ms), 0) \
+         FROM (SELECT extract(epoch FROM applied_at - occurred_at) * 1000 AS ms FROM inbox) t",
+    )?;
+    let mut lag = lag.trim().split('|').map(|v| v.parse().unwrap_or(f64::NAN));
+    report.lag_ms_p99 = lag.next().unwrap_or(f64::NAN);
+    report.lag_ms_max = lag.next().unwrap_or(f64::NAN);
+
+    let tally = tally.lock().unwrap_or_else(|e| e.into_inner());
+    report.commands_committed = tally.committed;
+    report.commands_refused = tally.refused;
+    report.commands_failed = tally.failed;
+    report.writers_killed = tally.killed;
+    report.transactions_killed = report.faults.iter().map(|f| f.open_transactions).sum();
+    let outcomes = killed_transaction_outcomes(stack)?;
+    let outcome = |status: &str| outcomes.get(status).copied().unwrap_or(0);
+    report.transactions_committed_after_kill = outcome("committed");
+    report.transactions_rolled_back = outcome("aborted");
+    report.transactions_unresolved = report.transactions_killed
+        - report.transactions_committed_after_kill
+        - report.transactions_rolled_back;
+    if report.transactions_unresolved > 0 {
+        report.problems.push(format!(
+            "{} transactions of killed writers neither committed nor rolled back",
+            report.transactions_unresolved
+        ));
+    }
+    let covered: std::collections::BTreeSet<&str> = report
+        .faults
+        .iter()
+        .map(|f| f.target.split('-').next().unwrap_or(""))
+        .collect();
+    if spec.kills >= 5 && covered.len() < 5 {
+        report
+            .problems
+            .push(format!("faults covered only {covered:?}"));
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report.passed = report.problems.is_empty() && report.oracle.passed();
+    Ok(report)
+}
+
+/// When each fault happens and what it hits: every target once first (in
+/// seeded order), then weighted draws; times spread evenly with jitter.
+fn schedule(rng: &mut StdRng, spec: &ChaosSpec) -> Vec<(Duration, Target)> {
+    let mut first: Vec<Target> = vec![
+        Target::Writer,
+        Target::Connect,
+        Target::Broker,
+        Target::Postgres,
+    ];
+    first.extend((1..=spec.projectors).map(Target::Projector));
+    first.shuffle(rng);
+    let weighted: Vec<(Target, u32)> = {
+        let mut w = vec![
+            (Target::Writer, 25),
+            (Target::Connect, 15),
+            (Target::Broker, 15),
+            (Target::Postgres, 20),
+        ];
+        for n in 1..=spec.projectors {
+            w.push((Target::Projector(n), 25 / spec.projectors.max(1)));
+        }
+        w
+    };
+    let total: u32 = weighted.iter().map(|(_, w)| w).sum();
+    let spacing = spec.duration.as_secs_f64() / (spec.kills as f64 + 1.0);
+    (0..spec.kills)
+        .map(|i| {
+            let target = first.get(i).copied().unwrap_or_else(|| {
+                let mut pick = rng.random_range(0..total);
+                weighted
+                    .iter()
+                    .find(|(_, w)| {
+                        if pick < *w {
+                            true
+                        } else {
+                            pick -= w;
+                            false
+                        }
+                    })
+                    .map_or(Target::Writer, |(t, _)| *t)
+            });
+            let jitter = rng.random_range(-0.3..0.3) * spacing;
+            let at = ((i as f64 + 1.0) * spacing + jitter).max(0.0);
+            (Duration::from_secs_f64(at), target)
+        })
+        .collect()
+}
+
+/// One fault: SIGKILL, downtime, restart (awaited).
+fn inflict(
+    stack: &Stack,
+    target: Target,
+    downtime: Duration,
+    slots: &[Slot],
+    rng: &mut StdRng,
+    started: Instant,
+) -> Result<Fault> {
+    let mut fault = Fault {
+        at_s: started.elapsed().as_secs_f64(),
+        target: target.to_string(),
+        downtime_ms: downtime.as_millis() as u64,
+        restart_ms: 0,
+        open_transactions: 0,
+    };
+    let component = match target {
+        Target::Writer => {
+            // Hold writers inside their transactions with a short table lock,
+            // then kill one there. Locking `order_lines` stops them in their
+            // reads, the order row already locked (a transaction id, no COMMIT
+            // sent yet: it must roll back); locking the outbox stops them at
+            // their last write, COMMIT already sent in the same pipeline (the
+            // server may commit it after the client died: all or nothing).
+            let slot = &slots[rng.random_range(0..slots.len())];
+            let lock = if rng.random_bool(0.5) {
+                "LOCK TABLE order_lines IN ACCESS EXCLUSIVE MODE"
+            } else {
+                "LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE"
+            };
+            let mut locker = crate::postgres::psql_command(&stack.write_db());
+            locker
+                .args(["-X", "-q", "-c"])
+                .arg(format!("BEGIN; {lock}; SELECT pg_sleep(2); COMMIT;"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let mut locker = locker.spawn().ok();
+            let mut victim = None;
+            crate::wait_until(
+                Duration::from_millis(1800),
+                Duration::from_millis(20),
+                || {
+                    let pid = *slot.lock().unwrap_or_else(|e| e.into_inner());
+                    victim = pid.map(|pid| (pid, open_transactions(stack, pid)));
+                    victim.as_ref().is_some_and(|(_, xids)| !xids.is_empty())
+                },
+            );
+            fault.at_s = started.elapsed().as_secs_f64();
+            if let Some((pid, xids)) = victim {
+                process::kill_group(pid);
+                fault.open_transactions = xids.len();
+                record_killed_xids(stack, &xids)?;
+            }
+            // The lock ends with the locker's sleep (a backend notices its
+            // client is gone only then); the process itself can go now.
+            if let Some(locker) = locker.as_mut() {
+                let _ = locker.kill();
+                let _ = locker.wait();
+            }
+            // The slot's supervisor starts the next process itself.
+            return Ok(fault);
+        }
+        Target::Projector(n) if n > 1 => {
+            stack.kill_projector_replica(n);
+            thread::sleep(downtime);
+            let begun = Instant::now();
+            stack.start_projector_replica(n)?;
+            fault.restart_ms = begun.elapsed().as_millis() as u64;
+            return Ok(fault);
+        }
+        Target::Projector(_) => Component::Projector,
+        Target::Connect => Component::Connect,
+        Target::Broker => Component::Broker,
+        Target::Postgres => Component::Postgres,
+    };
+    if stack.pid(component).is_some() {
+        stack.kill(component)?;
+    }
+    thread::sleep(downtime);
+    let begun = Instant::now();
+    stack.start(component, &|_| {})?;
+    fault.restart_ms = begun.elapsed().as_millis() as u64;
+    Ok(fault)
+}
+
+/// Transaction ids of the open, writing transactions of writer process `pid`.
+fn open_transactions(stack: &Stack, pid: i32) -> Vec<String> {
+    stack
+        .psql(
+            WRITE_DB,
+            &format!(
+                "SELECT backend_xid FROM pg_stat_activity \
+                 WHERE application_name = 'writer load {pid}' AND backend_xid IS NOT NULL"
+            ),
+        )
+        .map(|out| {
+            out.lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Remembers killed transactions in a file next to the stack's logs, so the
+/// check after the run can ask the database how each one ended.
+fn record_killed_xids(stack: &Stack, xids: &[String]) -> Result<()> {
+    use std::io::Write;
+    let path = killed_xids_file(stack);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(crate::io_err(format!("opening {}", path.display())))?;
+    for xid in xids {
+        writeln!(file, "{xid}").map_err(crate::io_err("recording a killed transaction"))?;
+    }
+    Ok(())
+}
+
+fn killed_xids_file(stack: &Stack) -> PathBuf {
+    stack.state_dir.join("run/chaos-killed-xids")
+}
+
+/// How the killed transactions ended, per `pg_xact_status`.
+fn killed_transaction_outcomes(stack: &Stack) -> Result<BTreeMap<String, usize>> {
+    let text = std::fs::read_to_string(killed_xids_file(stack)).unwrap_or_default();
+    let xids: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    if xids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    // A fresh cluster is in xid epoch 0, so the 32-bit xid is the full xid8.
+    let list = xids.join(",");
+    let out = stack.psql(
+        WRITE_DB,
+        &format!(
+            "SELECT pg_xact_status(x::text::xid8), count(*) \
+             FROM unnest('{{{list}}}'::bigint[]) AS x GROUP BY 1"
+        ),
+    )?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(status, n)| (status.to_owned(), n.parse().unwrap_or(0)))
+        .collect())
+}
+
+/// Runs writer segments in one slot until `stop`, restarting after each end or kill.
+fn supervise_writer(
+    stack: &Stack,
+    slot: &Slot,
+    stop: &AtomicBool,
+    tally: &Mutex<WriterTally>,
+    seed: u64,
+    rate: f64,
+) {
+    let log = stack.state_dir.join("logs/writer-load.log");
+    let mut segment = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        segment += 1;
+        let mut command = Command::new(stack.bin_dir.join("writer"));
+        command
+            .arg("--config")
+            .arg(stack.writer_config())
+            .args(["load", "--clients", "2", "--mix", "chaos", "--json"])
+            .args(["--rate", &format!("{rate}")])
+            .args(["--duration", &format!("{}s", SEGMENT.as_secs())])
+            .args(["--seed", &(seed ^ segment).to_string()])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null());
+        if let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+        {
+            command.stderr(file);
+        }
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let Ok(mut child) = command.spawn() else {
+            thread::sleep(Duration::from_millis(500));
+            continue;
+        };
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(child.id() as i32);
+        let mut stdout = String::new();
+        if let Some(mut out) = child.stdout.take() {
+            let _ = out.read_to_string(&mut stdout);
+        }
+        let status = child.wait();
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
+        match status {
+            Ok(s) if s.success() => {
+                let json: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
+                let field = |k: &str| json.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+                tally.committed += field("committed");
+                tally.refused += field("refused");
+                tally.failed += field("failed");
+            }
+            Ok(s) if std::os::unix::process::ExitStatusExt::signal(&s).is_some() => {
+                tally.killed += 1;
+            }
+            _ => {
+                // Could not start (e.g. PostgreSQL down): try again shortly.
+                drop(tally);
+                thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
