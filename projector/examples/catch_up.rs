@@ -143,7 +143,7 @@ async fn main() {
         stack
             .admin_sql(
                 "postgres",
-                &format!("CREATE DATABASE {dbname} OWNER orders_app"),
+                &format!("CREATE DATABASE {dbname} OWNER orders_owner"),
             )
             .expect("create db");
         let db = stack.db(&dbname);

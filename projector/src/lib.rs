@@ -26,6 +26,7 @@ pub mod operator;
 pub mod position;
 pub mod read_model;
 pub mod record;
+pub mod retention;
 pub mod settings;
 
 mod embedded {
@@ -36,4 +37,26 @@ mod embedded {
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, refinery::Error> {
     let report = embedded::migrations::runner().run_async(client).await?;
     Ok(report.applied_migrations().len())
+}
+
+/// Migrations in this build that the read database has not applied yet.
+///
+/// The service checks instead of migrating: its role may change rows, not the
+/// schema (`projector migrate` runs as the owner role).
+pub async fn pending_migrations(
+    client: &mut tokio_postgres::Client,
+) -> Result<Vec<String>, refinery::Error> {
+    let runner = embedded::migrations::runner();
+    let applied = runner
+        .get_applied_migrations_async(client)
+        .await?
+        .into_iter()
+        .map(|m| m.version())
+        .collect::<std::collections::HashSet<_>>();
+    Ok(runner
+        .get_migrations()
+        .iter()
+        .filter(|m| !applied.contains(&m.version()))
+        .map(|m| format!("V{}__{}", m.version(), m.name()))
+        .collect())
 }

@@ -33,6 +33,23 @@ enum Command {
     /// Records the projector could not apply: list, show, replay, discard.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLetterCommand),
+    /// Inbox maintenance: prune rows past the redelivery window.
+    #[command(subcommand)]
+    Inbox(InboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum InboxCommand {
+    /// Delete inbox rows applied longer ago than the window, oldest first, in
+    /// batches (the rule: docs/operations.md, retention).
+    Prune {
+        /// Keep at least the outbox retention window (7d by default) plus margin.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Rows per delete transaction.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+        batch: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,7 +102,10 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let default_log = if matches!(cli.command, Some(Command::DeadLetters(_))) {
+    let default_log = if matches!(
+        cli.command,
+        Some(Command::DeadLetters(_) | Command::Inbox(_))
+    ) {
         "warn"
     } else {
         "info,rdkafka=warn"
@@ -109,8 +129,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return dead_letters(&mut client, &decoder, command, cli.json).await;
         }
         Some(Command::Migrate) => return migrate(&mut client).await,
+        Some(Command::Inbox(InboxCommand::Prune { older_than, batch })) => {
+            let deleted = projector::retention::prune_inbox(&client, older_than, batch, |n| {
+                eprintln!("inbox prune: {n} rows deleted so far")
+            })
+            .await
+            .map_err(service::DbError)
+            .context("pruning the inbox")?;
+            if cli.json {
+                println!("{}", serde_json::json!({ "deleted": deleted }));
+            } else {
+                println!(
+                    "inbox prune: {deleted} rows applied more than {} ago deleted",
+                    humantime::format_duration(older_than)
+                );
+            }
+            return Ok(());
+        }
         Some(Command::Run) | None if cli.migrate_only => return migrate(&mut client).await,
-        Some(Command::Run) | None => migrate(&mut client).await?,
+        Some(Command::Run) | None => {
+            let pending = projector::pending_migrations(&mut client)
+                .await
+                .context("reading the read database's migration history")?;
+            anyhow::ensure!(
+                pending.is_empty(),
+                "the read database lacks migrations {pending:?}; run `projector migrate` as the owner role \
+                 (the service's own role may not change the schema)"
+            );
+        }
     }
     drop(client);
     metrics_exporter_prometheus::PrometheusBuilder::new()

@@ -309,8 +309,9 @@ fn catch_up(stack: &Stack, spec: &BenchSpec, batch: usize, total: u64) -> Result
     let dbname = format!("bench_{batch}_{}", &id[..8]);
     stack.admin_sql(
         "postgres",
-        &format!("CREATE DATABASE {dbname} OWNER {}", crate::APP_USER),
+        &format!("CREATE DATABASE {dbname} OWNER {}", crate::OWNER_USER),
     )?;
+    stack.migrate_read_db(&dbname)?;
     let log = stack
         .state_dir
         .join(format!("logs/bench-projector-{batch}.log"));

@@ -493,8 +493,9 @@ fn inflict(
 
 /// Transaction ids of the open, writing transactions of writer process `pid`.
 fn open_transactions(stack: &Stack, pid: i32) -> Vec<String> {
+    // As the superuser: other roles' transaction ids are hidden from the owner.
     stack
-        .psql(
+        .admin_sql(
             WRITE_DB,
             &format!(
                 "SELECT backend_xid FROM pg_stat_activity \

@@ -358,7 +358,7 @@ pub fn show_read_model(stack: &Stack, scenario: &Scenario) -> Result<String> {
     {
         out.push_str(&format!(
             "{title}:\n{}\n",
-            crate::postgres::psql(&stack.read_db(), &sql, &[])?
+            crate::postgres::psql(&stack.login(crate::Role::Reader, crate::READ_DB), &sql, &[])?
         ));
     }
     Ok(out)

@@ -111,6 +111,36 @@ impl fmt::Display for Component {
     }
 }
 
+/// The database roles (sql/bootstrap.sql): one per job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Owner,
+    Writer,
+    Projector,
+    Reader,
+    Debezium,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Owner,
+        Role::Writer,
+        Role::Projector,
+        Role::Reader,
+        Role::Debezium,
+    ];
+
+    pub fn user(self) -> &'static str {
+        match self {
+            Role::Owner => OWNER_USER,
+            Role::Writer => "orders_writer",
+            Role::Projector => "orders_projector",
+            Role::Reader => "orders_reader",
+            Role::Debezium => "debezium",
+        }
+    }
+}
+
 /// Ports and secrets of one stack, chosen once and kept in `stack.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StackState {
@@ -118,8 +148,15 @@ pub struct StackState {
     pub broker_port: u16,
     pub connect_port: u16,
     pub projector_metrics_port: u16,
+    /// Password of the owner role (migrations; the stack's own checks).
     pub app_password: String,
     pub debezium_password: String,
+    #[serde(default = "random_secret")]
+    pub writer_password: String,
+    #[serde(default = "random_secret")]
+    pub projector_password: String,
+    #[serde(default = "random_secret")]
+    pub reader_password: String,
 }
 
 /// Where a database is and how the services log in to it.
@@ -150,7 +187,8 @@ pub const READ_DB: &str = "orders_read";
 const WATCHDOG: &str = "connect-watchdog";
 /// Highest projector replica number `down` stops (replicas are numbered from 2).
 pub const MAX_PROJECTOR_REPLICA: u32 = 4;
-pub const APP_USER: &str = "orders_app";
+/// Owns both databases and runs the migrations (sql/bootstrap.sql has every role).
+pub const OWNER_USER: &str = "orders_owner";
 
 /// One local stack rooted at a state directory.
 #[derive(Debug, Clone)]
@@ -186,6 +224,9 @@ impl Stack {
                 projector_metrics_port: free_port()?,
                 app_password: random_secret(),
                 debezium_password: random_secret(),
+                writer_password: random_secret(),
+                projector_password: random_secret(),
+                reader_password: random_secret(),
             };
             let text = serde_json::to_string_pretty(&state).unwrap_or_default();
             fs::write(&file, text).map_err(io_err("writing stack.json"))?;
@@ -242,13 +283,25 @@ impl Stack {
         self.db(READ_DB)
     }
 
-    /// Login of the services' role to database `dbname` of this stack.
+    /// The owner's login to database `dbname` (migrations, the stack's checks).
     pub fn db(&self, dbname: &str) -> DbParams {
+        self.login(Role::Owner, dbname)
+    }
+
+    /// `role`'s login to database `dbname` of this stack.
+    pub fn login(&self, role: Role, dbname: &str) -> DbParams {
+        let password = match role {
+            Role::Owner => &self.state.app_password,
+            Role::Writer => &self.state.writer_password,
+            Role::Projector => &self.state.projector_password,
+            Role::Reader => &self.state.reader_password,
+            Role::Debezium => &self.state.debezium_password,
+        };
         DbParams {
             host: "127.0.0.1".into(),
             port: self.state.postgres_port,
-            user: APP_USER.into(),
-            password: self.state.app_password.clone(),
+            user: role.user().into(),
+            password: password.clone(),
             dbname: dbname.into(),
         }
     }
@@ -287,17 +340,36 @@ impl Stack {
     /// Applies both databases' migrations with the services' own binaries
     /// (the same embedded `sql/write` and `sql/read` files compose uses).
     pub fn migrate(&self, progress: &dyn Fn(&str)) -> Result<()> {
-        progress("migrating the write database (writer migrate)");
-        self.writer(&["migrate"])?;
+        progress("migrating the write database (writer migrate, as the owner role)");
+        let owner = self.db(WRITE_DB);
+        let binary = self.bin_dir.join("writer");
+        run_quiet(
+            std::process::Command::new(&binary)
+                .arg("--config")
+                .arg(self.writer_config())
+                .arg("migrate")
+                .env("WRITER__DATABASE__USER", &owner.user)
+                .env("WRITER__DATABASE__PASSWORD", &owner.password),
+        )?;
         progress("creating the replication slot before any write (sql/create_slot.sql)");
         postgres::admin_sql_file(self, WRITE_DB, &self.repo.join("sql/create_slot.sql"))?;
-        progress("migrating the read database (projector --migrate-only)");
+        progress("migrating the read database (projector migrate, as the owner role)");
+        self.migrate_read_db(READ_DB)
+    }
+
+    /// `projector migrate` on read database `dbname`, as the owner role (the
+    /// projector's own role may not change the schema).
+    pub fn migrate_read_db(&self, dbname: &str) -> Result<()> {
+        let owner = self.db(dbname);
         let binary = self.bin_dir.join("projector");
         run_quiet(
             std::process::Command::new(&binary)
                 .arg("--config")
                 .arg(self.projector_config())
-                .arg("--migrate-only")
+                .arg("migrate")
+                .env("PROJECTOR__DATABASE__USER", &owner.user)
+                .env("PROJECTOR__DATABASE__PASSWORD", &owner.password)
+                .env("PROJECTOR__DATABASE__DBNAME", dbname)
                 .env("RUST_LOG", "warn"),
         )?;
         Ok(())
@@ -464,7 +536,7 @@ impl Stack {
                 db.host, db.port, db.user, db.password, db.dbname
             )
         };
-        let writer = db_section(&self.write_db());
+        let writer = db_section(&self.login(Role::Writer, WRITE_DB));
         let topics: Vec<String> = read_topics(&self.repo)?
             .into_iter()
             .filter(|t| !t.starts_with("__"))
@@ -473,7 +545,7 @@ impl Stack {
         let projector = format!(
             "metrics_addr = \"127.0.0.1:{}\"\n\n{}\n[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"projector\"\ntopics = [{}]\n",
             self.state.projector_metrics_port,
-            db_section(&self.read_db()),
+            db_section(&self.login(Role::Projector, READ_DB)),
             self.bootstrap_servers(),
             topics.join(", ")
         );

@@ -276,8 +276,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Env => print_env(&stack, "c-1"),
         Command::Psql { database, args } => {
+            // People query the projections read-only; the write side is the
+            // owner's (an operator's tool, not a dashboard's).
             let db = match database.as_str() {
-                "read" => stack.read_db(),
+                "read" => stack.login(stack::Role::Reader, stack::READ_DB),
                 "write" => stack.write_db(),
                 other => bail!("unknown database {other:?}; use read or write"),
             };
@@ -328,7 +330,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn print_env(stack: &Stack, customer: &str) {
-    let read = stack.read_db();
+    let read = stack.login(stack::Role::Reader, stack::READ_DB);
     println!(
         "Query the read database: cargo run -q -p stack -- psql -c 'SELECT * FROM order_view'"
     );

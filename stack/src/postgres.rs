@@ -65,15 +65,17 @@ pub fn start(stack: &Stack, progress: &dyn Fn(&str)) -> Result<()> {
     stack.await_ready(Component::Postgres)?;
     progress("bootstrapping roles and databases (sql/bootstrap.sql)");
     let mut psql = admin_psql(stack, "postgres");
-    psql.arg("-v")
-        .arg(format!("app_password={}", stack.state.app_password))
-        .arg("-v")
-        .arg(format!(
-            "debezium_password={}",
-            stack.state.debezium_password
-        ))
-        .arg("-f")
-        .arg(stack.repo.join("sql/bootstrap.sql"));
+    let state = &stack.state;
+    for (name, value) in [
+        ("owner_password", &state.app_password),
+        ("writer_password", &state.writer_password),
+        ("projector_password", &state.projector_password),
+        ("reader_password", &state.reader_password),
+        ("debezium_password", &state.debezium_password),
+    ] {
+        psql.arg("-v").arg(format!("{name}={value}"));
+    }
+    psql.arg("-f").arg(stack.repo.join("sql/bootstrap.sql"));
     run_quiet(&mut psql)?;
     Ok(())
 }

@@ -34,6 +34,21 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum OutboxArgs {
+    /// Delete outbox rows older than the window, oldest first, in batches;
+    /// never rows the relay may not have read (see docs/operations.md).
+    Prune {
+        /// Retention window, e.g. 7d, 36h. Rows stay at least this long (a
+        /// lost replication slot re-publishes what is still in the table).
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Rows per delete transaction.
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+        batch: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TopCommand {
     /// Customer commands: register, change-contact, change-address.
     #[command(subcommand)]
@@ -52,6 +67,9 @@ pub enum TopCommand {
     /// code and transaction as the other subcommands, through a pool.
     #[command(after_help = "Example: writer load --clients 4 --rate 1000 --duration 60s")]
     Load(LoadArgs),
+    /// Outbox maintenance: prune published rows past the retention window.
+    #[command(subcommand)]
+    Outbox(OutboxArgs),
     /// Write docs/event_catalog.md and docs/schemas/ from the event contract.
     Catalog {
         /// Directory to write into.
@@ -352,6 +370,29 @@ pub fn render_committed(committed: &Committed, json: bool) -> String {
     }
     out.pop();
     out
+}
+
+/// Renders the result of `writer outbox prune`.
+pub fn render_prune(report: &crate::retention::PruneReport, json: bool) -> String {
+    if json {
+        return serde_json::to_string(report)
+            .unwrap_or_else(|e| format!("{{\"error\":\"serializing the report: {e}\"}}"));
+    }
+    match report.cutoff {
+        None => "outbox prune: nothing deleted: the relay has never written its heartbeat, \
+                 so no row is known to be read (is Connect running? `stack status`)"
+            .to_owned(),
+        Some(cutoff) => format!(
+            "outbox prune: {} rows older than {cutoff} deleted in {} batches{}",
+            report.deleted,
+            report.batches,
+            if report.limited_by_relay {
+                " (cutoff held back by the relay's last heartbeat: it has been behind or down)"
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 /// Renders an order for `writer order show`.

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod domain;
 pub mod input;
 pub mod load;
+pub mod retention;
 pub mod settings;
 pub mod store;
 

@@ -118,7 +118,7 @@ async fn run(cli: &Cli) -> Result<String, Failure> {
         TopCommand::Catalog { out_dir } => {
             return write_catalog(out_dir).map_err(Failure::Infrastructure)
         }
-        TopCommand::Migrate { .. } => None,
+        TopCommand::Migrate { .. } | TopCommand::Outbox(_) => None,
         TopCommand::Load(args) => return load(cli, args).await,
     };
     let settings = Settings::load(cli.config.as_deref())
@@ -177,6 +177,15 @@ async fn run(cli: &Cli) -> Result<String, Failure> {
                 .context("reading the order")?
                 .ok_or_else(|| Failure::Refused(format!("order {order_id} does not exist")))?;
             Ok(cli::render_order(&order, cli.json))
+        }
+        TopCommand::Outbox(cli::OutboxArgs::Prune { older_than, batch }) => {
+            let report = writer::retention::prune_outbox(&client, *older_than, *batch, |n| {
+                eprintln!("outbox prune: {n} rows deleted so far")
+            })
+            .await
+            .map_err(service::DbError)
+            .context("pruning the outbox")?;
+            Ok(cli::render_prune(&report, cli.json))
         }
         _ => {
             let applied = writer::migrate(&mut client)

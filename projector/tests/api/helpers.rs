@@ -45,7 +45,7 @@ impl TestEnv {
         stack
             .admin_sql(
                 "postgres",
-                &format!("CREATE DATABASE {dbname} OWNER orders_app"),
+                &format!("CREATE DATABASE {dbname} OWNER orders_owner"),
             )
             .expect("create database");
         let topic = format!("t{suffix}.outbox.event.order");

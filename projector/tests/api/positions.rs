@@ -128,3 +128,60 @@ async fn rebalances_between_two_instances_redeliver_nothing() {
         "no record was delivered twice across rebalances"
     );
 }
+
+/// Inbox retention: rows inside the window still turn a redelivery away; rows
+/// pruned past it are not needed, the version policy turns it away too.
+#[tokio::test]
+async fn a_redelivery_inside_and_beyond_the_inbox_window_has_no_effect() {
+    use projector::batch::{apply_batch, Outcome};
+    use projector::position::Checkpoint;
+    use projector::record::Decoder;
+
+    let mut env = TestEnv::new().await;
+    let orders: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+    let mut records = Vec::new();
+    for order in &orders {
+        records.push(env.record(&placed(*order), records.len() as i64));
+        records.push(env.record(&paid(*order), records.len() as i64));
+    }
+    let checkpoint = Checkpoint::new("retention");
+    apply_batch(&mut env.client, &Decoder::default(), &records, &checkpoint)
+        .await
+        .unwrap();
+    let state = env.read_models().await;
+    // Half the inbox rows were applied 40 days ago: past a 30-day window.
+    env.client
+        .execute(
+            "UPDATE inbox SET applied_at = now() - interval '40 days' \
+             WHERE event_id IN (SELECT event_id FROM inbox ORDER BY event_id LIMIT 6)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let deleted =
+        projector::retention::prune_inbox(&env.client, Duration::from_secs(30 * 86_400), 4, |_| {})
+            .await
+            .unwrap();
+    assert_eq!(deleted, 6, "exactly the rows past the window");
+    let inbox: i64 = env.client.query_one(INBOX, &[]).await.unwrap().get(0);
+    assert_eq!(inbox, 6);
+
+    // Everything delivered again (e.g. a lost slot re-published the outbox).
+    let again = apply_batch(&mut env.client, &Decoder::default(), &records, &checkpoint)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Outcome {
+            applied: 0,
+            duplicates: 12,
+            parked: 0,
+            dead_lettered: 0
+        }
+    );
+    assert_eq!(
+        env.read_models().await,
+        state,
+        "no effect, inside or beyond the window"
+    );
+}

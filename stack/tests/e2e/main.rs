@@ -255,12 +255,17 @@ fn compose_has_no_start_up_race_and_applies_what_the_files_say() {
         !compose.contains(r#"[ "$$code" = 409 ]"#),
         "a 409 must not count as success"
     );
-    // One image for migrate, projector and the writer CLI.
-    assert_eq!(compose.matches("<<: *app").count(), 3);
+    // One image for both migrations, the projector and the writer CLI.
+    assert_eq!(compose.matches("<<: *app").count(), 4);
+    // Least privilege: migrations as the owner, each service its own role.
+    assert_eq!(compose.matches("USER: orders_owner").count(), 2);
+    assert!(compose.contains("WRITER__DATABASE__USER: orders_writer"));
+    assert!(compose.contains("PROJECTOR__DATABASE__USER: orders_projector"));
+    assert!(!compose.contains("orders_app"));
     assert_eq!(
         compose.matches("restart: unless-stopped").count(),
-        4,
-        "postgres, kafka, connect, projector"
+        5,
+        "postgres, kafka, connect, the task watchdog, projector"
     );
     // connect-init extracts the "config" object with sed: the same keys as the file.
     let out = std::process::Command::new("sh")
@@ -566,9 +571,10 @@ fn replaying_every_topic_into_an_empty_database_builds_identical_read_models() {
     stack
         .admin_sql(
             "postgres",
-            &format!("CREATE DATABASE orders_replay OWNER {}", stack::APP_USER),
+            &format!("CREATE DATABASE orders_replay OWNER {}", stack::OWNER_USER),
         )
         .unwrap();
+    stack.migrate_read_db("orders_replay").unwrap();
     let mut replay = std::process::Command::new(stack.bin_dir.join("projector"))
         .arg("--config")
         .arg(stack.projector_config())
@@ -609,9 +615,9 @@ fn replaying_every_topic_into_an_empty_database_builds_identical_read_models() {
     stack.down(&|_| {}).unwrap();
 }
 
-/// A replication slot dropped while Connect is down: Debezium starts a new slot
-/// and the events committed in between never reach the topics. Reconciliation
-/// names exactly those events, republishing them repairs the read side.
+/// A replication slot dropped while Connect is down: Debezium notices that its
+/// position is gone and (snapshot.mode=when_needed) publishes the outbox again,
+/// so the events committed in between arrive; `reconcile --republish` is safe.
 #[test]
 fn a_lost_slot_is_detected_and_everything_committed_meanwhile_is_published_again() {
     let stack = Stack::for_tests("slotlost").expect("test stack");
@@ -699,4 +705,158 @@ fn a_lost_slot_is_detected_and_everything_committed_meanwhile_is_published_again
     assert_eq!(count(&stack, READ_DB, "SELECT count(*) FROM inbox"), again);
     assert!(report.is_clean());
     stack.down(&|_| {}).unwrap();
+}
+
+/// Least privilege: each role can do its job and is refused the others'. The
+/// matrix is printed (the closing note and docs/operations.md quote it).
+#[test]
+fn each_database_role_can_do_its_job_and_nothing_else() {
+    use stack::Role::{self, *};
+    let stack = Stack::for_tests("roles").expect("test stack");
+    stack
+        .start(stack::Component::Postgres, &|_| {})
+        .expect("postgres");
+    stack.migrate(&|_| {}).expect("migrations as the owner");
+    let order = "INSERT INTO customers VALUES ('c', 'n', 'e', 's', 'c', 'p', 'DE', 1, now(), now()); \
+                 INSERT INTO orders (order_id, customer_id, status, currency, total_cents, version, created_at, updated_at) \
+                 VALUES (gen_random_uuid(), 'c', 'placed', 'EUR', 1, 1, now(), now())";
+    let outbox = "INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, aggregate_version, occurred_at, payload) \
+                  VALUES (gen_random_uuid(), 'order', 'x', 'OrderPlaced', 1, 1, now(), '{}')";
+    let cases: &[(Role, &str, &str, &str, bool)] = &[
+        (Writer, WRITE_DB, "write the write model", order, true),
+        (Writer, WRITE_DB, "append to the outbox", outbox, true),
+        (
+            Writer,
+            WRITE_DB,
+            "change the schema",
+            "CREATE TABLE t (x int)",
+            false,
+        ),
+        (
+            Writer,
+            READ_DB,
+            "connect to the read database",
+            "SELECT 1",
+            false,
+        ),
+        (
+            Projector,
+            READ_DB,
+            "update a read model",
+            "UPDATE order_view SET status = status",
+            true,
+        ),
+        (
+            Projector,
+            READ_DB,
+            "record an inbox row",
+            "DELETE FROM inbox WHERE false",
+            true,
+        ),
+        (
+            Projector,
+            READ_DB,
+            "change the schema",
+            "DROP TABLE order_view",
+            false,
+        ),
+        (
+            Projector,
+            READ_DB,
+            "rewrite the migration history",
+            "DELETE FROM refinery_schema_history",
+            false,
+        ),
+        (
+            Projector,
+            WRITE_DB,
+            "connect to the write database",
+            "SELECT 1",
+            false,
+        ),
+        (
+            Reader,
+            READ_DB,
+            "query the projections",
+            "SELECT count(*) FROM order_view",
+            true,
+        ),
+        (
+            Reader,
+            READ_DB,
+            "update a projection",
+            "UPDATE order_view SET status = status",
+            false,
+        ),
+        (
+            Reader,
+            WRITE_DB,
+            "connect to the write database",
+            "SELECT 1",
+            false,
+        ),
+        (
+            Debezium,
+            WRITE_DB,
+            "read the outbox",
+            "SELECT count(*) FROM outbox",
+            true,
+        ),
+        (Debezium, WRITE_DB, "write the outbox", outbox, false),
+        (
+            Debezium,
+            WRITE_DB,
+            "read the write model",
+            "SELECT count(*) FROM orders",
+            false,
+        ),
+        (
+            Debezium,
+            READ_DB,
+            "connect to the read database",
+            "SELECT 1",
+            false,
+        ),
+        (
+            Owner,
+            READ_DB,
+            "change the schema",
+            "CREATE TABLE owner_probe (x int); DROP TABLE owner_probe",
+            true,
+        ),
+    ];
+    let mut matrix =
+        String::from("| role | database | action | expected | result |\n|---|---|---|---|---|\n");
+    let mut wrong = Vec::new();
+    for (role, db, what, sql, allowed) in cases {
+        let result = stack::postgres::psql(&stack.login(*role, db), sql, &["-tA"]);
+        let verdict = match &result {
+            Ok(_) => "allowed".to_owned(),
+            Err(e) => format!(
+                "refused ({})",
+                e.to_string()
+                    .rsplit("failed: ")
+                    .next()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+            ),
+        };
+        matrix.push_str(&format!(
+            "| {} | {db} | {what} | {} | {verdict} |\n",
+            role.user(),
+            if *allowed { "allowed" } else { "refused" }
+        ));
+        if result.is_ok() != *allowed {
+            wrong.push(format!("{} {what} on {db}: {verdict}", role.user()));
+        }
+    }
+    eprintln!("{matrix}");
+    stack.down(&|_| {}).unwrap();
+    assert!(
+        wrong.is_empty(),
+        "privileges differ from the design: {wrong:#?}"
+    );
 }

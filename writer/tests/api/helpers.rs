@@ -28,7 +28,7 @@ impl TestDb {
         stack
             .admin_sql(
                 "postgres",
-                &format!("CREATE DATABASE {name} OWNER orders_app"),
+                &format!("CREATE DATABASE {name} OWNER orders_owner"),
             )
             .expect("create database");
         let params = stack.db(&name);
