@@ -83,14 +83,24 @@ fn describe_offsets(tpl: &TopicPartitionList) -> Vec<String> {
 
 impl ClientContext for ProjectorContext {
     fn stats(&self, statistics: Statistics) {
-        let lag: i64 = statistics
-            .topics
-            .values()
-            .flat_map(|t| t.partitions.values())
-            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-            .map(|p| p.consumer_lag)
-            .sum();
-        metrics::gauge!("projector_consumer_lag").set(lag as f64);
+        let mut total = 0;
+        for topic in statistics.topics.values() {
+            for p in topic.partitions.values() {
+                if p.partition < 0 {
+                    continue; // librdkafka's internal "unassigned" partition
+                }
+                // -1: not consumed here (revoked, or not known yet): no lag of ours.
+                let lag = p.consumer_lag.max(0);
+                total += lag;
+                metrics::gauge!(
+                    "projector_partition_lag",
+                    "topic" => topic.topic.clone(),
+                    "partition" => p.partition.to_string()
+                )
+                .set(lag as f64);
+            }
+        }
+        metrics::gauge!("projector_consumer_lag").set(total as f64);
     }
 }
 
@@ -217,6 +227,8 @@ pub async fn run(
             Poll::Idle => continue,
             Poll::Shutdown => break,
         };
+        // Ended after the commit: each covers its record's transaction.
+        let spans = crate::trace::event_spans(&batch);
         let Some(outcome) = apply_with_retry(
             &settings,
             &decoder,
@@ -236,6 +248,7 @@ pub async fn run(
                 tracing::warn!(topic = %record.topic, partition = record.partition, error = %e, "offset not stored");
             }
         }
+        drop(spans);
         record_metrics(&batch, &outcome);
     }
     // Final synchronous commit so a restart resumes exactly after the last applied batch.

@@ -28,6 +28,7 @@ pub mod read_model;
 pub mod record;
 pub mod retention;
 pub mod settings;
+pub mod trace;
 
 mod embedded {
     refinery::embed_migrations!("../sql/read");

@@ -110,7 +110,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         "info,rdkafka=warn"
     };
-    service::init_tracing(default_log);
+    // Held to the end: dropping it flushes the spans still to be exported.
+    let _telemetry = service::telemetry::init("projector", default_log);
     let settings = Settings::load(cli.config.as_deref()).context(
         "loading projector settings (pass --config FILE or set PROJECTOR_CONFIG / PROJECTOR__* variables)",
     )?;

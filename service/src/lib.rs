@@ -107,22 +107,17 @@ impl DatabaseSettings {
     }
 }
 
+pub mod telemetry;
+
 pub use db_error::{classify, is_retryable, show as show_db_error, DbError, ErrorClass};
 
-/// Structured logs to stderr; `RUST_LOG` filters (default `info`), and
-/// `LOG_FORMAT=json` switches to one JSON object per line.
+/// Logs only, no tracer (tools that start no spans worth keeping).
 pub fn init_tracing(default_filter: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    // Colours only on a terminal: the local stack sends logs to files.
-    let builder = tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+        .with_writer(std::io::stderr)
+        .try_init();
 }

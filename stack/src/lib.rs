@@ -450,16 +450,22 @@ impl Stack {
     /// The `id` header of every record on the outbox topics, one entry per
     /// record (an event published twice appears twice), from the broker's storage.
     pub fn broker_event_ids(&self) -> Result<Vec<String>> {
+        self.broker_header_values("id")
+    }
+
+    /// Header `name` of every record on the outbox topics, from the broker's storage.
+    pub fn broker_header_values(&self, name: &str) -> Result<Vec<String>> {
         let db = self.state_dir.join("broker/tansu.db");
         let out = run_quiet(
             std::process::Command::new("sqlite3")
                 .args(["-cmd", ".timeout 10000"])
                 .arg(&db)
-                .arg(
+                .arg(format!(
                     "SELECT CAST(h.v AS TEXT) FROM header h JOIN topition p ON h.topition = p.id \
                      JOIN topic t ON p.topic = t.id \
-                     WHERE t.name LIKE 'outbox.event.%' AND CAST(h.k AS TEXT) = 'id'",
-                ),
+                     WHERE t.name LIKE 'outbox.event.%' AND CAST(h.k AS TEXT) = '{}'",
+                    name.replace('\'', "''")
+                )),
         )?;
         Ok(out.lines().map(str::to_owned).collect())
     }

@@ -79,6 +79,10 @@ enum Command {
         republish: bool,
         #[arg(long)]
         json: bool,
+        /// Also write the counts as Prometheus gauges to this file (for
+        /// node_exporter's textfile collector), atomically.
+        #[arg(long, value_name = "PATH")]
+        textfile: Option<PathBuf>,
     },
     /// The reliability suite on a fresh stack of its own (`target/chaos-stack`
     /// unless --state-dir): load through the writer while seeded SIGKILLs hit
@@ -291,8 +295,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             settle,
             republish,
             json,
+            textfile,
         } => {
             let report = stack::reconcile::run(&stack, settle)?;
+            if let Some(path) = textfile {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let tmp = path.with_extension("prom.tmp");
+                std::fs::write(&tmp, stack::reconcile::metrics_text(&report, now))
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

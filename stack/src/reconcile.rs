@@ -54,11 +54,14 @@ pub fn run(stack: &Stack, settle_seconds: u64) -> Result<Report> {
              WHERE occurred_at < now() - interval '{settle_seconds} seconds'"
         ),
     )?;
+    // The write model's own versions (not the outbox's, which retention prunes).
     let latest = stack.psql(
         WRITE_DB,
         &format!(
-            "SELECT aggregate_type, aggregate_id, max(aggregate_version) FROM outbox \
-             WHERE occurred_at < now() - interval '{settle_seconds} seconds' GROUP BY 1, 2"
+            "SELECT 'order', order_id::text, version FROM orders \
+               WHERE updated_at < now() - interval '{settle_seconds} seconds' \
+             UNION ALL SELECT 'customer', customer_id, version FROM customers \
+               WHERE updated_at < now() - interval '{settle_seconds} seconds'"
         ),
     )?;
     let all_ids: HashSet<String> = stack
@@ -66,11 +69,20 @@ pub fn run(stack: &Stack, settle_seconds: u64) -> Result<Report> {
         .lines()
         .map(str::to_owned)
         .collect();
+    // Events older than the oldest outbox row were pruned there (retention):
+    // an applied event from before that horizon cannot be judged "unknown".
+    let horizon = stack.psql(
+        WRITE_DB,
+        "SELECT coalesce(min(occurred_at), now()) FROM outbox",
+    )?;
+    let horizon = horizon.trim();
     let seen = stack.psql(
         READ_DB,
-        "SELECT event_id, 'applied' FROM inbox \
-         UNION ALL SELECT event_id, 'parked' FROM parked_events \
-         UNION ALL SELECT event_id, 'dead' FROM dead_letters WHERE event_id IS NOT NULL",
+        &format!(
+            "SELECT event_id, CASE WHEN occurred_at >= '{horizon}' THEN 'applied' ELSE 'applied-before-horizon' END FROM inbox \
+             UNION ALL SELECT event_id, 'parked' FROM parked_events \
+             UNION ALL SELECT event_id, 'dead' FROM dead_letters WHERE event_id IS NOT NULL"
+        ),
     )?;
     let versions: HashMap<(String, String), i64> = rows(&stack.psql(
         READ_DB,
@@ -88,9 +100,9 @@ pub fn run(stack: &Stack, settle_seconds: u64) -> Result<Report> {
     let mut report = Report::default();
     let mut arrived = HashSet::new();
     for r in rows(&seen).filter(|r| r.len() == 2) {
-        if r[1] == "applied" {
+        if r[1].starts_with("applied") {
             report.applied += 1;
-            if !all_ids.contains(r[0]) {
+            if r[1] == "applied" && !all_ids.contains(r[0]) {
                 report.unknown.push(r[0].to_owned());
             }
         }
@@ -113,7 +125,7 @@ pub fn run(stack: &Stack, settle_seconds: u64) -> Result<Report> {
             .get(&(r[0].to_owned(), r[1].to_owned()))
             .copied()
             .unwrap_or(0);
-        if read < write {
+        if read != write {
             report
                 .behind
                 .push((r[0].to_owned(), r[1].to_owned(), write, read));
@@ -125,6 +137,37 @@ pub fn run(stack: &Stack, settle_seconds: u64) -> Result<Report> {
     report.behind.sort();
     report.unknown.sort();
     Ok(report)
+}
+
+/// The report as Prometheus text (node_exporter's textfile collector format),
+/// so a cron job's result is a metric with alerts on it.
+pub fn metrics_text(report: &Report, now_unix: u64) -> String {
+    let gauge = |name: &str, help: &str, value: String| {
+        format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n")
+    };
+    [
+        gauge(
+            "outbox_reconcile_missing_events",
+            "Committed events older than the settle time that no projection applied, parked or dead-lettered.",
+            report.missing.len().to_string(),
+        ),
+        gauge(
+            "outbox_reconcile_unknown_events",
+            "Applied events the write side never committed.",
+            report.unknown.len().to_string(),
+        ),
+        gauge(
+            "outbox_reconcile_aggregates_behind",
+            "Aggregates whose applied version differs from the write model's.",
+            report.behind.len().to_string(),
+        ),
+        gauge(
+            "outbox_reconcile_last_run_timestamp_seconds",
+            "When the last reconciliation finished.",
+            now_unix.to_string(),
+        ),
+    ]
+    .concat()
 }
 
 /// Re-publishes the missing events: the same rows deleted and inserted again
@@ -146,4 +189,24 @@ pub fn republish(stack: &Stack, missing: &[(String, String, String, i64)]) -> Re
         ),
     )?;
     Ok(missing.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_file_has_one_gauge_per_kind_of_difference() {
+        let report = Report {
+            missing: vec![("e".into(), "order".into(), "o".into(), 2)],
+            behind: vec![("order".into(), "o".into(), 2, 1)],
+            ..Report::default()
+        };
+        let text = metrics_text(&report, 1_700_000_000);
+        assert!(text.contains("\noutbox_reconcile_missing_events 1\n"));
+        assert!(text.contains("\noutbox_reconcile_unknown_events 0\n"));
+        assert!(text.contains("\noutbox_reconcile_aggregates_behind 1\n"));
+        assert!(text.contains("\noutbox_reconcile_last_run_timestamp_seconds 1700000000\n"));
+        assert_eq!(text.matches("# TYPE ").count(), 4);
+    }
 }

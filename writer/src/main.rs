@@ -38,7 +38,8 @@ fn main() -> ExitCode {
 }
 
 async fn async_main() -> ExitCode {
-    service::init_tracing("warn");
+    // Held to the end: dropping it flushes the spans still to be exported.
+    let _telemetry = service::telemetry::init("writer", "warn");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e)

@@ -14,6 +14,7 @@ use outbox_events::{Address, Envelope, Event};
 use service::pipeline::Param;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -84,13 +85,34 @@ pub struct Committed {
 /// Runs `command` in one transaction. With an `idempotency_key`, the command
 /// commits at most once: a retry with the same key and the same command gets
 /// the first result back (`replayed`), with another command it is refused.
+///
+/// Each command runs in its own span (`writer.command`), a child of `parent`
+/// (a W3C `traceparent`, e.g. from the caller's environment) when given; the
+/// span's own `traceparent` goes into every outbox row the command writes, so
+/// the projector continues the same trace.
 pub async fn execute(
     client: &mut deadpool_postgres::ClientWrapper,
     command: &Command,
-    traceparent: Option<&str>,
+    parent: Option<&str>,
     idempotency_key: Option<&str>,
 ) -> Result<Committed, StoreError> {
-    execute_once(client, command, traceparent, idempotency_key)
+    let (aggregate_type, verb, aggregate_id) = match command {
+        Command::Customer(c) => ("customer", c.verb(), c.customer_id().to_owned()),
+        Command::Order(o) => ("order", o.verb(), o.order_id().to_string()),
+    };
+    let span = tracing::info_span!(
+        "writer.command",
+        otel.kind = "producer",
+        aggregate_type,
+        command = verb,
+        aggregate_id = %aggregate_id,
+    );
+    if let Some(parent) = parent {
+        service::telemetry::set_parent(&span, parent);
+    }
+    let traceparent = service::telemetry::traceparent(&span);
+    execute_once(client, command, traceparent.as_deref(), idempotency_key)
+        .instrument(span)
         .await
         .map_err(|e| e.into_rejection(command))
 }

@@ -9,3 +9,4 @@ mod failure_isolation;
 mod helpers;
 mod positions;
 mod read_models;
+mod tracing;

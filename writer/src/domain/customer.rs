@@ -36,6 +36,14 @@ pub enum CustomerCommand {
 }
 
 impl CustomerCommand {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            CustomerCommand::Register { .. } => "register",
+            CustomerCommand::ChangeContact { .. } => "change-contact",
+            CustomerCommand::ChangeAddress { .. } => "change-address",
+        }
+    }
+
     pub fn customer_id(&self) -> &str {
         match self {
             CustomerCommand::Register { customer_id, .. }

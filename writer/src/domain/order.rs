@@ -114,7 +114,7 @@ impl OrderCommand {
         }
     }
 
-    fn verb(&self) -> &'static str {
+    pub fn verb(&self) -> &'static str {
         match self {
             OrderCommand::Place { .. } => "place",
             OrderCommand::Pay { .. } => "pay",
