@@ -121,6 +121,14 @@ pub async fn apply_batch(
     checkpoint: &Checkpoint,
 ) -> Result<Outcome, BatchError> {
     let mut tx = client.transaction().await?;
+    if checkpoint.yields_to_swap {
+        // Waits only while a rebuild swaps tables in (milliseconds).
+        tx.execute(
+            "SELECT pg_advisory_xact_lock_shared($1)",
+            &[&crate::position::SWAP_LOCK],
+        )
+        .await?;
+    }
     let outcome = apply_in(&mut tx, decoder, records).await?;
     crate::position::record(&tx, checkpoint, records, &outcome).await?;
     tx.commit().await?;

@@ -209,13 +209,23 @@ pub async fn run(
     decoder: Decoder,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProjectorError> {
+    let checkpoint = Checkpoint::new(settings.kafka.group_id.clone());
+    run_with(settings, decoder, checkpoint, shutdown).await
+}
+
+/// [`run`] with a given checkpoint (a rebuild's, which does not yield to its swap).
+pub async fn run_with(
+    settings: Settings,
+    decoder: Decoder,
+    checkpoint: Checkpoint,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProjectorError> {
     let consumer = build_consumer(&settings)?;
     tokio::pin!(shutdown);
     let Some(mut client) = connect_with_retry(&settings, &mut shutdown).await else {
         return Ok(());
     };
     let mut gauges = BacklogGauges::default();
-    let checkpoint = Checkpoint::new(settings.kafka.group_id.clone());
     tracing::info!(topics = ?settings.kafka.topics, group = %settings.kafka.group_id, run = %checkpoint.run_id, "projector started");
 
     let mut watchdog = AssignmentWatchdog::new(&settings);

@@ -25,6 +25,7 @@ pub mod consumer;
 pub mod operator;
 pub mod position;
 pub mod read_model;
+pub mod rebuild;
 pub mod record;
 pub mod retention;
 pub mod settings;

@@ -33,6 +33,20 @@ enum Command {
     /// Records the projector could not apply: list, show, replay, discard.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLetterCommand),
+    /// Rebuild every read model from the beginning of the topics into a
+    /// shadow schema while the live projection keeps running, then swap it in
+    /// atomically. Run as the owner role (e.g. `PROJECTOR__DATABASE__USER=orders_owner`).
+    Rebuild {
+        /// Longest pause of the live projection while the copy takes its last steps.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        max_pause: std::time::Duration,
+        /// Give up (the live tables stay) if no swap happened by then.
+        #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+        deadline: std::time::Duration,
+        /// Keep the old tables in a `retired_*` schema instead of dropping them.
+        #[arg(long)]
+        keep_old: bool,
+    },
     /// Inbox maintenance: prune rows past the redelivery window.
     #[command(subcommand)]
     Inbox(InboxCommand),
@@ -130,6 +144,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return dead_letters(&mut client, &decoder, command, cli.json).await;
         }
         Some(Command::Migrate) => return migrate(&mut client).await,
+        Some(Command::Rebuild {
+            max_pause,
+            deadline,
+            keep_old,
+        }) => {
+            drop(client);
+            let spec = projector::rebuild::RebuildSpec {
+                max_pause,
+                deadline,
+                keep_old,
+            };
+            let started = std::time::Instant::now();
+            let progress =
+                |m: &str| eprintln!("[{:>6.1}s] rebuild: {m}", started.elapsed().as_secs_f64());
+            let report = projector::rebuild::rebuild(&settings, &spec, &progress)
+                .await
+                .context("rebuilding the read models (the live tables are unchanged unless the swap committed)")?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("serializing the report")?
+                );
+            } else {
+                println!(
+                    "rebuilt {} tables from {} events ({} duplicates turned away): caught up in {:.1} s, \
+                     live paused {} ms for the swap, {:.1} s in all{}",
+                    report.tables_swapped.len(),
+                    report.events_applied,
+                    report.duplicates_skipped,
+                    report.catch_up_seconds,
+                    report.pause_ms,
+                    report.total_seconds,
+                    report
+                        .retired_schema
+                        .as_deref()
+                        .map(|s| format!("; old tables kept in schema {s}"))
+                        .unwrap_or_default()
+                );
+            }
+            return Ok(());
+        }
         Some(Command::Inbox(InboxCommand::Prune { older_than, batch })) => {
             let deleted = projector::retention::prune_inbox(&client, older_than, batch, |n| {
                 eprintln!("inbox prune: {n} rows deleted so far")

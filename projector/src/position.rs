@@ -25,14 +25,31 @@ pub type Positions = HashMap<(String, i32), i64>;
 pub struct Checkpoint {
     pub group_id: String,
     pub run_id: Uuid,
+    /// Whether batches hold [`SWAP_LOCK`] shared, so `projector rebuild` can
+    /// pause them while it swaps the rebuilt tables in (true for the live
+    /// projection; a rebuild's own batches must not wait for its swap).
+    pub yields_to_swap: bool,
 }
 
+/// Advisory lock key of the rebuild swap (shared by every live batch,
+/// exclusive while `projector rebuild` swaps tables).
+pub const SWAP_LOCK: i64 = 0x0075_7462_6f78_5357; // "outboxSW"
+
 impl Checkpoint {
-    /// A new run of `group_id` (one per process start).
+    /// A new run of `group_id` (one per process start) of the live projection.
     pub fn new(group_id: impl Into<String>) -> Self {
         Self {
             group_id: group_id.into(),
             run_id: Uuid::new_v4(),
+            yields_to_swap: true,
+        }
+    }
+
+    /// A run that builds a shadow copy (see [`crate::rebuild`]).
+    pub fn for_rebuild(group_id: impl Into<String>) -> Self {
+        Self {
+            yields_to_swap: false,
+            ..Self::new(group_id)
         }
     }
 }

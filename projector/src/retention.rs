@@ -27,7 +27,7 @@ pub async fn prune_inbox(
         .prepare(
             "DELETE FROM inbox WHERE event_id IN ( \
                SELECT event_id FROM inbox WHERE applied_at < now() - make_interval(secs => $1) \
-               ORDER BY applied_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+               ORDER BY applied_at LIMIT $2)",
         )
         .await?;
     let mut deleted = 0;

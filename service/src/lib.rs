@@ -73,6 +73,10 @@ pub struct DatabaseSettings {
     pub dbname: String,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// Schema to work in (`search_path`); unset: the default (`public`).
+    /// `projector rebuild` builds its shadow copy in schema `rebuild`.
+    #[serde(default)]
+    pub schema: Option<String>,
 }
 
 fn default_host() -> String {
@@ -98,6 +102,9 @@ impl DatabaseSettings {
             .dbname(&self.dbname)
             .application_name(application)
             .connect_timeout(std::time::Duration::from_secs(self.connect_timeout_secs));
+        if let Some(schema) = &self.schema {
+            config.options(format!("-c search_path={schema}"));
+        }
         config
     }
 

@@ -357,18 +357,25 @@ impl Stack {
         self.migrate_read_db(READ_DB)
     }
 
+    /// The projector binary as the owner role, with this stack's settings:
+    /// for schema-changing operator commands (`migrate`, `rebuild`).
+    pub fn projector_as_owner(&self) -> std::process::Command {
+        let owner = self.db(READ_DB);
+        let mut command = std::process::Command::new(self.bin_dir.join("projector"));
+        command
+            .arg("--config")
+            .arg(self.projector_config())
+            .env("PROJECTOR__DATABASE__USER", &owner.user)
+            .env("PROJECTOR__DATABASE__PASSWORD", &owner.password);
+        command
+    }
+
     /// `projector migrate` on read database `dbname`, as the owner role (the
     /// projector's own role may not change the schema).
     pub fn migrate_read_db(&self, dbname: &str) -> Result<()> {
-        let owner = self.db(dbname);
-        let binary = self.bin_dir.join("projector");
         run_quiet(
-            std::process::Command::new(&binary)
-                .arg("--config")
-                .arg(self.projector_config())
+            self.projector_as_owner()
                 .arg("migrate")
-                .env("PROJECTOR__DATABASE__USER", &owner.user)
-                .env("PROJECTOR__DATABASE__PASSWORD", &owner.password)
                 .env("PROJECTOR__DATABASE__DBNAME", dbname)
                 .env("RUST_LOG", "warn"),
         )?;

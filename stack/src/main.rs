@@ -114,6 +114,13 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Rebuild every read model from the topics into a shadow schema while the
+    /// live projector runs, then swap it in atomically (`projector rebuild`,
+    /// as the owner role). Extra arguments go to it, e.g. --keep-old, --json.
+    Rebuild {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Stop and remove test stacks whose test process has exited.
     #[command(hide = true)]
     ReapTests,
@@ -337,6 +344,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if !report.is_clean() {
                 bail!("the read side differs from the write side (see above)");
+            }
+        }
+        Command::Rebuild { args } => {
+            let status = stack
+                .projector_as_owner()
+                .arg("rebuild")
+                .args(&args)
+                .status()
+                .context("running projector rebuild")?;
+            if !status.success() {
+                bail!("projector rebuild failed; the live tables are unchanged unless it reported a swap");
             }
         }
         Command::ReapTests | Command::Bench { .. } | Command::Chaos { .. } => {}

@@ -163,10 +163,34 @@ fn projector_health(stack: &Stack) -> Result<String, String> {
             .filter(|v| v.is_finite())
             .map_or("-".to_owned(), |v| format!("{:.0} ms", v * 1000.0))
     };
+    // Per partition: `projector_partition_lag{partition="0",topic="outbox.event.order"} 3`.
+    let mut partitions: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("projector_partition_lag{"))
+        .filter_map(|l| {
+            let label = |name: &str| {
+                let start = l.find(&format!("{name}=\""))? + name.len() + 2;
+                let end = l[start..].find('"')? + start;
+                Some(l[start..end].to_owned())
+            };
+            let topic = label("topic")?;
+            let topic = topic
+                .strip_prefix("outbox.event.")
+                .unwrap_or(&topic)
+                .to_owned();
+            Some(format!(
+                "{topic}/{} {}",
+                label("partition")?,
+                l.rsplit(' ').next()?
+            ))
+        })
+        .collect();
+    partitions.sort();
     let summary = format!(
-        "alive, lag {} records, latency p50 {} p99 {}, {} events applied, {} duplicates skipped; \
+        "alive, lag {} records ({}), latency p50 {} p99 {}, {} events applied, {} duplicates skipped; \
          {} open dead letters, {} parked events ({} aggregates)",
         metric("projector_consumer_lag"),
+        if partitions.is_empty() { "no partition assigned".to_owned() } else { partitions.join(", ") },
         quantile("0.5"),
         quantile("0.99"),
         metric("projector_events_applied_total"),

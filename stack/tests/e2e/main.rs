@@ -9,6 +9,17 @@ use std::time::{Duration, Instant};
 use stack::{demo, Stack, READ_DB, WRITE_DB};
 
 /// Places a one-line order through the writer binary; returns its id.
+/// Every read model, every column but the processing timestamps (updated_at).
+const READ_MODEL_DUMP: &str = "SELECT \
+        (SELECT string_agg(t::text, E'\\n' ORDER BY t.order_id) FROM (SELECT order_id, customer_id, customer_name, \
+           customer_email, status, currency, total_cents, lines, line_count, shipping_address, placed_at, paid_at, \
+           payment_reference, shipped_at, carrier, tracking_number, delivered_at, cancelled_at, cancel_reason, \
+           refunded_at, refunded_cents, refund_reason, last_version FROM order_view) t) \
+        || E'\\n--\\n' || (SELECT string_agg(t::text, E'\\n' ORDER BY t.customer_id) FROM (SELECT customer_id, name, \
+           email, city, country, customer_version, orders_placed, open_orders, lifetime_value, last_order_at \
+           FROM customer_summary) t) \
+        || E'\\n--\\n' || (SELECT string_agg(t::text, E'\\n' ORDER BY t.day, t.sku, t.currency) FROM product_sales_daily t)";
+
 fn place_order(stack: &Stack, customer: &str, line: &str) -> String {
     demo::place_order(stack, customer, &[line]).expect("order placed")
 }
@@ -617,16 +628,7 @@ fn replaying_every_topic_into_an_empty_database_builds_identical_read_models() {
     );
     let _ = replay.kill();
     let _ = replay.wait();
-    // Every column but the processing timestamps (updated_at).
-    let dump = "SELECT \
-        (SELECT string_agg(t::text, E'\\n' ORDER BY t.order_id) FROM (SELECT order_id, customer_id, customer_name, \
-           customer_email, status, currency, total_cents, lines, line_count, shipping_address, placed_at, paid_at, \
-           payment_reference, shipped_at, carrier, tracking_number, delivered_at, cancelled_at, cancel_reason, \
-           refunded_at, refunded_cents, refund_reason, last_version FROM order_view) t) \
-        || E'\\n--\\n' || (SELECT string_agg(t::text, E'\\n' ORDER BY t.customer_id) FROM (SELECT customer_id, name, \
-           email, city, country, customer_version, orders_placed, open_orders, lifetime_value, last_order_at \
-           FROM customer_summary) t) \
-        || E'\\n--\\n' || (SELECT string_agg(t::text, E'\\n' ORDER BY t.day, t.sku, t.currency) FROM product_sales_daily t)";
+    let dump = READ_MODEL_DUMP;
     let live = stack.psql(READ_DB, dump).unwrap();
     let replayed = stack.psql("orders_replay", dump).unwrap();
     assert!(live.lines().count() > 10, "a real history: {live}");
@@ -878,4 +880,133 @@ fn each_database_role_can_do_its_job_and_nothing_else() {
         wrong.is_empty(),
         "privileges differ from the design: {wrong:#?}"
     );
+}
+
+/// `projector rebuild` builds a copy from the topics while the live projector
+/// applies concurrent writes, swaps it in without readers ever seeing a partial
+/// model, and the result equals the write side. A second rebuild, after the
+/// outbox table was pruned, shows the topics alone hold the history.
+#[test]
+fn a_rebuild_swaps_in_identical_read_models_while_writes_continue() {
+    let stack = Stack::for_tests("rebuild").expect("test stack");
+    let log = |m: &str| eprintln!("[rebuild] {m}");
+    stack.up(&log).expect("stack up");
+    let scenario = demo::run_scenario(&stack, &log).expect("scenario");
+    demo::await_read_model(&stack, &scenario, Duration::from_secs(120)).expect("live read model");
+
+    // Readers (the read-only role) poll throughout: never an error, never fewer orders.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (stack, stop) = (stack.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let login = stack.login(stack::Role::Reader, READ_DB);
+            let (mut last, mut reads, mut problems) = (0i64, 0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match stack::postgres::psql(&login, "SELECT count(*) FROM order_view", &["-tA"]) {
+                    Ok(n) => {
+                        let n: i64 = n.trim().parse().unwrap_or(-1);
+                        if n < last {
+                            problems.push(format!("order_view went from {last} to {n} rows"));
+                        }
+                        last = n;
+                        reads += 1;
+                    }
+                    Err(e) => problems.push(e.to_string()),
+                }
+            }
+            (reads, problems)
+        })
+    };
+    let load = std::process::Command::new(stack.bin_dir.join("writer"))
+        .arg("--config")
+        .arg(stack.writer_config())
+        .args([
+            "load",
+            "--clients",
+            "2",
+            "--rate",
+            "40",
+            "--duration",
+            "20s",
+            "--mix",
+            "full",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let out = stack
+        .projector_as_owner()
+        .args(["--json", "rebuild"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rebuild failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("[rebuild] {report}");
+    assert!(report["tables_swapped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t == "order_view"));
+    assert!(
+        report["retired_schema"].is_null(),
+        "the old tables were dropped"
+    );
+    let _ = load.wait_with_output();
+    wait_until(
+        Duration::from_secs(120),
+        || "the read side did not converge after the rebuild".into(),
+        || {
+            count(&stack, READ_DB, "SELECT count(*) FROM inbox")
+                == count(&stack, WRITE_DB, "SELECT count(*) FROM outbox")
+        },
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, problems) = reader.join().unwrap();
+    assert!(
+        reads > 10 && problems.is_empty(),
+        "{reads} reads: {problems:?}"
+    );
+    let oracle = stack::oracle::check(&stack).unwrap();
+    assert!(oracle.passed(), "{:#?}", oracle.failures());
+    assert_eq!(
+        count(&stack, READ_DB, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'retired_%' OR nspname = 'rebuild'"),
+        0
+    );
+
+    // The outbox pruned (every row "30 days old"): a rebuild needs only the topics.
+    stack
+        .psql(
+            WRITE_DB,
+            "UPDATE outbox SET occurred_at = occurred_at - interval '30 days'",
+        )
+        .unwrap();
+    let pruned = stack
+        .writer(&["--json", "outbox", "prune", "--older-than", "7d"])
+        .unwrap();
+    assert_eq!(
+        count(&stack, WRITE_DB, "SELECT count(*) FROM outbox"),
+        0,
+        "{pruned}"
+    );
+    let before = stack.psql(READ_DB, READ_MODEL_DUMP).unwrap();
+    let out = stack
+        .projector_as_owner()
+        .arg("rebuild")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stack.psql(READ_DB, READ_MODEL_DUMP).unwrap(), before);
+    stack.down(&|_| {}).unwrap();
 }
