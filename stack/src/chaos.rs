@@ -62,6 +62,21 @@ pub struct ChaosSpec {
     pub writers: usize,
 }
 
+impl ChaosSpec {
+    /// The command that runs this spec again (same seed: same plan).
+    pub fn command_line(&self) -> String {
+        format!(
+            "stack chaos --seed {} --kills {} --duration {} --projectors {} --rate {} --writers {}",
+            self.seed,
+            self.kills,
+            humantime::format_duration(self.duration),
+            self.projectors,
+            self.rate,
+            self.writers
+        )
+    }
+}
+
 /// What a fault hits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]

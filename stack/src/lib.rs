@@ -509,7 +509,7 @@ impl Stack {
                 last = "process exited".into();
                 return true; // stop waiting; reported below
             }
-            match status::health(self, component) {
+            match status::readiness(self, component) {
                 Ok(_) => true,
                 Err(e) => {
                     last = e;

@@ -424,15 +424,7 @@ fn chaos(
     let stack = Stack::open_fresh(&dir, stack::default_bin_dir())?;
     let progress = Progress::new();
     let step = |m: &str| progress.step(m);
-    step(&format!(
-        "chaos run: seed {}, {} kills over {}, {} projector(s), {} commands/s from {} writers",
-        spec.seed,
-        spec.kills,
-        humantime::format_duration(spec.duration),
-        spec.projectors,
-        spec.rate,
-        spec.writers
-    ));
+    step(&format!("chaos run: {}", spec.command_line()));
     stack.up(&step)?;
     let report = stack::chaos::run(&stack, spec, &step);
     if !keep {
@@ -453,15 +445,7 @@ fn chaos(
         );
     } else {
         print!("{}", report.render());
-        println!(
-            "reproduce: stack chaos --seed {} --kills {} --duration {} --projectors {} --rate {} --writers {}",
-            spec.seed,
-            spec.kills,
-            humantime::format_duration(spec.duration),
-            spec.projectors,
-            spec.rate,
-            spec.writers
-        );
+        println!("reproduce: {}", spec.command_line());
     }
     if !report.passed {
         bail!(

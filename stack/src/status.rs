@@ -37,6 +37,22 @@ pub fn report(stack: &Stack) -> Vec<ComponentStatus> {
         .collect()
 }
 
+/// `Ok` once the component serves (what a start waits for). Unlike
+/// [`health`], a projector with open dead letters is ready: it runs and
+/// applies everything else; its dead letters wait for a person, not for a restart.
+pub fn readiness(stack: &Stack, component: Component) -> Result<String, String> {
+    match component {
+        Component::Projector => {
+            agent()
+                .get(&stack.metrics_url())
+                .call()
+                .map_err(|e| format!("metrics endpoint: {e}"))?;
+            Ok("serving".into())
+        }
+        other => health(stack, other),
+    }
+}
+
 /// `Ok(detail)` when the component does its job, `Err(why not)` otherwise.
 pub fn health(stack: &Stack, component: Component) -> Result<String, String> {
     match component {

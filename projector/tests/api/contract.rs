@@ -2,8 +2,7 @@
 
 use chrono::Utc;
 use outbox_events::{header, Envelope, Event, OrderLine, OrderPlaced, OrderPlacedV1};
-use projector::batch::{apply_batch, Outcome};
-use projector::record::Decoder;
+use projector::batch::Outcome;
 use uuid::Uuid;
 
 use crate::helpers::{receive, TestEnv};
@@ -71,14 +70,7 @@ async fn a_v1_order_placed_on_the_topic_projects_like_its_v2_form() {
     assert!(records
         .iter()
         .any(|r| r.header(header::SCHEMA_VERSION) == Some("1")));
-    let outcome = apply_batch(
-        &mut env.client,
-        &Decoder::default(),
-        &records,
-        &projector::position::Checkpoint::new("test"),
-    )
-    .await
-    .unwrap();
+    let outcome = env.apply(&records).await.unwrap();
     assert_eq!(
         outcome,
         Outcome {

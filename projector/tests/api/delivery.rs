@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use projector::batch::{apply_batch, Outcome};
+use projector::batch::Outcome;
 use projector::record::Decoder;
 use rdkafka::consumer::{CommitMode, Consumer};
 use uuid::Uuid;
@@ -19,14 +19,7 @@ async fn the_same_event_delivered_twice_changes_the_read_model_once() {
     let consumer = env.consumer();
     let records = receive(&consumer, 3).await;
     // Apply the first two, then the duplicate in a batch of its own.
-    let first = apply_batch(
-        &mut env.client,
-        &Decoder::default(),
-        &records[..2],
-        &projector::position::Checkpoint::new("test"),
-    )
-    .await
-    .unwrap();
+    let first = env.apply(&records[..2]).await.unwrap();
     assert_eq!(
         first,
         Outcome {
@@ -37,14 +30,7 @@ async fn the_same_event_delivered_twice_changes_the_read_model_once() {
         }
     );
     let after_first = env.snapshot().await;
-    let second = apply_batch(
-        &mut env.client,
-        &Decoder::default(),
-        &records[2..],
-        &projector::position::Checkpoint::new("test"),
-    )
-    .await
-    .unwrap();
+    let second = env.apply(&records[2..]).await.unwrap();
     assert_eq!(
         second,
         Outcome {
@@ -55,14 +41,7 @@ async fn the_same_event_delivered_twice_changes_the_read_model_once() {
         }
     );
     // Replaying everything again changes nothing either.
-    let third = apply_batch(
-        &mut env.client,
-        &Decoder::default(),
-        &records,
-        &projector::position::Checkpoint::new("test"),
-    )
-    .await
-    .unwrap();
+    let third = env.apply(&records).await.unwrap();
     assert_eq!(
         third,
         Outcome {
@@ -90,14 +69,7 @@ async fn a_projector_killed_before_committing_offsets_reapplies_to_the_same_stat
     // dies before storing any offset.
     let consumer = env.consumer();
     let records = receive(&consumer, 8).await;
-    apply_batch(
-        &mut env.client,
-        &Decoder::default(),
-        &records,
-        &projector::position::Checkpoint::new("test"),
-    )
-    .await
-    .unwrap();
+    env.apply(&records).await.unwrap();
     drop(consumer);
     let state = env.snapshot().await;
 
@@ -115,14 +87,7 @@ async fn a_projector_killed_before_committing_offsets_reapplies_to_the_same_stat
     ids.sort();
     first_ids.sort();
     assert_eq!(ids, first_ids, "the same records must be redelivered");
-    let outcome = apply_batch(
-        &mut env.client,
-        &Decoder::default(),
-        &again,
-        &projector::position::Checkpoint::new("test"),
-    )
-    .await
-    .unwrap();
+    let outcome = env.apply(&again).await.unwrap();
     assert_eq!(
         outcome,
         Outcome {
@@ -169,14 +134,7 @@ async fn an_undecodable_record_is_dead_lettered_and_the_batch_goes_on() {
 
     let consumer = env.consumer();
     let records = receive(&consumer, 4).await;
-    let outcome = apply_batch(
-        &mut env.client,
-        &Decoder::default(),
-        &records,
-        &projector::position::Checkpoint::new("test"),
-    )
-    .await
-    .unwrap();
+    let outcome = env.apply(&records).await.unwrap();
     assert_eq!(
         outcome,
         Outcome {

@@ -381,14 +381,7 @@ async fn a_gap_parks_the_aggregate_until_the_missing_version_arrives() {
     env.publish(&placed(other)).await; // another aggregate keeps flowing
     let consumer = env.consumer();
     let records = receive(&consumer, 7).await;
-    let outcome = apply_batch(
-        &mut env.client,
-        &Decoder::default(),
-        &records,
-        &projector::position::Checkpoint::new("test"),
-    )
-    .await
-    .unwrap();
+    let outcome = env.apply(&records).await.unwrap();
     assert_eq!(
         outcome,
         Outcome {
@@ -405,27 +398,13 @@ async fn a_gap_parks_the_aggregate_until_the_missing_version_arrives() {
     assert_eq!((backlog.parked_events, backlog.parked_aggregates), (4, 2));
 
     // Redelivering a parked event changes nothing.
-    let again = apply_batch(
-        &mut env.client,
-        &Decoder::default(),
-        &records[1..2],
-        &projector::position::Checkpoint::new("test"),
-    )
-    .await
-    .unwrap();
+    let again = env.apply(&records[1..2]).await.unwrap();
     assert_eq!(again.applied + again.parked, 0, "{again:?}");
 
     env.publish(&events[1]).await;
     env.publish(&c_events[1]).await;
     let records = receive(&consumer, 2).await;
-    let outcome = apply_batch(
-        &mut env.client,
-        &Decoder::default(),
-        &records,
-        &projector::position::Checkpoint::new("test"),
-    )
-    .await
-    .unwrap();
+    let outcome = env.apply(&records).await.unwrap();
     assert_eq!(
         outcome,
         Outcome {
@@ -442,14 +421,7 @@ async fn a_gap_parks_the_aggregate_until_the_missing_version_arrives() {
         operator::Backlog::default()
     );
     // The same policy for both: stale copies are skipped and counted.
-    let stale = apply_batch(
-        &mut env.client,
-        &Decoder::default(),
-        &records,
-        &projector::position::Checkpoint::new("test"),
-    )
-    .await
-    .unwrap();
+    let stale = env.apply(&records).await.unwrap();
     assert_eq!(stale.duplicates, 2);
 }
 
@@ -516,14 +488,7 @@ async fn a_dead_letter_replayed_after_an_upcaster_lands_applies_and_releases_wha
     publish_v9(&env, &paid9, &body).await;
     env.publish(&shipped).await;
     let records = receive(&env.consumer(), 3).await;
-    let outcome = apply_batch(
-        &mut env.client,
-        &Decoder::default(),
-        &records,
-        &projector::position::Checkpoint::new("test"),
-    )
-    .await
-    .unwrap();
+    let outcome = env.apply(&records).await.unwrap();
     assert_eq!(
         outcome,
         Outcome {
@@ -600,14 +565,7 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
         env.publish(&shipped(order)).await;
     }
     let records = receive(&env.consumer(), 6).await;
-    let outcome = apply_batch(
-        &mut env.client,
-        &Decoder::default(),
-        &records,
-        &projector::position::Checkpoint::new("test"),
-    )
-    .await
-    .unwrap();
+    let outcome = env.apply(&records).await.unwrap();
     assert_eq!(
         outcome,
         Outcome {

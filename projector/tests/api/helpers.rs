@@ -34,6 +34,8 @@ pub struct TestEnv {
     pub topic: String,
     pub customer_topic: String,
     pub client: tokio_postgres::Client,
+    /// This test's run of the live projection (positions, tallies).
+    pub checkpoint: projector::position::Checkpoint,
     producer: FutureProducer,
 }
 
@@ -71,12 +73,27 @@ impl TestEnv {
             .create()
             .expect("producer");
         Self {
+            checkpoint: projector::position::Checkpoint::new(settings.kafka.group_id.clone()),
             settings,
             topic,
             customer_topic,
             client,
             producer,
         }
+    }
+
+    /// One step of the projector ([`apply_batch`]) on this test's read database.
+    pub async fn apply(
+        &mut self,
+        records: &[Record],
+    ) -> Result<projector::batch::Outcome, projector::batch::BatchError> {
+        projector::batch::apply_batch(
+            &mut self.client,
+            &projector::record::Decoder::default(),
+            records,
+            &self.checkpoint,
+        )
+        .await
     }
 
     pub fn batch_settings(&mut self, max_records: usize) {

@@ -133,9 +133,7 @@ async fn rebalances_between_two_instances_redeliver_nothing() {
 /// pruned past it are not needed, the version policy turns it away too.
 #[tokio::test]
 async fn a_redelivery_inside_and_beyond_the_inbox_window_has_no_effect() {
-    use projector::batch::{apply_batch, Outcome};
-    use projector::position::Checkpoint;
-    use projector::record::Decoder;
+    use projector::batch::Outcome;
 
     let mut env = TestEnv::new().await;
     let orders: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
@@ -144,10 +142,7 @@ async fn a_redelivery_inside_and_beyond_the_inbox_window_has_no_effect() {
         records.push(env.record(&placed(*order), records.len() as i64));
         records.push(env.record(&paid(*order), records.len() as i64));
     }
-    let checkpoint = Checkpoint::new("retention");
-    apply_batch(&mut env.client, &Decoder::default(), &records, &checkpoint)
-        .await
-        .unwrap();
+    env.apply(&records).await.unwrap();
     let state = env.read_models().await;
     // Half the inbox rows were applied 40 days ago: past a 30-day window.
     env.client
@@ -167,9 +162,7 @@ async fn a_redelivery_inside_and_beyond_the_inbox_window_has_no_effect() {
     assert_eq!(inbox, 6);
 
     // Everything delivered again (e.g. a lost slot re-published the outbox).
-    let again = apply_batch(&mut env.client, &Decoder::default(), &records, &checkpoint)
-        .await
-        .unwrap();
+    let again = env.apply(&records).await.unwrap();
     assert_eq!(
         again,
         Outcome {

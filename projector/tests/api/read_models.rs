@@ -3,8 +3,6 @@
 
 use chrono::{Duration, TimeZone, Utc};
 use outbox_events::*;
-use projector::batch::apply_batch;
-use projector::record::Decoder;
 use uuid::Uuid;
 
 use crate::helpers::TestEnv;
@@ -163,14 +161,7 @@ async fn project(env: &mut TestEnv, events: &[Envelope], batch: usize) -> String
         .map(|(i, e)| env.record(e, i as i64))
         .collect();
     for chunk in records.chunks(batch) {
-        let outcome = apply_batch(
-            &mut env.client,
-            &Decoder::default(),
-            chunk,
-            &projector::position::Checkpoint::new("test"),
-        )
-        .await
-        .unwrap();
+        let outcome = env.apply(chunk).await.unwrap();
         assert_eq!(outcome.dead_lettered, 0, "nothing may be rejected");
     }
     env.read_models().await

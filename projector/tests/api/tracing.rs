@@ -5,9 +5,6 @@
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use outbox_events::Address;
-use projector::batch::apply_batch;
-use projector::position::Checkpoint;
-use projector::record::Decoder;
 use tracing_subscriber::layer::SubscriberExt;
 use writer::domain::{Command, CustomerCommand};
 
@@ -92,14 +89,7 @@ async fn the_writers_command_span_is_the_parent_of_the_projectors_apply_span() {
     let record = env.record(&envelope, 0);
     assert_eq!(record.header("traceparent"), Some(stored.as_str()));
     let spans = projector::trace::event_spans(std::slice::from_ref(&record));
-    apply_batch(
-        &mut env.client,
-        &Decoder::default(),
-        &[record],
-        &Checkpoint::new("traced"),
-    )
-    .await
-    .unwrap();
+    env.apply(&[record]).await.unwrap();
     drop(spans);
     provider.force_flush().unwrap();
 

@@ -20,6 +20,27 @@ const READ_MODEL_DUMP: &str = "SELECT \
            FROM customer_summary) t) \
         || E'\\n--\\n' || (SELECT string_agg(t::text, E'\\n' ORDER BY t.day, t.sku, t.currency) FROM product_sales_daily t)";
 
+/// `writer load` in the background: 2 clients, 40 commands/s, every command kind.
+fn writer_load(stack: &Stack, duration: &str) -> std::process::Child {
+    std::process::Command::new(stack.bin_dir.join("writer"))
+        .arg("--config")
+        .arg(stack.writer_config())
+        .args([
+            "load",
+            "--clients",
+            "2",
+            "--rate",
+            "40",
+            "--duration",
+            duration,
+        ])
+        .args(["--mix", "full"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("writer load starts")
+}
+
 fn place_order(stack: &Stack, customer: &str, line: &str) -> String {
     demo::place_order(stack, customer, &[line]).expect("order placed")
 }
@@ -527,22 +548,7 @@ fn thirty_seconds_without_the_read_database_lose_and_dead_letter_nothing() {
     stack
         .up(&|m| eprintln!("[readdown] {m}"))
         .expect("stack up");
-    let load = std::process::Command::new(stack.bin_dir.join("writer"))
-        .arg("--config")
-        .arg(stack.writer_config())
-        .args([
-            "load",
-            "--clients",
-            "2",
-            "--rate",
-            "40",
-            "--duration",
-            "40s",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let load = writer_load(&stack, "40s");
     std::thread::sleep(Duration::from_secs(5));
     stack
         .admin_sql(
@@ -917,24 +923,7 @@ fn a_rebuild_swaps_in_identical_read_models_while_writes_continue() {
             (reads, problems)
         })
     };
-    let load = std::process::Command::new(stack.bin_dir.join("writer"))
-        .arg("--config")
-        .arg(stack.writer_config())
-        .args([
-            "load",
-            "--clients",
-            "2",
-            "--rate",
-            "40",
-            "--duration",
-            "20s",
-            "--mix",
-            "full",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let load = writer_load(&stack, "20s");
     std::thread::sleep(Duration::from_secs(3));
     let out = stack
         .projector_as_owner()
