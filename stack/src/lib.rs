@@ -209,6 +209,11 @@ impl Stack {
             fs::create_dir_all(state_dir.join(sub))
                 .map_err(io_err(format!("creating {}", state_dir.display())))?;
         }
+        // Absolute: components run in their own directories (Connect's offset
+        // file under a relative --state-dir was never written, so every Connect
+        // restart found no offsets; the chaos suite showed it).
+        let state_dir = fs::canonicalize(&state_dir)
+            .map_err(io_err(format!("resolving {}", state_dir.display())))?;
         let file = state_dir.join("stack.json");
         let state = if file.exists() {
             let text = fs::read_to_string(&file).map_err(io_err("reading stack.json"))?;
