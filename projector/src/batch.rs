@@ -39,8 +39,8 @@ use crate::position::Checkpoint;
 use crate::read_model::{self, p, Plan, Step};
 use crate::record::{Decoder, RawHeader, Record};
 
-/// What a committed batch did. The four counts add up to the records given
-/// plus the parked events that were released.
+/// What a committed batch did. The counts add up to the records given plus
+/// the parked events that were released.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
     /// Events now reflected in the read models (released parked events included).
@@ -51,6 +51,9 @@ pub struct Outcome {
     pub parked: usize,
     /// Records that could not be decoded or applied, now in `dead_letters`.
     pub dead_lettered: usize,
+    /// Records below the partition's stored position: applied before (by this
+    /// or another instance), skipped unread (see [`Checkpoint::fenced`]).
+    pub stale: usize,
 }
 
 impl std::ops::AddAssign for Outcome {
@@ -59,6 +62,7 @@ impl std::ops::AddAssign for Outcome {
         self.duplicates += o.duplicates;
         self.parked += o.parked;
         self.dead_lettered += o.dead_lettered;
+        self.stale += o.stale;
     }
 }
 
@@ -121,15 +125,37 @@ pub async fn apply_batch(
     checkpoint: &Checkpoint,
 ) -> Result<Outcome, BatchError> {
     let mut tx = client.transaction().await?;
-    if checkpoint.yields_to_swap {
-        // Waits only while a rebuild swaps tables in (milliseconds).
-        tx.execute(
-            "SELECT pg_advisory_xact_lock_shared($1)",
-            &[&crate::position::SWAP_LOCK],
-        )
-        .await?;
-    }
-    let outcome = apply_in(&mut tx, decoder, records).await?;
+    // Both first, pipelined: the swap lock waits only while a rebuild swaps
+    // tables in; the fence locks the batch's position rows and reads them.
+    let swap = async {
+        if checkpoint.yields_to_swap {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock_shared($1)",
+                &[&crate::position::SWAP_LOCK],
+            )
+            .await?;
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    };
+    let fence = async {
+        if checkpoint.fenced {
+            crate::position::fence(&tx, checkpoint, records).await
+        } else {
+            Ok(Default::default())
+        }
+    };
+    let ((), stored) = futures::try_join!(swap, fence)?;
+    let fresh: Vec<Record> = records
+        .iter()
+        .filter(|r| {
+            stored
+                .get(&(r.topic.clone(), r.partition))
+                .is_none_or(|next| r.offset >= *next)
+        })
+        .cloned()
+        .collect();
+    let mut outcome = apply_in(&mut tx, decoder, &fresh).await?;
+    outcome.stale = records.len() - fresh.len();
     crate::position::record(&tx, checkpoint, records, &outcome).await?;
     tx.commit().await?;
     Ok(outcome)

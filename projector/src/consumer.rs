@@ -233,7 +233,29 @@ pub async fn run_with(
         gauges.refresh(&client).await;
         watchdog.check(&consumer, &settings)?;
         let batch = match next_batch(&consumer, &settings, &mut shutdown).await {
-            Poll::Batch(batch) => batch,
+            Poll::Batch(mut batch) => {
+                // A rebalance served while the batch was collected (inside
+                // `recv`) may have taken partitions away: their records are
+                // left to the new owner, which starts at the stored position.
+                let held: std::collections::HashSet<(String, i32)> = consumer
+                    .assignment()?
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                let before = batch.len();
+                batch.retain(|r| held.contains(&(r.topic.clone(), r.partition)));
+                if batch.len() < before {
+                    tracing::info!(
+                        dropped = before - batch.len(),
+                        "records of revoked partitions left to their new owner"
+                    );
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                batch
+            }
             Poll::Idle => continue,
             Poll::Shutdown => break,
         };
@@ -561,6 +583,7 @@ impl BacklogGauges {
 fn record_metrics(batch: &[Record], outcome: &Outcome) {
     metrics::counter!("projector_events_applied_total").increment(outcome.applied as u64);
     metrics::counter!("projector_events_duplicate_total").increment(outcome.duplicates as u64);
+    metrics::counter!("projector_records_stale_total").increment(outcome.stale as u64);
     metrics::counter!("projector_events_parked_total").increment(outcome.parked as u64);
     metrics::counter!("projector_dead_letters_total").increment(outcome.dead_lettered as u64);
     metrics::counter!("projector_batches_total").increment(1);

@@ -12,8 +12,9 @@ CREATE TABLE consumer_positions (
     PRIMARY KEY (group_id, topic, kafka_partition)
 );
 
--- One row per projector process: what it applied and how many redeliveries
--- its inbox and version policy turned away. Written with each batch, so the
+-- One row per projector process: what it applied, how many redeliveries its
+-- inbox and version policy turned away, and how many records it skipped
+-- because another owner of the partition had applied them already. Written with each batch, so the
 -- figures survive a crash exactly (no scrape needed).
 CREATE TABLE projector_runs (
     run_id             uuid        PRIMARY KEY,
@@ -22,5 +23,7 @@ CREATE TABLE projector_runs (
     updated_at         timestamptz NOT NULL DEFAULT now(),
     batches            bigint      NOT NULL DEFAULT 0,
     events_applied     bigint      NOT NULL DEFAULT 0,
-    duplicates_skipped bigint      NOT NULL DEFAULT 0
+    duplicates_skipped bigint      NOT NULL DEFAULT 0,
+    -- Records below the stored position, skipped unread (a second owner of a partition).
+    stale_skipped      bigint      NOT NULL DEFAULT 0
 );

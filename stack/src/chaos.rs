@@ -138,6 +138,9 @@ pub struct ChaosReport {
     /// Redeliveries the projector turned away (by event id or version), as
     /// every projector process recorded them with its batches.
     pub duplicates_absorbed: u64,
+    /// Records a projector skipped unread because they were below the
+    /// partition's stored position (a second owner during a rebalance).
+    pub stale_skipped: u64,
     /// Projector processes that applied something (restarts included).
     pub projector_runs: u64,
     pub kills: BTreeMap<String, usize>,
@@ -164,7 +167,7 @@ impl ChaosReport {
              {tc} committed (COMMIT already sent), {tu} unresolved\n\
              kills      {total} ({kills})\n\
              events     {ec} committed, {ea} applied; {bd} duplicate records on the topics, \
-             {dup} redeliveries turned away by {runs} projector processes\n\
+             {dup} redeliveries turned away by {runs} projector processes (+{stale} skipped below a stored position)\n\
              lag        commit to read model p99 {p99:.0} ms, max {max:.0} ms\n\
              converged  {conv:.1} s after the last fault\n\
              oracle     {rows}\n",
@@ -184,6 +187,7 @@ impl ChaosReport {
             ec = self.events_committed,
             ea = self.events_applied,
             dup = self.duplicates_absorbed,
+            stale = self.stale_skipped,
             runs = self.projector_runs,
             bd = self.oracle.broker_duplicates,
             p99 = self.lag_ms_p99,
@@ -312,14 +316,13 @@ pub fn run(stack: &Stack, spec: &ChaosSpec, progress: &dyn Fn(&str)) -> Result<C
         ));
     }
     // Every projector process records its tallies with each batch it commits.
-    report.duplicates_absorbed = stack
-        .psql(
-            READ_DB,
-            "SELECT coalesce(sum(duplicates_skipped), 0) FROM projector_runs",
-        )?
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    let tallies = stack.psql(
+        READ_DB,
+        "SELECT coalesce(sum(duplicates_skipped), 0), coalesce(sum(stale_skipped), 0) FROM projector_runs",
+    )?;
+    let mut tallies = tallies.trim().split('|').map(|v| v.parse().unwrap_or(0));
+    report.duplicates_absorbed = tallies.next().unwrap_or(0);
+    report.stale_skipped = tallies.next().unwrap_or(0);
     report.projector_runs = stack
         .psql(READ_DB, "SELECT count(*) FROM projector_runs")?
         .trim()

@@ -77,7 +77,8 @@ async fn a_v1_order_placed_on_the_topic_projects_like_its_v2_form() {
             applied: 2,
             duplicates: 0,
             parked: 0,
-            dead_lettered: 0
+            dead_lettered: 0,
+            stale: 0
         }
     );
 

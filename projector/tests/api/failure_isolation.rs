@@ -388,7 +388,8 @@ async fn a_gap_parks_the_aggregate_until_the_missing_version_arrives() {
             applied: 3,
             duplicates: 0,
             parked: 4,
-            dead_lettered: 0
+            dead_lettered: 0,
+            stale: 0
         }
     );
     assert_eq!(env.order_view(order).await, Some(("placed".into(), 1)));
@@ -411,7 +412,8 @@ async fn a_gap_parks_the_aggregate_until_the_missing_version_arrives() {
             applied: 6,
             duplicates: 0,
             parked: 0,
-            dead_lettered: 0
+            dead_lettered: 0,
+            stale: 0
         }
     );
     assert_eq!(env.order_view(order).await, Some(("delivered".into(), 4)));
@@ -495,7 +497,8 @@ async fn a_dead_letter_replayed_after_an_upcaster_lands_applies_and_releases_wha
             applied: 1,
             duplicates: 0,
             parked: 1,
-            dead_lettered: 1
+            dead_lettered: 1,
+            stale: 0
         }
     );
 
@@ -572,7 +575,8 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
             applied: 2,
             duplicates: 0,
             parked: 2,
-            dead_lettered: 2
+            dead_lettered: 2,
+            stale: 0
         }
     );
     let letters = operator::list(&env.client, false).await.unwrap();

@@ -73,7 +73,10 @@ impl TestEnv {
             .create()
             .expect("producer");
         Self {
-            checkpoint: projector::position::Checkpoint::new(settings.kafka.group_id.clone()),
+            // The same records applied twice must reach the inbox and the
+            // version policy, which these tests are about.
+            checkpoint: projector::position::Checkpoint::new(settings.kafka.group_id.clone())
+                .unfenced(),
             settings,
             topic,
             customer_topic,

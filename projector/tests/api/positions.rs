@@ -53,16 +53,19 @@ async fn stored_ahead_of_kafka(env: &TestEnv) -> i64 {
     ahead
 }
 
-async fn duplicates_skipped(env: &TestEnv) -> (i64, i64) {
+/// (projector processes, redeliveries turned away by inbox or version, records
+/// skipped below a stored position) over every run of the test's group.
+async fn redeliveries(env: &TestEnv) -> (i64, i64, i64) {
     let row = env
         .client
         .query_one(
-            "SELECT count(*), coalesce(sum(duplicates_skipped), 0)::bigint FROM projector_runs",
+            "SELECT count(*), coalesce(sum(duplicates_skipped), 0)::bigint, \
+               coalesce(sum(stale_skipped), 0)::bigint FROM projector_runs",
             &[],
         )
         .await
         .unwrap();
-    (row.get(0), row.get(1))
+    (row.get(0), row.get(1), row.get(2))
 }
 
 const INBOX: &str = "SELECT count(*) FROM inbox";
@@ -91,10 +94,11 @@ async fn a_crash_between_the_commit_and_the_kafka_commit_redelivers_nothing() {
     total += publish_orders(&env, 1).await;
     await_count(&env.client, INBOX, total, Duration::from_secs(60)).await;
     process.stop();
-    let (runs, duplicates) = duplicates_skipped(&env).await;
+    let (runs, duplicates, stale) = redeliveries(&env).await;
     assert!(runs >= 2);
     assert_eq!(
-        duplicates, 0,
+        (duplicates, stale),
+        (0, 0),
         "the restarted projector started at the stored positions: nothing came twice"
     );
 }
@@ -121,11 +125,15 @@ async fn rebalances_between_two_instances_redeliver_nothing() {
     await_count(&env.client, INBOX, total, Duration::from_secs(90)).await;
     second.stop();
     third.stop();
-    let (runs, duplicates) = duplicates_skipped(&env).await;
+    let (runs, duplicates, stale) = redeliveries(&env).await;
     assert!(runs >= 2, "{runs} runs applied something");
+    // Tansu sometimes hands a partition to the new member before the old one
+    // let go; the position fence makes the second owner skip what the first
+    // applied (counted as stale) instead of re-processing it.
+    eprintln!("records skipped below a stored position by a second owner: {stale}");
     assert_eq!(
         duplicates, 0,
-        "no record was delivered twice across rebalances"
+        "no record was processed twice across rebalances"
     );
 }
 
@@ -169,7 +177,8 @@ async fn a_redelivery_inside_and_beyond_the_inbox_window_has_no_effect() {
             applied: 0,
             duplicates: 12,
             parked: 0,
-            dead_lettered: 0
+            dead_lettered: 0,
+            stale: 0
         }
     );
     assert_eq!(
