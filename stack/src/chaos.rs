@@ -13,8 +13,10 @@
 //! - Writers: each writer slot runs `writer load --mix chaos` (every command
 //!   kind, ~5% commands the rules refuse) in short segments under a
 //!   supervisor thread that restarts it when a segment ends or is killed.
-//! - Faults ([`Target`]): writer processes (their open transactions are
-//!   recorded just before the kill and checked aborted after it), Kafka
+//! - Faults ([`Target`]): writer processes, held inside their transactions
+//!   by a short table lock (their open transaction ids are recorded before
+//!   the kill; afterwards each must have committed — its COMMIT was already
+//!   sent — or rolled back, nothing else), Kafka
 //!   Connect, the broker, each projector instance, PostgreSQL (SIGKILL of the
 //!   whole cluster: every connection dies, crash recovery on restart). The
 //!   first faults cover every target once, in seeded order; the rest are drawn
