@@ -150,14 +150,24 @@ pub(crate) async fn fence(
         .collect())
 }
 
-/// The stored positions of `group_id`.
+/// The stored positions of `group_id` (in the connection's schema).
 pub async fn load(
     client: &impl GenericClient,
     group_id: &str,
 ) -> Result<Positions, tokio_postgres::Error> {
+    load_from(client, "consumer_positions", group_id).await
+}
+
+/// The stored positions of `group_id` in `table` (schema-qualified by
+/// `projector rebuild`, which reads the live and the shadow copy side by side).
+pub async fn load_from(
+    client: &impl GenericClient,
+    table: &str,
+    group_id: &str,
+) -> Result<Positions, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT topic, kafka_partition, next_offset FROM consumer_positions WHERE group_id = $1",
+            &format!("SELECT topic, kafka_partition, next_offset FROM {table} WHERE group_id = $1"),
             &[&group_id],
         )
         .await?;

@@ -100,18 +100,7 @@ async fn positions(
     schema: &str,
     group: &str,
 ) -> Result<Positions, RebuildError> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT topic, kafka_partition, next_offset FROM {schema}.consumer_positions WHERE group_id = $1"
-            ),
-            &[&group],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-        .collect())
+    Ok(crate::position::load_from(client, &format!("{schema}.consumer_positions"), group).await?)
 }
 
 /// Records the copy still lacks to reach the live positions (0: at or past them).
