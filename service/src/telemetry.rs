@@ -77,7 +77,13 @@ pub fn layer<S>(provider: &SdkTracerProvider, service: &'static str) -> impl Lay
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    tracing_opentelemetry::layer().with_tracer(provider.tracer(service))
+    // Only what a trace needs: no per-poll timing, no code location or
+    // thread attributes (each costs work on every command and event).
+    tracing_opentelemetry::layer()
+        .with_tracked_inactivity(false)
+        .with_location(false)
+        .with_threads(false)
+        .with_tracer(provider.tracer(service))
 }
 
 /// Installs logging and tracing for the process (see the module docs).
