@@ -8,13 +8,19 @@
 # the chaos suite found the relay stopped for good after a database restart.
 # Used by the local stack (started with Connect) and by compose (its own service).
 #
-# CONNECT_URL (default http://connect:8083), CONNECTOR (default outbox-connector).
+# CONNECT_URL (default http://connect:8083; several workers: space-separated, the
+# first that answers is asked), CONNECTOR (default outbox-connector).
 set -u
-url="${CONNECT_URL:-http://connect:8083}"
+urls="${CONNECT_URL:-http://connect:8083}"
 name="${CONNECTOR:-outbox-connector}"
 delay=2
 while true; do
-  if status=$(curl -fsS --max-time 5 "$url/connectors/$name/status" 2>/dev/null); then
+  status=""
+  for url in $urls; do
+    status=$(curl -fsS --max-time 5 "$url/connectors/$name/status" 2>/dev/null) && break
+    status=""
+  done
+  if [ -n "$status" ]; then
     case "$status" in
       *'"state":"FAILED"'*)
         echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) WARN connector $name has a FAILED task; restarting it (next try in at most ${delay}s)"

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use tokio::time::Instant;
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::batch::{apply_batch, BatchError, Outcome};
 use crate::position::{self, Checkpoint};
 use crate::record::{Decoder, Record};
-use crate::settings::Settings;
+use crate::settings::{GroupProtocol, Settings};
 
 /// Why the projector stopped other than by the shutdown signal.
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +89,7 @@ impl ClientContext for ProjectorContext {
                 if p.partition < 0 {
                     continue; // librdkafka's internal "unassigned" partition
                 }
-                // -1: not consumed here (revoked, or not known yet): no lag of ours.
-                let lag = p.consumer_lag.max(0);
+                let lag = partition_lag(p);
                 total += lag;
                 metrics::gauge!(
                     "projector_partition_lag",
@@ -104,9 +103,33 @@ impl ClientContext for ProjectorContext {
     }
 }
 
+/// Records of a partition still to be applied, from librdkafka's statistics.
+///
+/// librdkafka's own `consumer_lag` (last stable offset − committed offset)
+/// never reaches 0 on a transactional topic: the relay commits each batch with
+/// a control record, which takes an offset but is never passed to the
+/// application, so the offset after the last applied record stays one short
+/// of the end. Caught up is therefore: nothing left to fetch (the fetch
+/// position is at the last stable offset), nothing fetched and not yet
+/// applied (empty fetch queue), everything applied stored.
+fn partition_lag(p: &rdkafka::statistics::Partition) -> i64 {
+    if p.consumer_lag < 0 {
+        return 0; // not consumed here (revoked, or not known yet): no lag of ours
+    }
+    let caught_up =
+        p.next_offset >= p.ls_offset && p.fetchq_cnt == 0 && p.stored_offset >= p.app_offset;
+    if caught_up {
+        0
+    } else {
+        p.consumer_lag_stored.max(p.consumer_lag).max(0)
+    }
+}
+
 impl ConsumerContext for ProjectorContext {
-    /// Eager rebalancing as librdkafka's default, with one change: an
-    /// assignment starts at the stored positions.
+    /// librdkafka's default rebalance with one change: an assignment starts
+    /// at the stored positions. With the KIP-848 protocol (the default here)
+    /// rebalances are incremental: only the partitions that move are assigned
+    /// or revoked, the others keep being consumed.
     fn rebalance(
         &self,
         consumer: &rdkafka::consumer::BaseConsumer<Self>,
@@ -118,11 +141,17 @@ impl ConsumerContext for ProjectorContext {
             RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 tracing::info!(partitions = ?partitions(tpl), "assigned");
                 self.seek_to_stored(tpl);
-                consumer.assign(tpl)
+                match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+                    _ => consumer.assign(tpl),
+                }
             }
             RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(partitions = ?partitions(tpl), "revoked");
-                consumer.unassign()
+                match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+                    _ => consumer.unassign(),
+                }
             }
             other => {
                 tracing::warn!(error = ?other, "rebalance error; dropping the assignment");
@@ -156,20 +185,32 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<String> {
 /// Builds the group consumer with the at-least-once settings.
 pub fn build_consumer(settings: &Settings) -> Result<StreamConsumer<ProjectorContext>, KafkaError> {
     let kafka = &settings.kafka;
-    let consumer: StreamConsumer<ProjectorContext> = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &kafka.bootstrap_servers)
         .set("group.id", &kafka.group_id)
+        .set("group.protocol", kafka.group_protocol.as_str())
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
-        // A third of the session: a restarted instance's group settles quickly.
-        .set(
-            "heartbeat.interval.ms",
-            (kafka.session_timeout_ms / 3).max(100).to_string(),
-        )
-        .set("max.poll.interval.ms", "300000")
+        // Only records of committed transactions (librdkafka's default, said
+        // out loud): the relay publishes in Kafka transactions (exactly-once
+        // source), and an aborted batch must never reach the read model.
+        .set("isolation.level", "read_committed")
+        .set("max.poll.interval.ms", "300000");
+    if kafka.group_protocol == GroupProtocol::Classic {
+        // With KIP-848 the session and heartbeat are the broker's
+        // (group.consumer.*); librdkafka refuses them from the client.
+        config
+            .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
+            // A third of the session: a restarted instance's group settles quickly.
+            .set(
+                "heartbeat.interval.ms",
+                (kafka.session_timeout_ms / 3).max(100).to_string(),
+            );
+    }
+    let consumer: StreamConsumer<ProjectorContext> = config
         .set("statistics.interval.ms", "1000")
         // Latency over throughput: do not let a fetch sit on the broker for long.
         .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
@@ -228,10 +269,8 @@ pub async fn run_with(
     let mut gauges = BacklogGauges::default();
     tracing::info!(topics = ?settings.kafka.topics, group = %settings.kafka.group_id, run = %checkpoint.run_id, "projector started");
 
-    let mut watchdog = AssignmentWatchdog::new(&settings);
     loop {
         gauges.refresh(&client).await;
-        watchdog.check(&consumer, &settings)?;
         let batch = match next_batch(&consumer, &settings, &mut shutdown).await {
             Poll::Batch(mut batch) => {
                 // A rebalance served while the batch was collected (inside
@@ -306,133 +345,6 @@ enum Poll {
 
 /// How long without records before the loop looks at its assignment.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
-
-/// Rejoins the group when partitions are stranded: this member has held no
-/// partition for too long, or a partition of the topics is held by nobody who
-/// consumes it (its committed offset sits behind the end and has not moved).
-///
-/// Why: Tansu 0.6 (the local stack's broker) mishandles members that die:
-/// restarted while a dead member led the group, it hands the survivor an empty
-/// assignment without asking it to rejoin; and a rebalance right after a
-/// member was killed can give that dead member's partitions to the dead member
-/// again, where they stay until some member rejoins (seen in chaos runs: a
-/// partition stalled for a minute). A fresh join repairs both. On Apache Kafka
-/// a stalled partition means a live but stuck member; the rejoin is a harmless
-/// rebalance there, once per [`AssignmentWatchdog::limit`].
-struct AssignmentWatchdog {
-    empty_since: Option<Instant>,
-    /// Per partition we do not hold: (committed offset, since when unchanged).
-    stalled: std::collections::HashMap<(String, i32), (i64, Instant)>,
-    last_check: Instant,
-    limit: Duration,
-}
-
-/// How often the watchdog looks, busy or idle.
-const WATCHDOG_INTERVAL: Duration = Duration::from_secs(5);
-
-impl AssignmentWatchdog {
-    fn new(settings: &Settings) -> Self {
-        Self {
-            empty_since: None,
-            stalled: Default::default(),
-            last_check: Instant::now(),
-            limit: Duration::from_millis(u64::from(settings.kafka.session_timeout_ms) * 3),
-        }
-    }
-
-    fn check(
-        &mut self,
-        consumer: &StreamConsumer<ProjectorContext>,
-        settings: &Settings,
-    ) -> Result<(), KafkaError> {
-        if self.last_check.elapsed() < WATCHDOG_INTERVAL {
-            return Ok(());
-        }
-        self.last_check = Instant::now();
-        let assignment = consumer.assignment()?;
-        let reason = if assignment.count() == 0 {
-            self.stalled.clear();
-            let since = *self.empty_since.get_or_insert_with(Instant::now);
-            (since.elapsed() >= self.limit).then(|| {
-                format!(
-                    "no partitions assigned for {} ms",
-                    since.elapsed().as_millis()
-                )
-            })
-        } else {
-            self.empty_since = None;
-            self.stranded_partition(consumer, settings, &assignment)
-        };
-        if let Some(reason) = reason {
-            tracing::warn!(reason = %reason, "partitions stranded; rejoining the group");
-            consumer.unsubscribe();
-            let topics: Vec<&str> = settings.kafka.topics.iter().map(String::as_str).collect();
-            consumer.subscribe(&topics)?;
-            self.empty_since = None;
-            self.stalled.clear();
-        }
-        Ok(())
-    }
-
-    /// A partition we do not hold whose group offset stood still behind the
-    /// end for [`Self::limit`], if any. Broker errors mean "cannot tell".
-    fn stranded_partition(
-        &mut self,
-        consumer: &StreamConsumer<ProjectorContext>,
-        settings: &Settings,
-        assignment: &TopicPartitionList,
-    ) -> Option<String> {
-        let timeout = Duration::from_secs(1);
-        let held: std::collections::HashSet<(String, i32)> = assignment
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_owned(), e.partition()))
-            .collect();
-        let mut others = TopicPartitionList::new();
-        for topic in &settings.kafka.topics {
-            let metadata = consumer.fetch_metadata(Some(topic), timeout).ok()?;
-            for t in metadata.topics() {
-                for p in t.partitions() {
-                    if !held.contains(&(t.name().to_owned(), p.id())) {
-                        others.add_partition(t.name(), p.id());
-                    }
-                }
-            }
-        }
-        if others.count() == 0 {
-            self.stalled.clear();
-            return None;
-        }
-        let committed = consumer.committed_offsets(others, timeout).ok()?;
-        let mut seen = std::collections::HashMap::new();
-        let mut stranded = None;
-        for e in committed.elements() {
-            let key = (e.topic().to_owned(), e.partition());
-            let offset = e.offset().to_raw().unwrap_or(0).max(0);
-            let (_, high) = consumer
-                .fetch_watermarks(e.topic(), e.partition(), timeout)
-                .ok()?;
-            if offset >= high {
-                continue; // caught up: nothing to consume
-            }
-            let since = match self.stalled.get(&key) {
-                Some((before, since)) if *before == offset => *since,
-                _ => Instant::now(),
-            };
-            if since.elapsed() >= self.limit {
-                stranded = Some(format!(
-                    "{}/{} at offset {offset} of {high}, unmoved for {} ms",
-                    key.0,
-                    key.1,
-                    since.elapsed().as_millis()
-                ));
-            }
-            seen.insert(key, (offset, since));
-        }
-        self.stalled = seen;
-        stranded
-    }
-}
 
 async fn next_batch(
     consumer: &StreamConsumer<ProjectorContext>,

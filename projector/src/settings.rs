@@ -24,12 +24,36 @@ pub struct KafkaSettings {
     pub group_id: String,
     /// Topics to consume, e.g. `["outbox.event.order"]`.
     pub topics: Vec<String>,
+    /// The consumer group protocol: `consumer` (KIP-848: the broker assigns,
+    /// rebalances are incremental, a member's session is the broker's
+    /// `group.consumer.session.timeout.ms`) or `classic`.
+    #[serde(default)]
+    pub group_protocol: GroupProtocol,
+    /// Session timeout of the classic protocol only.
     #[serde(default = "default_session_timeout")]
     pub session_timeout_ms: u32,
     /// Longest the broker may hold a fetch that has no new records: an idle
     /// projector's floor on latency.
     #[serde(default = "default_fetch_wait_max_ms")]
     pub fetch_wait_max_ms: u32,
+}
+
+/// librdkafka's `group.protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    #[default]
+    Consumer,
+    Classic,
+}
+
+impl GroupProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupProtocol::Consumer => "consumer",
+            GroupProtocol::Classic => "classic",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

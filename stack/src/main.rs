@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use stack::{demo, status, Component, Stack};
 
 /// The outbox/CDC stack on this machine, without Docker: PostgreSQL, a
-/// Kafka-protocol broker, Kafka Connect + Debezium, and the projector.
+/// Apache Kafka (KRaft), Kafka Connect (distributed) + Debezium, and the projector.
 #[derive(Debug, Parser)]
 #[command(name = "stack", version)]
 struct Cli {
@@ -24,7 +24,15 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start every component that is not running and wait until all are ready.
-    Up,
+    Up {
+        /// Kafka nodes of a NEW stack: 1, or 3 (replication factor 3,
+        /// min.insync.replicas=2). An existing stack keeps its size.
+        #[arg(long)]
+        brokers: Option<u8>,
+        /// Kafka Connect workers of a NEW stack (one distributed group).
+        #[arg(long)]
+        connect_workers: Option<u8>,
+    },
     /// Stop every component (data is kept; `up` resumes).
     Down,
     /// Show each component: running or not, and its health.
@@ -35,13 +43,15 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         watch: Option<u64>,
     },
-    /// Print a component's log (postgres, broker, connect, projector).
+    /// Print a component's log (postgres, broker, connect, projector), or one
+    /// unit's: broker-2, connect-2, connect-watchdog, projector-2.
     Logs {
         component: String,
         #[arg(long, default_value_t = 100)]
         lines: usize,
     },
-    /// SIGKILL a component (a crash, for reliability tests).
+    /// SIGKILL a component (a crash, for reliability tests), or one unit of
+    /// it: broker-N (one Kafka node), connect-N (one Connect worker).
     Kill { component: String },
     /// Start one component and wait until it is ready.
     Start { component: String },
@@ -113,6 +123,12 @@ enum Command {
         /// Leave the stack running afterwards (to inspect it).
         #[arg(long)]
         keep: bool,
+        /// Kafka nodes: 3 adds single-broker kills (the busiest partition's leader among them).
+        #[arg(long, default_value_t = 1)]
+        brokers: u8,
+        /// Connect workers: 2 adds single-worker kills (the task moves).
+        #[arg(long, default_value_t = 1)]
+        connect_workers: u8,
     },
     /// Rebuild every read model from the topics into a shadow schema while the
     /// live projector runs, then swap it in atomically (`projector rebuild`,
@@ -201,6 +217,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         writers,
         json,
         keep,
+        brokers,
+        connect_workers,
     } = cli.command
     {
         let spec = stack::chaos::ChaosSpec {
@@ -210,17 +228,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             projectors,
             rate,
             writers: writers as usize,
+            shape: stack::Shape {
+                brokers,
+                connect_workers,
+            }
+            .validate()?,
         };
         return chaos(cli.state_dir, &spec, json, keep);
     }
     let state_dir = cli
         .state_dir
         .unwrap_or_else(|| stack::repo_root().join(".stack"));
-    let stack = Stack::open(&state_dir, stack::default_bin_dir())?;
+    let shape = match &cli.command {
+        Command::Up {
+            brokers,
+            connect_workers,
+        } if brokers.is_some() || connect_workers.is_some() => Some(
+            stack::Shape {
+                brokers: brokers.unwrap_or(1),
+                connect_workers: connect_workers.unwrap_or(1),
+            }
+            .validate()?,
+        ),
+        _ => None,
+    };
+    let stack = Stack::open_with(&state_dir, stack::default_bin_dir(), shape)?;
     let progress = Progress::new();
     let step = |m: &str| progress.step(m);
     match cli.command {
-        Command::Up => {
+        Command::Up { .. } => {
             stack.up(&step)?;
             progress.finish();
             print_status(&stack, false);
@@ -250,7 +286,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             component: name,
             lines,
         } => {
-            println!("{}", stack.tail_log(component(&name)?, lines));
+            if Component::parse(&name).is_none() && stack.unit_log(&name).exists() {
+                println!("{}", stack.tail_unit_log(&name, lines));
+            } else {
+                println!("{}", stack.tail_log(component(&name)?, lines));
+            }
+        }
+        Command::Kill { component: name } if name.starts_with("broker-") => {
+            let node = name["broker-".len()..]
+                .parse()
+                .ok()
+                .filter(|n| (1..=stack.state.shape.brokers).contains(n))
+                .with_context(|| format!("no Kafka node {name:?} in this stack"))?;
+            stack::kafka::kill_node(&stack, node)?;
+            println!("{name} killed (SIGKILL); `stack start broker` brings it back");
+        }
+        Command::Kill { component: name } if name.starts_with("connect-") => {
+            let worker = name["connect-".len()..]
+                .parse()
+                .ok()
+                .filter(|n| (1..=stack.state.shape.connect_workers).contains(n))
+                .with_context(|| format!("no Connect worker {name:?} in this stack"))?;
+            stack::connect::kill_worker(&stack, worker)?;
+            println!("{name} killed (SIGKILL); `stack start connect` brings it back");
         }
         Command::Kill { component: name } => {
             let c = component(&name)?;
@@ -382,7 +440,7 @@ fn print_env(stack: &Stack, customer: &str) {
 
 fn bench(state_dir: Option<PathBuf>, quick: bool, out: Option<PathBuf>) -> anyhow::Result<()> {
     let dir = state_dir.unwrap_or_else(|| stack::repo_root().join("target/bench-stack"));
-    let stack = Stack::open_fresh(&dir, stack::default_bin_dir())?;
+    let stack = Stack::open_fresh(&dir, stack::default_bin_dir(), stack::Shape::default())?;
     let progress = Progress::new();
     let step = |m: &str| progress.step(m);
     stack.up(&step)?;
@@ -421,7 +479,7 @@ fn chaos(
     keep: bool,
 ) -> anyhow::Result<()> {
     let dir = state_dir.unwrap_or_else(|| stack::repo_root().join("target/chaos-stack"));
-    let stack = Stack::open_fresh(&dir, stack::default_bin_dir())?;
+    let stack = Stack::open_fresh(&dir, stack::default_bin_dir(), spec.shape)?;
     let progress = Progress::new();
     let step = |m: &str| progress.step(m);
     step(&format!("chaos run: {}", spec.command_line()));

@@ -61,7 +61,7 @@ pub fn start(stack: &Stack, progress: &dyn Fn(&str)) -> Result<()> {
     let mut command = Command::new(format!("{PG_BIN}/postgres"));
     command.arg("-D").arg(&data);
     as_postgres_user(&mut command)?;
-    stack.spawn(Component::Postgres, command)?;
+    stack.spawn_unit(Component::Postgres.name(), command)?;
     stack.await_ready(Component::Postgres)?;
     progress("bootstrapping roles and databases (sql/bootstrap.sql)");
     let mut psql = admin_psql(stack, "postgres");

@@ -54,6 +54,20 @@ pub fn stop(pid: i32, signal: Signal, grace: Duration) {
     }
 }
 
+/// Signals every process of `pids` at once, waits up to `grace` for all,
+/// then kills the groups of those still alive.
+pub fn stop_all(pids: &[i32], signal: Signal, grace: Duration) {
+    for pid in pids {
+        let _ = kill(Pid::from_raw(*pid), signal);
+    }
+    wait_until(grace, Duration::from_millis(100), || {
+        pids.iter().all(|p| !is_alive(*p))
+    });
+    for pid in pids.iter().filter(|p| is_alive(**p)) {
+        kill_group(*pid);
+    }
+}
+
 /// Polls `ready` every `interval` until it returns true (then `true`) or
 /// `deadline` passes (then `false`).
 pub fn wait_until(deadline: Duration, interval: Duration, mut ready: impl FnMut() -> bool) -> bool {

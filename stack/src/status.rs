@@ -1,12 +1,10 @@
 //! Liveness (is the process there?) and health (does it do its job?) per component.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::{postgres, Component, Stack, CONNECTOR_NAME};
+use crate::{kafka, postgres, Component, Stack, CONNECTOR_NAME};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ComponentStatus {
@@ -57,50 +55,17 @@ pub fn readiness(stack: &Stack, component: Component) -> Result<String, String> 
 pub fn health(stack: &Stack, component: Component) -> Result<String, String> {
     match component {
         Component::Postgres => postgres::health(stack),
-        Component::Broker => broker_health(stack.state.broker_port),
+        Component::Broker => kafka::health(stack),
         Component::Connect => connector_health(stack),
         Component::Projector => projector_health(stack),
     }
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(3)))
         .build()
         .into()
-}
-
-/// Sends a Kafka `ApiVersions` (v0) request and expects error code 0.
-fn broker_health(port: u16) -> Result<String, String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .map_err(|e| e.to_string())?;
-    let client_id = b"stack";
-    let mut body = Vec::new();
-    body.extend_from_slice(&18i16.to_be_bytes()); // api key: ApiVersions
-    body.extend_from_slice(&0i16.to_be_bytes()); // api version 0
-    body.extend_from_slice(&7i32.to_be_bytes()); // correlation id
-    body.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
-    body.extend_from_slice(client_id);
-    let mut request = (body.len() as i32).to_be_bytes().to_vec();
-    request.extend_from_slice(&body);
-    stream.write_all(&request).map_err(|e| e.to_string())?;
-    let mut header = [0u8; 10];
-    stream
-        .read_exact(&mut header)
-        .map_err(|e| format!("no ApiVersions answer: {e}"))?;
-    let correlation = i32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    let error_code = i16::from_be_bytes([header[8], header[9]]);
-    if correlation == 7 && error_code == 0 {
-        Ok(format!("answering Kafka requests on 127.0.0.1:{port}"))
-    } else {
-        Err(format!(
-            "ApiVersions answered correlation {correlation}, error {error_code}"
-        ))
-    }
 }
 
 /// The connector and all its tasks RUNNING, per Connect's REST API.
@@ -222,4 +187,17 @@ fn projector_health(stack: &Stack) -> Result<String, String> {
         ));
     }
     Ok(summary)
+}
+
+/// The Connect worker (1-based) that runs the connector's task, per the REST API.
+pub fn connector_task_worker(stack: &Stack) -> Option<u8> {
+    let url = format!("{}/connectors/{CONNECTOR_NAME}/status", stack.connect_url());
+    let status: serde_json::Value = agent().get(&url).call().ok()?.body_mut().read_json().ok()?;
+    let worker = status["tasks"][0]["worker_id"].as_str()?.to_owned();
+    crate::connect::workers(stack).find(|n| {
+        worker.ends_with(&format!(
+            ":{}",
+            stack.state.connect_ports[usize::from(*n - 1)]
+        ))
+    })
 }

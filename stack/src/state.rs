@@ -1,0 +1,242 @@
+//! What one stack remembers between commands: its shape (brokers, Connect
+//! workers), ports and secrets, chosen on first use and kept in `stack.json`
+//! (0600, written atomically, in a 0700 state directory); the database roles
+//! and their logins.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{io_err, Result, StackError};
+
+/// Owns both databases and runs the migrations (sql/bootstrap.sql has every role).
+pub const OWNER_USER: &str = "orders_owner";
+
+/// The database roles (sql/bootstrap.sql): one per job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Owner,
+    Writer,
+    Projector,
+    Reader,
+    Debezium,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Owner,
+        Role::Writer,
+        Role::Projector,
+        Role::Reader,
+        Role::Debezium,
+    ];
+
+    pub fn user(self) -> &'static str {
+        match self {
+            Role::Owner => OWNER_USER,
+            Role::Writer => "orders_writer",
+            Role::Projector => "orders_projector",
+            Role::Reader => "orders_reader",
+            Role::Debezium => "debezium",
+        }
+    }
+}
+
+/// The size of a stack, fixed when it is first created (a Kafka cluster's
+/// controller quorum cannot change size by restarting with other settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shape {
+    /// Kafka nodes, each broker and KRaft controller: 1, or 3 (replication
+    /// factor 3, `min.insync.replicas=2`).
+    pub brokers: u8,
+    /// Kafka Connect workers in the one distributed group.
+    pub connect_workers: u8,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self {
+            brokers: 1,
+            connect_workers: 1,
+        }
+    }
+}
+
+impl Shape {
+    pub fn validate(self) -> Result<Self> {
+        if !matches!(self.brokers, 1 | 3) {
+            return Err(StackError::BadInput(format!(
+                "--brokers {}: a stack runs 1 or 3 Kafka nodes",
+                self.brokers
+            )));
+        }
+        if !(1..=3).contains(&self.connect_workers) {
+            return Err(StackError::BadInput(format!(
+                "--connect-workers {}: 1 to 3",
+                self.connect_workers
+            )));
+        }
+        Ok(self)
+    }
+
+    /// Replication factor of every topic (the cluster's size).
+    pub fn replication_factor(self) -> u8 {
+        self.brokers
+    }
+
+    /// `min.insync.replicas`: 2 of 3, so one broker may die without stopping
+    /// writes and an acknowledged record is on two brokers.
+    pub fn min_insync_replicas(self) -> u8 {
+        if self.brokers >= 3 {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// Ports of one Kafka node.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct NodePorts {
+    /// Clients and replication (PLAINTEXT, loopback).
+    pub broker: u16,
+    /// The KRaft controller quorum.
+    pub controller: u16,
+}
+
+/// Ports and secrets of one stack, chosen once and kept in `stack.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StackState {
+    pub shape: Shape,
+    /// The Kafka cluster's id (`StorageTool format -t`).
+    pub cluster_id: String,
+    pub postgres_port: u16,
+    pub kafka_nodes: Vec<NodePorts>,
+    /// REST listener of each Connect worker (loopback).
+    pub connect_ports: Vec<u16>,
+    pub projector_metrics_port: u16,
+    /// Password of the owner role (migrations; the stack's own checks).
+    pub app_password: String,
+    pub debezium_password: String,
+    pub writer_password: String,
+    pub projector_password: String,
+    pub reader_password: String,
+}
+
+impl StackState {
+    /// A new stack of `shape` with free ports and fresh secrets.
+    pub fn new(shape: Shape) -> Result<Self> {
+        let shape = shape.validate()?;
+        let kafka_nodes = (0..shape.brokers)
+            .map(|_| {
+                Ok(NodePorts {
+                    broker: free_port()?,
+                    controller: free_port()?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let connect_ports = (0..shape.connect_workers)
+            .map(|_| free_port())
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            shape,
+            cluster_id: kafka_cluster_id(),
+            postgres_port: free_port()?,
+            kafka_nodes,
+            connect_ports,
+            projector_metrics_port: free_port()?,
+            app_password: random_secret(),
+            debezium_password: random_secret(),
+            writer_password: random_secret(),
+            projector_password: random_secret(),
+            reader_password: random_secret(),
+        })
+    }
+
+    /// Reads `stack.json`.
+    pub fn load(file: &Path) -> Result<Self> {
+        let text = fs::read_to_string(file).map_err(io_err("reading stack.json"))?;
+        serde_json::from_str(&text).map_err(|e| StackError::BadState {
+            path: file.display().to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Writes `stack.json` (0600, atomically).
+    pub fn save(&self, file: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| StackError::BadState {
+            path: file.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        write_private(file, &text)
+    }
+}
+
+/// Where a database is and how the services log in to it.
+#[derive(Debug, Clone)]
+pub struct DbParams {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub dbname: String,
+}
+
+impl DbParams {
+    /// A libpq connection string (for tokio-postgres).
+    pub fn conn_string(&self) -> String {
+        format!(
+            "host={} port={} user={} password={} dbname={}",
+            self.host, self.port, self.user, self.password, self.dbname
+        )
+    }
+}
+
+/// Creates `dir` (and its parents, with the default mode) and makes `dir`
+/// itself 0700: it holds secrets. Parents are never changed.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(io_err(format!("restricting {}", dir.display())))
+}
+
+/// Writes `text` to `path` readable by its owner only, atomically: a temp
+/// file in the same folder created 0600, synced, then renamed over `path`.
+pub fn write_private(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let what = || format!("writing {}", path.display());
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(what()))?;
+    file.write_all(text.as_bytes()).map_err(io_err(what()))?;
+    file.sync_all().map_err(io_err(what()))?;
+    fs::rename(&tmp, path).map_err(io_err(what()))
+}
+
+pub(crate) fn free_port() -> Result<u16> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(io_err("finding a free port"))
+}
+
+pub(crate) fn random_secret() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 24)
+}
+
+/// A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (the
+/// form `kafka-storage random-uuid` prints).
+fn kafka_cluster_id() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+}
