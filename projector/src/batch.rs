@@ -127,12 +127,18 @@ pub async fn apply_batch(
     let mut tx = client.transaction().await?;
     // Both first, pipelined: the swap lock waits only while a rebuild swaps
     // tables in; the fence locks the batch's position rows and reads them.
+    // The lock goes as a simple query, which the server runs whole before it
+    // reads the next message: an extended-protocol statement would be parsed
+    // first, and the fence's Parse (which already takes a table lock) could
+    // overtake the advisory lock's Execute — then a batch holding
+    // `consumer_positions` waits for the rebuild's swap, which waits for that
+    // table: a deadlock (seen in the rebuild test).
     let swap = async {
         if checkpoint.yields_to_swap {
-            tx.execute(
-                "SELECT pg_advisory_xact_lock_shared($1)",
-                &[&crate::position::SWAP_LOCK],
-            )
+            tx.batch_execute(&format!(
+                "SELECT pg_advisory_xact_lock_shared({})",
+                crate::position::SWAP_LOCK
+            ))
             .await?;
         }
         Ok::<_, tokio_postgres::Error>(())

@@ -188,9 +188,9 @@ pub fn start_node(stack: &Stack, id: u8) -> Result<()> {
             &[
                 "format",
                 "--ignore-formatted",
-                "-t",
-                &stack.state.cluster_id,
-                "-c",
+                // With `=`: a generated id may start with `-`.
+                &format!("--cluster-id={}", stack.state.cluster_id),
+                "--config",
                 &config.display().to_string(),
             ],
         )?;
@@ -294,7 +294,13 @@ fn admin(stack: &Stack) -> Result<AdminClient<DefaultClientContext>> {
 /// Creates the topics of `debezium/topics.txt` that are missing, with their
 /// configs, [`PARTITIONS`] partitions and the cluster's replication factor.
 pub fn create_topics(stack: &Stack, progress: &dyn Fn(&str)) -> Result<()> {
+    // Only what is missing: a restart of a degraded cluster (a node still
+    // down) must not depend on an admin request it cannot serve.
+    let existing = existing_topics(stack)?;
     for (topic, configs) in crate::read_topic_specs(&stack.repo)? {
+        if existing.contains(&topic) {
+            continue;
+        }
         let configs: Vec<(String, String)> = configs
             .iter()
             .filter_map(|c| c.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
@@ -307,6 +313,21 @@ pub fn create_topics(stack: &Stack, progress: &dyn Fn(&str)) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Names of the cluster's topics.
+pub fn existing_topics(stack: &Stack) -> Result<Vec<String>> {
+    let consumer: BaseConsumer = client_config(stack)
+        .create()
+        .map_err(|e| StackError::Kafka(format!("client: {e}")))?;
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|e| StackError::Kafka(format!("metadata: {e}")))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect())
 }
 
 /// Creates `topic` unless it exists; `true` if it was created.

@@ -463,7 +463,13 @@ fn bench(state_dir: Option<PathBuf>, quick: bool, out: Option<PathBuf>) -> anyho
     let path = stack::bench::write_report(&results, &out, &command)?;
     println!(
         "{}",
-        stack::bench::render_markdown(&results, &command, "now", "benchmarks.svg")
+        stack::bench::render_markdown(
+            &results,
+            stack::bench::load_baseline(&out).as_ref(),
+            &command,
+            "now",
+            "benchmarks.svg"
+        )
     );
     println!(
         "written to {} (and benchmarks.svg beside it)",

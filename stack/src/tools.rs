@@ -71,3 +71,13 @@ pub fn run_java(classpath: String, main: &str, args: &[&str]) -> Result<String> 
             .args(args),
     )
 }
+
+/// A version pinned in one of the poms of `stack/jvm/` (`kafka/pom.xml`,
+/// `kafka.version`): the one source of the JVM versions, for reports.
+pub fn pinned_version(repo: &Path, pom: &str, property: &str) -> Option<String> {
+    let text = std::fs::read_to_string(repo.join("stack/jvm").join(pom)).ok()?;
+    let open = format!("<{property}>");
+    let start = text.find(&open)? + open.len();
+    let end = start + text[start..].find('<')?;
+    Some(text[start..end].trim().to_owned())
+}

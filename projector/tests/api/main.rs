@@ -1,4 +1,4 @@
-//! Projector tests against a real broker (Tansu) and a real PostgreSQL: records
+//! Projector tests against a real broker (Apache Kafka, KRaft) and a real PostgreSQL: records
 //! are published exactly as Debezium's Event Router publishes them.
 
 #![allow(clippy::unwrap_used)] // test helpers fail loudly by design

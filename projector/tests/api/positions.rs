@@ -127,9 +127,10 @@ async fn rebalances_between_two_instances_redeliver_nothing() {
     third.stop();
     let (runs, duplicates, stale) = redeliveries(&env).await;
     assert!(runs >= 2, "{runs} runs applied something");
-    // Tansu sometimes hands a partition to the new member before the old one
-    // let go; the position fence makes the second owner skip what the first
-    // applied (counted as stale) instead of re-processing it.
+    // Should a partition reach a new member before the old one let go (any
+    // broker, any protocol, under a slow revoke), the position fence makes the
+    // second owner skip what the first applied (counted as stale) instead of
+    // re-processing it.
     eprintln!("records skipped below a stored position by a second owner: {stale}");
     assert_eq!(
         duplicates, 0,

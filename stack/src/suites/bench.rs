@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Component, Result, Stack, StackError};
 
@@ -79,14 +79,14 @@ impl BenchSpec {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WriterRow {
     pub clients: usize,
     pub writer_commands_per_second: f64,
     pub pgbench_tps: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CatchUpRow {
     pub batch_size: usize,
     pub events: u64,
@@ -97,7 +97,7 @@ pub struct CatchUpRow {
     pub postgres_cpu_percent: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LatencyRow {
     pub offered_rate: u64,
     pub achieved_rate: f64,
@@ -109,14 +109,14 @@ pub struct LatencyRow {
     pub max_ms: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResourceRow {
     pub component: String,
     pub cpu_seconds_per_million_events: f64,
     pub peak_rss_mb: f64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Results {
     pub machine: String,
     pub relay_events: u64,
@@ -672,6 +672,10 @@ fn recovery(
 
 /// What the figures were measured on.
 fn machine() -> String {
+    let version = |pom: &str, property: &str| {
+        crate::tools::pinned_version(&crate::repo_root(), pom, property)
+            .unwrap_or_else(|| "?".into())
+    };
     let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
     let cpu = read("/proc/cpuinfo")
         .lines()
@@ -692,9 +696,11 @@ fn machine() -> String {
         "release"
     };
     format!(
-        "{cores} cores ({cpu}), {mem_gib:.0} GiB, Linux {}, {profile} build; PostgreSQL 15, Apache Kafka 4.3.1 (KRaft), \
-         Kafka Connect 3.9 + Debezium 3.1.1, every component on this one machine",
-        kernel.trim()
+        "{cores} cores ({cpu}), {mem_gib:.0} GiB, Linux {}, {profile} build; PostgreSQL 15, Apache Kafka {kafka} (KRaft, one node), \
+         Kafka Connect {kafka} distributed with exactly-once source + Debezium {debezium}, every component on this one machine",
+        kernel.trim(),
+        kafka = version("kafka/pom.xml", "kafka.version"),
+        debezium = version("debezium/pom.xml", "debezium.version"),
     )
 }
 
@@ -707,7 +713,13 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 /// The results as Markdown tables.
-pub fn render_markdown(r: &Results, command: &str, when: &str, plot: &str) -> String {
+pub fn render_markdown(
+    r: &Results,
+    baseline: Option<&Results>,
+    command: &str,
+    when: &str,
+    plot: &str,
+) -> String {
     let mut md = format!("Measured {when} with `{command}` on: {}.\n\n", r.machine);
     md.push_str("### Writer vs PostgreSQL's limit (same statements: `bench/place_order.sql`)\n\n");
     md.push_str(
@@ -777,7 +789,103 @@ pub fn render_markdown(r: &Results, command: &str, when: &str, plot: &str) -> St
             x.component, x.cpu_seconds_per_million_events, x.peak_rss_mb
         ));
     }
+    if let Some(before) = baseline {
+        md.push_str(&render_comparison(r, before));
+    }
     md.push_str(&format!("\n![latency and catch-up]({plot})\n"));
+    md
+}
+
+/// The figures of this run beside those of a baseline run (the previous
+/// stack's `benchmarks-tansu.json`), with their ratio.
+fn render_comparison(now: &Results, before: &Results) -> String {
+    let mut md = format!(
+        "\n### Side by side with the previous stack\n\nBefore: {}.\n\n\
+         | figure | before | now | now / before |\n|---|---:|---:|---:|\n",
+        before.machine
+    );
+    let mut row = |figure: String, b: f64, n: f64, unit: &str| {
+        md.push_str(&format!(
+            "| {figure} | {b:.0}{unit} | {n:.0}{unit} | {} |\n",
+            ratio(n, b)
+        ));
+    };
+    row(
+        "relay, events/s".into(),
+        before.relay_events_per_second,
+        now.relay_events_per_second,
+        "",
+    );
+    for c in &now.catch_up {
+        if let Some(b) = before
+            .catch_up
+            .iter()
+            .find(|b| b.batch_size == c.batch_size)
+        {
+            row(
+                format!("catch-up at batch {}, events/s", c.batch_size),
+                b.events_per_second,
+                c.events_per_second,
+                "",
+            );
+        }
+    }
+    for l in &now.latency {
+        if let Some(b) = before
+            .latency
+            .iter()
+            .find(|b| b.offered_rate == l.offered_rate)
+        {
+            let rate = l.offered_rate;
+            row(
+                format!("{rate}/s offered: achieved"),
+                b.achieved_rate,
+                l.achieved_rate,
+                "",
+            );
+            row(format!("{rate}/s offered: p50 ms"), b.p50_ms, l.p50_ms, "");
+            row(format!("{rate}/s offered: p99 ms"), b.p99_ms, l.p99_ms, "");
+        }
+    }
+    if let (Some(b), Some(n)) = (before.recovery_seconds, now.recovery_seconds) {
+        md.push_str(&format!(
+            "| projector SIGKILL → lag < 1 s, s | {b:.1} | {n:.1} | {} |\n",
+            ratio(n, b)
+        ));
+    }
+    let total = |r: &Results| -> f64 {
+        r.resources
+            .iter()
+            .map(|x| x.cpu_seconds_per_million_events)
+            .sum()
+    };
+    for x in &now.resources {
+        if let Some(b) = before.resources.iter().find(|b| b.component == x.component) {
+            md.push_str(&format!(
+                "| {} CPU s / 1M events | {:.0} | {:.0} | {} |\n",
+                x.component,
+                b.cpu_seconds_per_million_events,
+                x.cpu_seconds_per_million_events,
+                ratio(
+                    x.cpu_seconds_per_million_events,
+                    b.cpu_seconds_per_million_events
+                )
+            ));
+            md.push_str(&format!(
+                "| {} peak RSS MB | {:.0} | {:.0} | {} |\n",
+                x.component,
+                b.peak_rss_mb,
+                x.peak_rss_mb,
+                ratio(x.peak_rss_mb, b.peak_rss_mb)
+            ));
+        }
+    }
+    md.push_str(&format!(
+        "| all measured processes, CPU s / 1M events | {:.0} | {:.0} | {} |\n",
+        total(before),
+        total(now),
+        ratio(total(now), total(before))
+    ));
     md
 }
 
@@ -874,7 +982,8 @@ pub fn write_report(r: &Results, out_dir: &Path, command: &str) -> Result<PathBu
     let svg = out_dir.join("benchmarks.svg");
     render_svg(r, &svg)?;
     let when = chrono_like_now();
-    let generated = render_markdown(r, command, &when, "benchmarks.svg");
+    let baseline = load_baseline(out_dir);
+    let generated = render_markdown(r, baseline.as_ref(), command, &when, "benchmarks.svg");
     let md_path = out_dir.join("benchmarks.md");
     const BEGIN: &str =
         "<!-- bench:begin (generated by `stack bench`; edit outside the markers) -->";
@@ -893,6 +1002,13 @@ pub fn write_report(r: &Results, out_dir: &Path, command: &str) -> Result<PathBu
     )
     .map_err(crate::io_err("writing benchmarks.json"))?;
     Ok(md_path)
+}
+
+/// The previous stack's figures (Tansu, Connect standalone, Debezium 3.1.1),
+/// kept as `benchmarks-tansu.json` beside the report, if present.
+pub fn load_baseline(dir: &Path) -> Option<Results> {
+    let text = fs::read_to_string(dir.join("benchmarks-tansu.json")).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// UTC date and time, from `date` (the stack avoids a time crate).

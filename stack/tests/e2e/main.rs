@@ -1,5 +1,5 @@
 //! End to end on a real local stack: writer binary -> PostgreSQL outbox ->
-//! Debezium (Kafka Connect) -> Tansu -> projector binary -> order_view.
+//! Debezium (Kafka Connect, distributed) -> Apache Kafka -> projector binary -> order_view.
 //! Needs the workspace binaries (`cargo build --workspace --bins`).
 
 #![allow(clippy::unwrap_used)] // test helpers fail loudly by design
