@@ -108,20 +108,26 @@ impl ClientContext for ProjectorContext {
 /// librdkafka's own `consumer_lag` (last stable offset − committed offset)
 /// never reaches 0 on a transactional topic: the relay commits each batch with
 /// a control record, which takes an offset but is never passed to the
-/// application, so the offset after the last applied record stays one short
-/// of the end. Caught up is therefore: nothing left to fetch (the fetch
-/// position is at the last stable offset), nothing fetched and not yet
-/// applied (empty fetch queue), everything applied stored.
+/// application, so the offset stored after the last applied record stays one
+/// short of the end. Caught up is therefore: nothing left to fetch (the fetch
+/// position is at the last stable offset), nothing fetched and not passed on
+/// (empty fetch queue, the application's position at the end), and what was
+/// stored within one offset of that position — the control record, or a last
+/// record being applied this very moment (a lag of 1 for milliseconds, which
+/// this gauge, sampled each second, may miss).
 fn partition_lag(p: &rdkafka::statistics::Partition) -> i64 {
     if p.consumer_lag < 0 {
         return 0; // not consumed here (revoked, or not known yet): no lag of ours
     }
-    let caught_up =
-        p.next_offset >= p.ls_offset && p.fetchq_cnt == 0 && p.stored_offset >= p.app_offset;
+    let done = p.stored_offset.max(p.committed_offset);
+    let caught_up = p.next_offset >= p.ls_offset
+        && p.fetchq_cnt == 0
+        && p.app_offset >= p.ls_offset
+        && done + 1 >= p.app_offset;
     if caught_up {
         0
     } else {
-        p.consumer_lag_stored.max(p.consumer_lag).max(0)
+        (p.ls_offset - done).max(0)
     }
 }
 

@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -66,6 +68,14 @@ pub struct NodeSettings {
     pub transaction_log_replication_factor: u8,
     #[serde(rename = "transaction.state.log.min.isr")]
     pub transaction_log_min_isr: u8,
+    /// Partitions of the group and transaction coordinators' topics (50
+    /// each by default): a stack serves a handful of groups and transactional
+    /// producers, and after a crash every partition must be led again before
+    /// the cluster serves; 3 of each restart in a fraction of the time.
+    #[serde(rename = "offsets.topic.num.partitions")]
+    pub offsets_partitions: u32,
+    #[serde(rename = "transaction.state.log.num.partitions")]
+    pub transaction_log_partitions: u32,
     #[serde(rename = "share.coordinator.state.topic.replication.factor")]
     pub share_state_replication_factor: u8,
     #[serde(rename = "share.coordinator.state.topic.min.isr")]
@@ -130,6 +140,8 @@ impl NodeSettings {
             offsets_replication_factor: rf,
             transaction_log_replication_factor: rf,
             transaction_log_min_isr: min_isr,
+            offsets_partitions: PARTITIONS,
+            transaction_log_partitions: PARTITIONS,
             share_state_replication_factor: rf,
             share_state_min_isr: min_isr,
             auto_create_topics: false,
@@ -248,6 +260,11 @@ pub fn health(stack: &Stack) -> std::result::Result<String, String> {
     if !down.is_empty() {
         return Err(format!("{} down", down.join(", ")));
     }
+    // Each node itself, not only the cluster's view: right after a node was
+    // killed the metadata still lists it (until its session expires).
+    for (i, node) in stack.state.kafka_nodes.iter().enumerate() {
+        api_versions(node.broker).map_err(|e| format!("{}: {e}", unit(i as u8 + 1)))?;
+    }
     let consumer: BaseConsumer = client_config(stack)
         .create()
         .map_err(|e| format!("client: {e}"))?;
@@ -273,6 +290,39 @@ pub fn health(stack: &Stack) -> std::result::Result<String, String> {
         if brokers == 1 { "" } else { "s" },
         metadata.topics().len()
     ))
+}
+
+/// Sends a Kafka `ApiVersions` (v0) request and expects error code 0.
+fn api_versions(port: u16) -> Result<String, String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| e.to_string())?;
+    let client_id = b"stack";
+    let mut body = Vec::new();
+    body.extend_from_slice(&18i16.to_be_bytes()); // api key: ApiVersions
+    body.extend_from_slice(&0i16.to_be_bytes()); // api version 0
+    body.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    body.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+    body.extend_from_slice(client_id);
+    let mut request = (body.len() as i32).to_be_bytes().to_vec();
+    request.extend_from_slice(&body);
+    stream.write_all(&request).map_err(|e| e.to_string())?;
+    let mut header = [0u8; 10];
+    stream
+        .read_exact(&mut header)
+        .map_err(|e| format!("no ApiVersions answer: {e}"))?;
+    let correlation = i32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    let error_code = i16::from_be_bytes([header[8], header[9]]);
+    if correlation == 7 && error_code == 0 {
+        Ok(format!("answering Kafka requests on 127.0.0.1:{port}"))
+    } else {
+        Err(format!(
+            "ApiVersions answered correlation {correlation}, error {error_code}"
+        ))
+    }
 }
 
 /// librdkafka settings to reach this cluster.

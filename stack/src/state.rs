@@ -196,8 +196,13 @@ impl DbParams {
 }
 
 /// Creates `dir` (and its parents, with the default mode) and makes `dir`
-/// itself 0700: it holds secrets. Parents are never changed.
+/// itself 0700 when it creates it: it holds secrets. An existing directory
+/// keeps its mode: when the stack runs as root, PostgreSQL (the `postgres`
+/// OS user) was given passage through it (`o+x`, not `o+r`).
 pub fn private_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
     fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(io_err(format!("restricting {}", dir.display())))
