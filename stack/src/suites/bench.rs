@@ -158,16 +158,13 @@ pub fn run(stack: &Stack, spec: &BenchSpec, progress: &dyn Fn(&str)) -> Result<R
 
 /// `writer load` as a child process; `--json` report on stdout.
 fn writer_load(stack: &Stack, args: &[&str]) -> Result<Child> {
-    let binary = stack.bin_dir.join("writer");
-    Command::new(&binary)
-        .arg("--config")
-        .arg(stack.writer_config())
+    crate::bins::writer_command(stack)?
         .args(["--json", "load"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(crate::io_err(format!("starting {}", binary.display())))
+        .map_err(crate::io_err("starting the writer"))
 }
 
 /// `writer load` with every command kind from 4 clients at `rate` commands/s.
@@ -320,9 +317,7 @@ fn catch_up(stack: &Stack, spec: &BenchSpec, batch: usize, total: u64) -> Result
         .state_dir
         .join(format!("logs/bench-projector-{batch}.log"));
     let log_file = fs::File::create(&log).map_err(crate::io_err("creating the bench log"))?;
-    let mut child = Command::new(stack.bin_dir.join("projector"))
-        .arg("--config")
-        .arg(stack.projector_config())
+    let mut child = crate::bins::projector_command(stack)?
         .env("PROJECTOR__DATABASE__DBNAME", &dbname)
         .env("PROJECTOR__KAFKA__GROUP_ID", format!("bench-{batch}-{id}"))
         .env("PROJECTOR__BATCH__MAX_RECORDS", batch.to_string())

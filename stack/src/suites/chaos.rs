@@ -31,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -701,10 +701,10 @@ fn supervise_writer(
     let mut segment = 0u64;
     while !stop.load(Ordering::Relaxed) {
         segment += 1;
-        let mut command = Command::new(stack.bin_dir.join("writer"));
+        let Ok(mut command) = crate::bins::writer_command(stack) else {
+            return;
+        };
         command
-            .arg("--config")
-            .arg(stack.writer_config())
             .args(["load", "--clients", "2", "--mix", "chaos", "--json"])
             .args(["--rate", &format!("{rate}")])
             .args(["--duration", &format!("{}s", SEGMENT.as_secs())])
