@@ -514,29 +514,24 @@ impl Stack {
         self.state_dir.join("run").join(format!("{unit}.pid"))
     }
 
-    /// Settings files of the writer and the projector for this stack. Same
-    /// schema as the `WRITER__*` / `PROJECTOR__*` variables compose sets.
+    /// Settings files of the writer and the projector for this stack (the
+    /// same schema as the `WRITER__*` / `PROJECTOR__*` variables compose
+    /// sets), serialized from [`state::WriterFile`] and [`state::ProjectorFile`].
     fn write_service_configs(&self) -> Result<()> {
-        let db_section = |db: &DbParams| {
-            format!(
-                "[database]\nhost = \"{}\"\nport = {}\nuser = \"{}\"\npassword = \"{}\"\ndbname = \"{}\"\n",
-                db.host, db.port, db.user, db.password, db.dbname
-            )
+        let writer = state::WriterFile {
+            database: self.login(Role::Writer, WRITE_DB).into(),
         };
-        let writer = db_section(&self.login(Role::Writer, WRITE_DB));
-        let topics: Vec<String> = kafka::outbox_topics(self)?
-            .into_iter()
-            .map(|t| format!("\"{t}\""))
-            .collect();
-        let projector = format!(
-            "metrics_addr = \"127.0.0.1:{}\"\n\n{}\n[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"projector\"\ntopics = [{}]\n",
-            self.state.projector_metrics_port,
-            db_section(&self.login(Role::Projector, READ_DB)),
-            self.bootstrap_servers(),
-            topics.join(", ")
-        );
-        state::write_private(&self.writer_config(), &writer)?;
-        state::write_private(&self.projector_config(), &projector)
+        let projector = state::ProjectorFile {
+            metrics_addr: format!("127.0.0.1:{}", self.state.projector_metrics_port),
+            database: self.login(Role::Projector, READ_DB).into(),
+            kafka: state::KafkaSection {
+                bootstrap_servers: self.bootstrap_servers(),
+                group_id: "projector".into(),
+                topics: kafka::outbox_topics(self)?,
+            },
+        };
+        state::write_private(&self.writer_config(), &state::to_toml(&writer)?)?;
+        state::write_private(&self.projector_config(), &state::to_toml(&projector)?)
     }
 
     /// Runs the writer binary against this stack; returns its stdout.

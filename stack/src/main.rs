@@ -77,6 +77,10 @@ enum Command {
         /// Where `benchmarks.md` and `benchmarks.svg` go.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Measure nothing: render the report again from the figures a run
+        /// saved (its `benchmarks.json`), e.g. after the report's layout changed.
+        #[arg(long, value_name = "BENCHMARKS_JSON", conflicts_with = "quick")]
+        render: Option<PathBuf>,
     },
     /// Compare the write side with the read side, event by event; exit 1 on
     /// any difference (for cron or CI).
@@ -205,7 +209,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         stack::reap_test_stacks();
         return Ok(());
     }
-    if let Command::Bench { quick, out } = &cli.command {
+    if let Command::Bench {
+        render: Some(figures),
+        out,
+        ..
+    } = &cli.command
+    {
+        return render_bench(figures, out.clone());
+    }
+    if let Command::Bench { quick, out, .. } = &cli.command {
         return bench(cli.state_dir.clone(), *quick, out.clone());
     }
     if let Command::Chaos {
@@ -436,6 +448,18 @@ fn print_env(stack: &Stack, customer: &str) {
     println!("Run a command:           cargo run -q -p writer -- order place --customer {customer} --currency EUR --line BOOK-1:1:9.99");
     println!("All writer commands:     cargo run -q -p writer -- --help");
     println!("Stack status:            cargo run -q -p stack -- status");
+}
+
+fn render_bench(figures: &std::path::Path, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(figures)
+        .with_context(|| format!("reading {}", figures.display()))?;
+    let results: stack::bench::Results = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a benchmark's figures", figures.display()))?;
+    let out = out.unwrap_or_else(|| stack::repo_root().join("docs"));
+    // The command that measured them: a full run (the quick one asserts nothing worth keeping).
+    let path = stack::bench::write_report(&results, &out, "cargo run --release -p stack -- bench")?;
+    println!("re-rendered {} from {}", path.display(), figures.display());
+    Ok(())
 }
 
 fn bench(state_dir: Option<PathBuf>, quick: bool, out: Option<PathBuf>) -> anyhow::Result<()> {

@@ -195,6 +195,55 @@ impl DbParams {
     }
 }
 
+/// `[database]` of the writer's and the projector's settings files.
+#[derive(Debug, Serialize)]
+pub struct DatabaseSection {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub dbname: String,
+}
+
+impl From<DbParams> for DatabaseSection {
+    fn from(db: DbParams) -> Self {
+        Self {
+            host: db.host,
+            port: db.port,
+            user: db.user,
+            password: db.password,
+            dbname: db.dbname,
+        }
+    }
+}
+
+/// The writer's settings file (`config/writer.toml`).
+#[derive(Debug, Serialize)]
+pub struct WriterFile {
+    pub database: DatabaseSection,
+}
+
+/// `[kafka]` of the projector's settings file.
+#[derive(Debug, Serialize)]
+pub struct KafkaSection {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub topics: Vec<String>,
+}
+
+/// The projector's settings file (`config/projector.toml`).
+#[derive(Debug, Serialize)]
+pub struct ProjectorFile {
+    pub metrics_addr: String,
+    pub database: DatabaseSection,
+    pub kafka: KafkaSection,
+}
+
+/// A settings value as TOML.
+pub fn to_toml(value: &impl Serialize) -> Result<String> {
+    toml::to_string(value).map_err(|e| StackError::Config(e.to_string()))
+}
+
 /// Creates `dir` (and its parents, with the default mode) and makes `dir`
 /// itself 0700 when it creates it: it holds secrets. An existing directory
 /// keeps its mode: when the stack runs as root, PostgreSQL (the `postgres`

@@ -119,6 +119,9 @@ pub struct ResourceRow {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Results {
     pub machine: String,
+    /// When the run measured (UTC), so a re-rendered report keeps its date.
+    #[serde(default)]
+    pub measured_at: String,
     pub relay_events: u64,
     pub relay_events_per_second: f64,
     pub writer: Vec<WriterRow>,
@@ -141,6 +144,7 @@ fn fail(step: &str, detail: impl Into<String>) -> StackError {
 pub fn run(stack: &Stack, spec: &BenchSpec, progress: &dyn Fn(&str)) -> Result<Results> {
     let mut results = Results {
         machine: machine(),
+        measured_at: chrono_like_now(),
         ..Results::default()
     };
     stack.psql(
@@ -208,21 +212,36 @@ fn outbox_events(stack: &Stack) -> Result<f64> {
 
 /// Waits until the stack's projector has applied every outbox event.
 fn await_caught_up(stack: &Stack, step: &str, limit: Duration) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let committed = outbox_events(stack)?;
-        let applied = sql_number(stack, crate::READ_DB, "SELECT count(*) FROM inbox")?;
-        if applied >= committed {
-            return Ok(());
+    let mut last = (0.0, 0.0);
+    let mut error = None;
+    let done = crate::wait_until(limit, Duration::from_millis(300), || {
+        let counts = outbox_events(stack).and_then(|committed| {
+            sql_number(stack, crate::READ_DB, "SELECT count(*) FROM inbox").map(|a| (a, committed))
+        });
+        match counts {
+            Ok((applied, committed)) => {
+                last = (applied, committed);
+                applied >= committed
+            }
+            Err(e) => {
+                error = Some(e);
+                true
+            }
         }
-        if Instant::now() > deadline {
-            return Err(fail(
-                step,
-                format!("the projector applied {applied} of {committed} events within {limit:?}"),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(300));
+    });
+    if let Some(e) = error {
+        return Err(e);
     }
+    if done {
+        return Ok(());
+    }
+    Err(fail(
+        step,
+        format!(
+            "the projector applied {} of {} events within {limit:?}",
+            last.0, last.1
+        ),
+    ))
 }
 
 fn relay_and_catch_up(
@@ -792,24 +811,42 @@ pub fn render_markdown(
 }
 
 /// The figures of this run beside those of a baseline run (the previous
-/// stack's `benchmarks-tansu.json`), with their ratio.
+/// stack's `benchmarks-tansu.json`), with their ratio, and the ratio again
+/// with the machine's speed taken out: each run's pgbench at 4 clients (the
+/// same statements on the same box, measured in that run) is the yardstick,
+/// throughputs divided by it, times and CPU-seconds multiplied by it.
 fn render_comparison(now: &Results, before: &Results) -> String {
+    let pgbench4 = |r: &Results| {
+        r.writer
+            .iter()
+            .find(|w| w.clients == 4)
+            .map_or(0.0, |w| w.pgbench_tps)
+    };
+    let speed = if pgbench4(before) > 0.0 {
+        pgbench4(now) / pgbench4(before)
+    } else {
+        0.0
+    };
     let mut md = format!(
         "\n### Side by side with the previous stack\n\nBefore: {}.\n\n\
-         | figure | before | now | now / before |\n|---|---:|---:|---:|\n",
-        before.machine
+         pgbench at 4 clients, the machine's yardstick for throughput: {:.0} tps before, {:.0} now ({:.2}×). \
+         The last column divides the throughputs of the pipeline's stages by it. CPU-seconds per event need no \
+         such correction (the writer's and the projector's, unchanged code, show how comparable they are), \
+         and latencies at a fixed offered rate get none.\n\n\
+         | figure | before | now | now / before | same, machine-normalized |\n|---|---:|---:|---:|---:|\n",
+        before.machine,
+        pgbench4(before),
+        pgbench4(now),
+        speed
     );
-    let mut row = |figure: String, b: f64, n: f64, unit: &str| {
-        md.push_str(&format!(
-            "| {figure} | {b:.0}{unit} | {n:.0}{unit} | {} |\n",
-            ratio(n, b)
-        ));
-    };
-    row(
+    push_row(
+        &mut md,
+        speed,
         "relay, events/s".into(),
         before.relay_events_per_second,
         now.relay_events_per_second,
-        "",
+        0,
+        true,
     );
     for c in &now.catch_up {
         if let Some(b) = before
@@ -817,11 +854,14 @@ fn render_comparison(now: &Results, before: &Results) -> String {
             .iter()
             .find(|b| b.batch_size == c.batch_size)
         {
-            row(
+            push_row(
+                &mut md,
+                speed,
                 format!("catch-up at batch {}, events/s", c.batch_size),
                 b.events_per_second,
                 c.events_per_second,
-                "",
+                0,
+                true,
             );
         }
     }
@@ -832,21 +872,59 @@ fn render_comparison(now: &Results, before: &Results) -> String {
             .find(|b| b.offered_rate == l.offered_rate)
         {
             let rate = l.offered_rate;
-            row(
+            push_row(
+                &mut md,
+                speed,
                 format!("{rate}/s offered: achieved"),
                 b.achieved_rate,
                 l.achieved_rate,
-                "",
+                0,
+                false,
             );
-            row(format!("{rate}/s offered: p50 ms"), b.p50_ms, l.p50_ms, "");
-            row(format!("{rate}/s offered: p99 ms"), b.p99_ms, l.p99_ms, "");
+            push_row(
+                &mut md,
+                speed,
+                format!("{rate}/s offered: p50 ms"),
+                b.p50_ms,
+                l.p50_ms,
+                0,
+                false,
+            );
+            push_row(
+                &mut md,
+                speed,
+                format!("{rate}/s offered: p99 ms"),
+                b.p99_ms,
+                l.p99_ms,
+                0,
+                false,
+            );
         }
     }
     if let (Some(b), Some(n)) = (before.recovery_seconds, now.recovery_seconds) {
-        md.push_str(&format!(
-            "| projector SIGKILL → lag < 1 s, s | {b:.1} | {n:.1} | {} |\n",
-            ratio(n, b)
-        ));
+        push_row(
+            &mut md,
+            speed,
+            "projector SIGKILL → lag < 1 s, s".into(),
+            b,
+            n,
+            1,
+            false,
+        );
+    }
+    for x in &now.resources {
+        if let Some(b) = before.resources.iter().find(|b| b.component == x.component) {
+            push_row(
+                &mut md,
+                speed,
+                format!("{} CPU s / 1M events", x.component),
+                b.cpu_seconds_per_million_events,
+                x.cpu_seconds_per_million_events,
+                0,
+                false,
+            );
+            md_rss(&mut md, &x.component, b.peak_rss_mb, x.peak_rss_mb);
+        }
     }
     let total = |r: &Results| -> f64 {
         r.resources
@@ -854,34 +932,45 @@ fn render_comparison(now: &Results, before: &Results) -> String {
             .map(|x| x.cpu_seconds_per_million_events)
             .sum()
     };
-    for x in &now.resources {
-        if let Some(b) = before.resources.iter().find(|b| b.component == x.component) {
-            md.push_str(&format!(
-                "| {} CPU s / 1M events | {:.0} | {:.0} | {} |\n",
-                x.component,
-                b.cpu_seconds_per_million_events,
-                x.cpu_seconds_per_million_events,
-                ratio(
-                    x.cpu_seconds_per_million_events,
-                    b.cpu_seconds_per_million_events
-                )
-            ));
-            md.push_str(&format!(
-                "| {} peak RSS MB | {:.0} | {:.0} | {} |\n",
-                x.component,
-                b.peak_rss_mb,
-                x.peak_rss_mb,
-                ratio(x.peak_rss_mb, b.peak_rss_mb)
-            ));
-        }
-    }
-    md.push_str(&format!(
-        "| all measured processes, CPU s / 1M events | {:.0} | {:.0} | {} |\n",
+    push_row(
+        &mut md,
+        speed,
+        "all measured processes, CPU s / 1M events".into(),
         total(before),
         total(now),
-        ratio(total(now), total(before))
-    ));
+        0,
+        false,
+    );
     md
+}
+
+/// One row of the comparison; `throughput`: a stage's rate, also shown
+/// normalized (divided by the machine's speed); other figures are not.
+fn push_row(
+    md: &mut String,
+    speed: f64,
+    figure: String,
+    before: f64,
+    now: f64,
+    digits: usize,
+    throughput: bool,
+) {
+    let normalized = if throughput {
+        ratio(now / speed.max(f64::MIN_POSITIVE), before)
+    } else {
+        String::new()
+    };
+    md.push_str(&format!(
+        "| {figure} | {before:.digits$} | {now:.digits$} | {} | {normalized} |\n",
+        ratio(now, before)
+    ));
+}
+
+fn md_rss(md: &mut String, component: &str, before: f64, now: f64) {
+    md.push_str(&format!(
+        "| {component} peak RSS MB | {before:.0} | {now:.0} | {} | |\n",
+        ratio(now, before)
+    ));
 }
 
 /// Latency percentiles against offered rate, and catch-up rate against batch size.
@@ -976,7 +1065,11 @@ pub fn write_report(r: &Results, out_dir: &Path, command: &str) -> Result<PathBu
         .map_err(crate::io_err(format!("creating {}", out_dir.display())))?;
     let svg = out_dir.join("benchmarks.svg");
     render_svg(r, &svg)?;
-    let when = chrono_like_now();
+    let when = if r.measured_at.is_empty() {
+        chrono_like_now()
+    } else {
+        r.measured_at.clone()
+    };
     let baseline = load_baseline(out_dir);
     let generated = render_markdown(r, baseline.as_ref(), command, &when, "benchmarks.svg");
     let md_path = out_dir.join("benchmarks.md");
