@@ -404,7 +404,8 @@ pub fn create_topic(
 }
 
 /// The node leading the partition with the most records among `topics`
-/// (the one a broker kill hurts most), if any partition has a leader.
+/// (the one a broker kill hurts most), if any partition has a leader and
+/// known offsets.
 pub fn busiest_leader(stack: &Stack, topics: &[String]) -> Result<Option<u8>> {
     let consumer: BaseConsumer = client_config(stack)
         .create()
@@ -422,9 +423,13 @@ pub fn busiest_leader(stack: &Stack, topics: &[String]) -> Result<Option<u8>> {
             if partition.leader() < 0 {
                 continue;
             }
-            let (low, high) = consumer
-                .fetch_watermarks(topic.name(), partition.id(), Duration::from_secs(5))
-                .map_err(|e| StackError::Kafka(format!("watermarks: {e}")))?;
+            // Right after a restart a leader may not know its high watermark
+            // yet: such a partition is not counted rather than failing the fault.
+            let Ok((low, high)) =
+                consumer.fetch_watermarks(topic.name(), partition.id(), Duration::from_secs(5))
+            else {
+                continue;
+            };
             if best.is_none_or(|(n, _)| high - low > n) {
                 best = Some((high - low, partition.leader()));
             }

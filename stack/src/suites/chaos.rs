@@ -554,7 +554,8 @@ fn inflict(
         }
         Target::BrokerNode => {
             let outbox = crate::kafka::outbox_topics(stack)?;
-            let leader = crate::kafka::busiest_leader(stack, &outbox)?;
+            // A cluster that cannot say (a node still catching up) gets a random victim.
+            let leader = crate::kafka::busiest_leader(stack, &outbox).unwrap_or(None);
             let node = match leader {
                 Some(node) if rng.random_bool(0.5) => {
                     fault.detail = format!("broker-{node} (leader of the busiest partition)");
