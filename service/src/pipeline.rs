@@ -46,8 +46,16 @@ pub async fn execute_in_order(
 }
 
 /// [`execute_in_order`], then `COMMIT` in the same pipeline: the whole end of a
-/// transaction in one round trip. If a statement failed, the server answers
-/// the COMMIT by rolling back; the statement's error is in its result.
+/// transaction in one round trip. If a statement failed on the server, the
+/// server answers the COMMIT by rolling back; the statement's error is in its
+/// result.
+///
+/// A statement can also fail *before it is sent* (a parameter that does not
+/// encode, a wrong parameter count or type): the server never sees it, so a
+/// COMMIT would commit every other statement, state rows without their outbox
+/// row. Such a failure is known once every statement has been polled, so in
+/// that case `ROLLBACK` takes the COMMIT's place in the pipeline.
+///
 /// Afterwards the transaction is over either way: the caller must not use it
 /// again (and should forget its guard, which would send a needless ROLLBACK).
 pub async fn execute_in_order_and_commit(
@@ -61,8 +69,14 @@ pub async fn execute_in_order_and_commit(
     for future in pending.iter_mut() {
         let _ = futures::poll!(std::pin::Pin::new(future));
     }
-    let mut commit = maybe_done(Box::pin(tx.batch_execute("COMMIT")));
-    let _ = futures::poll!(std::pin::Pin::new(&mut commit));
+    // A future already done with an error after its first poll failed on
+    // this side: the server has not seen it and would commit the rest.
+    let failed_unsent = pending
+        .iter()
+        .any(|future| matches!(future, MaybeDone::Done(Err(_))));
+    let end = if failed_unsent { "ROLLBACK" } else { "COMMIT" };
+    let mut end = maybe_done(Box::pin(tx.batch_execute(end)));
+    let _ = futures::poll!(std::pin::Pin::new(&mut end));
     let mut results = Vec::with_capacity(pending.len());
     for future in pending.iter_mut() {
         std::pin::Pin::new(&mut *future).await;
@@ -70,9 +84,9 @@ pub async fn execute_in_order_and_commit(
             results.push(result);
         }
     }
-    std::pin::Pin::new(&mut commit).await;
+    std::pin::Pin::new(&mut end).await;
     let rows = first_error(results)?;
-    match std::pin::Pin::new(&mut commit).take_output() {
+    match std::pin::Pin::new(&mut end).take_output() {
         Some(Err(e)) => Err(e),
         _ => Ok(rows),
     }

@@ -171,11 +171,13 @@ impl Stack {
         let file = state_dir.join("stack.json");
         let state = if file.exists() {
             let state = StackState::load(&file)?;
+            // Written back: a secret added since it was made is kept from now on.
+            state.save(&file)?;
             if let Some(shape) = shape {
                 if shape != state.shape {
                     return Err(StackError::BadInput(format!(
                         "the stack in {} has {} broker(s) and {} Connect worker(s); \
-                         to change that, `stack down` and remove the directory (this deletes its data)",
+                         to change that, `stack down --purge` (this deletes its data) and `up` again",
                         state_dir.display(),
                         state.shape.brokers,
                         state.shape.connect_workers
@@ -208,7 +210,7 @@ impl Stack {
         let (dir, bin_dir) = (state_dir.into(), bin_dir.into());
         if dir.join("stack.json").exists() {
             Self::open(&dir, &bin_dir)?.down(&|_| {})?;
-            fs::remove_dir_all(&dir).map_err(io_err(format!("removing {}", dir.display())))?;
+            state::remove_stack_files(&dir)?;
         }
         Self::open_with(dir, bin_dir, Some(shape))
     }
@@ -224,7 +226,7 @@ impl Stack {
         let root = repo_root().join("target/test-stacks");
         process::reap_stale_test_stacks(&root);
         let dir = root.join(format!("{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let _ = state::remove_stack_files(&dir);
         Self::open_with(dir, default_bin_dir(), Some(shape))
     }
 
@@ -239,6 +241,12 @@ impl Stack {
 
     pub fn writer_config(&self) -> PathBuf {
         self.state_dir.join("config/writer.toml")
+    }
+
+    /// Projector settings with the operator role's login, for
+    /// `projector dead-letters ...` (see [`Role::Operator`]).
+    pub fn operator_config(&self) -> PathBuf {
+        self.state_dir.join("config/operator.toml")
     }
 
     pub fn projector_config(&self) -> PathBuf {
@@ -265,6 +273,7 @@ impl Stack {
             Role::Writer => &self.state.writer_password,
             Role::Projector => &self.state.projector_password,
             Role::Reader => &self.state.reader_password,
+            Role::Operator => &self.state.operator_password,
             Role::Debezium => &self.state.debezium_password,
         };
         DbParams {
@@ -319,8 +328,15 @@ impl Stack {
     pub fn migrate(&self, progress: &dyn Fn(&str)) -> Result<()> {
         progress("migrating the write database (writer migrate, as the owner role)");
         bins::writer_as_owner(self, &["migrate"])?;
-        progress("creating the replication slot before any write (sql/create_slot.sql)");
-        postgres::admin_sql_file(self, WRITE_DB, &self.repo.join("sql/create_slot.sql"))?;
+        progress(
+            "creating the replication slot before any write (sql/create_slot.sql, as debezium)",
+        );
+        // As the role that streams from it (REPLICATION is what a slot takes),
+        // not the superuser: compose's slot-init does the same.
+        let mut psql = postgres::psql_command(&self.login(Role::Debezium, WRITE_DB));
+        psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(self.repo.join("sql/create_slot.sql"));
+        bins::run_quiet(&mut psql)?;
         progress("migrating the read database (projector migrate, as the owner role)");
         self.migrate_read_db(READ_DB)
     }
@@ -531,7 +547,52 @@ impl Stack {
             },
         };
         state::write_private(&self.writer_config(), &state::to_toml(&writer)?)?;
-        state::write_private(&self.projector_config(), &state::to_toml(&projector)?)
+        state::write_private(&self.projector_config(), &state::to_toml(&projector)?)?;
+        // The same settings with the operator's login, for the dead-letter
+        // commands people run (the projector's own password stays its own).
+        let operator = state::ProjectorFile {
+            database: self.login(Role::Operator, READ_DB).into(),
+            ..projector
+        };
+        state::write_private(&self.operator_config(), &state::to_toml(&operator)?)?;
+        self.write_reader_service()
+    }
+
+    /// A libpq service file (`PGSERVICEFILE`) naming the read database as
+    /// `orders_read` for the reader role, its password in a pgpass file
+    /// beside it: people open psql without a password on screen or in `ps`.
+    fn write_reader_service(&self) -> Result<()> {
+        let read = self.login(Role::Reader, READ_DB);
+        let passfile = self.state_dir.join("pgpass");
+        // pgpass fields escape `:` and `\`.
+        let escape = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+        state::write_private(
+            &passfile,
+            &format!(
+                "{}:{}:{}:{}:{}\n",
+                read.host,
+                read.port,
+                read.dbname,
+                read.user,
+                escape(&read.password)
+            ),
+        )?;
+        state::write_private(
+            &self.pg_service_file(),
+            &format!(
+                "[{READ_DB}]\nhost={}\nport={}\ndbname={}\nuser={}\npassfile={}\n",
+                read.host,
+                read.port,
+                read.dbname,
+                read.user,
+                passfile.display()
+            ),
+        )
+    }
+
+    /// The libpq service file with the `orders_read` service (reader role).
+    pub fn pg_service_file(&self) -> PathBuf {
+        self.state_dir.join("pg_service.conf")
     }
 
     /// Runs the writer binary against this stack; returns its stdout.

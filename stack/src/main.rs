@@ -34,7 +34,12 @@ enum Command {
         connect_workers: Option<u8>,
     },
     /// Stop every component (data is kept; `up` resumes).
-    Down,
+    Down {
+        /// Also delete the stack's data: its state directory and PostgreSQL's
+        /// data directory (which, as root, lives under the postgres user's home).
+        #[arg(long)]
+        purge: bool,
+    },
     /// Show each component: running or not, and its health.
     Status {
         #[arg(long)]
@@ -273,10 +278,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             progress.finish();
             print_status(&stack, false);
         }
-        Command::Down => {
+        Command::Down { purge } => {
             stack.down(&step)?;
             progress.finish();
-            println!("stack stopped; data kept in {}", state_dir.display());
+            if purge {
+                stack::state::remove_stack_files(&stack.state_dir)?;
+                println!("stack stopped; its data deleted");
+            } else {
+                println!("stack stopped; data kept in {}", state_dir.display());
+            }
         }
         Command::Status {
             json,
@@ -433,13 +443,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn print_env(stack: &Stack, customer: &str) {
-    let read = stack.login(stack::Role::Reader, stack::READ_DB);
     println!(
         "Query the read database: cargo run -q -p stack -- psql -c 'SELECT * FROM order_view'"
     );
     println!(
-        "  (or: PGPASSWORD={} psql -h {} -p {} -U {} {})",
-        read.password, read.host, read.port, read.user, read.dbname
+        "  (or: PGSERVICEFILE={} psql service={})",
+        stack.pg_service_file().display(),
+        stack::READ_DB
     );
     println!(
         "Writer settings:         export WRITER_CONFIG={}",

@@ -13,8 +13,15 @@ use crate::{io_err, run_quiet, Component, DbParams, Result, Stack, StackError};
 
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
+/// The cluster's data directory (also its unix socket's): `postgres/` in the
+/// state directory, or, as root, under the `postgres` user's home (see
+/// [`crate::state::StackState::postgres_data`]).
 pub fn data_dir(stack: &Stack) -> PathBuf {
-    stack.state_dir.join("postgres")
+    stack
+        .state
+        .postgres_data
+        .clone()
+        .unwrap_or_else(|| stack.state_dir.join("postgres"))
 }
 
 /// PostgreSQL refuses to run as root: as root, run it as the `postgres` user.
@@ -32,68 +39,74 @@ fn as_postgres_user(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Makes every ancestor of `dir` traversable (o+x, not readable) so the
-/// `postgres` user can reach its data directory when we run as root.
-fn make_traversable(dir: &Path) -> Result<()> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Ok(());
-    }
-    for ancestor in dir.ancestors().skip(1) {
-        if let Ok(meta) = fs::metadata(ancestor) {
-            let mode = meta.permissions().mode();
-            if mode & 0o001 == 0 {
-                fs::set_permissions(ancestor, fs::Permissions::from_mode(mode | 0o001))
-                    .map_err(io_err(format!("making {} traversable", ancestor.display())))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 pub fn start(stack: &Stack, progress: &dyn Fn(&str)) -> Result<()> {
-    let data = fs::canonicalize(&stack.state_dir)
-        .map_err(io_err("resolving the state directory"))?
-        .join("postgres");
+    let data = data_dir(stack);
     if !data.join("PG_VERSION").exists() {
         progress("initialising the PostgreSQL cluster");
         init(stack, &data)?;
     }
     let mut command = Command::new(format!("{PG_BIN}/postgres"));
-    command.arg("-D").arg(&data);
+    command.arg("-D").arg(&data).current_dir(&data);
     as_postgres_user(&mut command)?;
     stack.spawn_unit(Component::Postgres.name(), command)?;
     stack.await_ready(Component::Postgres)?;
     progress("bootstrapping roles and databases (sql/bootstrap.sql)");
     let mut psql = admin_psql(stack, "postgres");
     let state = &stack.state;
+    // Through the environment (bootstrap.sql reads them with \getenv): a
+    // process's arguments are visible to every local user, its environment is not.
     for (name, value) in [
-        ("owner_password", &state.app_password),
-        ("writer_password", &state.writer_password),
-        ("projector_password", &state.projector_password),
-        ("reader_password", &state.reader_password),
-        ("debezium_password", &state.debezium_password),
+        ("OUTBOX_OWNER_PASSWORD", &state.app_password),
+        ("OUTBOX_WRITER_PASSWORD", &state.writer_password),
+        ("OUTBOX_PROJECTOR_PASSWORD", &state.projector_password),
+        ("OUTBOX_READER_PASSWORD", &state.reader_password),
+        ("OUTBOX_OPERATOR_PASSWORD", &state.operator_password),
+        ("OUTBOX_DEBEZIUM_PASSWORD", &state.debezium_password),
     ] {
-        psql.arg("-v").arg(format!("{name}={value}"));
+        psql.env(name, value);
     }
     psql.arg("-f").arg(stack.repo.join("sql/bootstrap.sql"));
     run_quiet(&mut psql)?;
     Ok(())
 }
 
+/// Who may connect how. initdb's file also allows *physical* replication
+/// (`host replication all`) to every role with REPLICATION: with it, a stolen
+/// Debezium password could take a base backup of the whole cluster. Here no
+/// line names `replication`, so physical replication is refused to everyone;
+/// a logical replication connection names its database and matches that
+/// database's line, so Debezium streams from `orders_write` and nothing more.
+const HBA: &str = "\
+# local stack (stack/src/postgres.rs): the superuser over the unix socket only,
+# every other role over TCP with a password; no physical replication at all.
+local   all   postgres                 trust
+host    all   postgres   127.0.0.1/32  reject
+host    all   all        127.0.0.1/32  scram-sha-256
+";
+
 fn init(stack: &Stack, data: &Path) -> Result<()> {
-    make_traversable(data)?;
-    fs::create_dir_all(data).map_err(io_err("creating the data directory"))?;
-    fs::set_permissions(data, fs::Permissions::from_mode(0o700))
-        .map_err(io_err("chmod data dir"))?;
-    if nix::unistd::Uid::effective().is_root() {
-        let user = nix::unistd::User::from_name("postgres").ok().flatten();
-        if let Some(user) = user {
-            std::os::unix::fs::chown(data, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-                .map_err(io_err("chown data dir"))?;
+    // As root the directory is the postgres user's (under its home, so no
+    // folder of ours is opened to it), and so is the one that holds it.
+    let owner = if nix::unistd::Uid::effective().is_root() {
+        nix::unistd::User::from_name("postgres").ok().flatten()
+    } else {
+        None
+    };
+    let dirs: &[&Path] = match (&owner, data.parent()) {
+        (Some(_), Some(parent)) => &[parent, data],
+        _ => &[data],
+    };
+    for dir in dirs {
+        fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_err(format!("restricting {}", dir.display())))?;
+        if let Some(user) = &owner {
+            std::os::unix::fs::chown(dir, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+                .map_err(io_err(format!("handing {} to postgres", dir.display())))?;
         }
     }
     let mut initdb = Command::new(format!("{PG_BIN}/initdb"));
-    initdb.arg("-D").arg(data).args([
+    initdb.arg("-D").arg(data).current_dir(data).args([
         "-U",
         "postgres",
         "-E",
@@ -115,11 +128,12 @@ fn init(stack: &Stack, data: &Path) -> Result<()> {
     let mut text = fs::read_to_string(&path).map_err(io_err("reading postgresql.conf"))?;
     text.push_str(&conf);
     fs::write(&path, text).map_err(io_err("writing postgresql.conf"))?;
+    fs::write(data.join("pg_hba.conf"), HBA).map_err(io_err("writing pg_hba.conf"))?;
     Ok(())
 }
 
 fn admin_psql(stack: &Stack, dbname: &str) -> Command {
-    let socket_dir = fs::canonicalize(data_dir(stack)).unwrap_or_else(|_| data_dir(stack));
+    let socket_dir = data_dir(stack);
     let mut psql = Command::new("psql");
     psql.arg("-X")
         // Verbose errors carry the SQLSTATE, detail and hint, not only the message.
@@ -136,13 +150,6 @@ fn admin_psql(stack: &Stack, dbname: &str) -> Command {
 pub fn admin_sql(stack: &Stack, dbname: &str, sql: &str) -> Result<String> {
     let mut psql = admin_psql(stack, dbname);
     psql.args(["-tA", "-c", sql]);
-    run_quiet(&mut psql)
-}
-
-/// Runs a SQL file as the superuser over the unix socket.
-pub fn admin_sql_file(stack: &Stack, dbname: &str, file: &Path) -> Result<String> {
-    let mut psql = admin_psql(stack, dbname);
-    psql.arg("-f").arg(file);
     run_quiet(&mut psql)
 }
 

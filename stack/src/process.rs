@@ -107,6 +107,6 @@ pub fn reap_stale_test_stacks(root: &Path) {
                 }
             }
         }
-        let _ = fs::remove_dir_all(entry.path());
+        let _ = crate::state::remove_stack_files(&entry.path());
     }
 }

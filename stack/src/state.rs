@@ -6,7 +6,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -22,15 +22,18 @@ pub enum Role {
     Writer,
     Projector,
     Reader,
+    /// Operators of the dead-letter commands (`projector dead-letters ...`).
+    Operator,
     Debezium,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Owner,
         Role::Writer,
         Role::Projector,
         Role::Reader,
+        Role::Operator,
         Role::Debezium,
     ];
 
@@ -40,6 +43,7 @@ impl Role {
             Role::Writer => "orders_writer",
             Role::Projector => "orders_projector",
             Role::Reader => "orders_reader",
+            Role::Operator => "orders_operator",
             Role::Debezium => "debezium",
         }
     }
@@ -124,6 +128,15 @@ pub struct StackState {
     pub writer_password: String,
     pub projector_password: String,
     pub reader_password: String,
+    /// Added after the first stacks were made: one made before gets it on open.
+    #[serde(default = "random_secret")]
+    pub operator_password: String,
+    /// The PostgreSQL data directory when it is not `postgres/` in the state
+    /// directory. As root, PostgreSQL runs as the `postgres` user, which may
+    /// not pass through our 0700 state directory, and no folder of ours is
+    /// opened to it: its data lives under that user's home instead.
+    #[serde(default)]
+    pub postgres_data: Option<PathBuf>,
 }
 
 impl StackState {
@@ -153,6 +166,8 @@ impl StackState {
             writer_password: random_secret(),
             projector_password: random_secret(),
             reader_password: random_secret(),
+            operator_password: random_secret(),
+            postgres_data: postgres_home_data()?,
         })
     }
 
@@ -245,9 +260,8 @@ pub fn to_toml(value: &impl Serialize) -> Result<String> {
 }
 
 /// Creates `dir` (and its parents, with the default mode) and makes `dir`
-/// itself 0700 when it creates it: it holds secrets. An existing directory
-/// keeps its mode: when the stack runs as root, PostgreSQL (the `postgres`
-/// OS user) was given passage through it (`o+x`, not `o+r`).
+/// itself 0700 when it creates it: it holds secrets. No other folder's mode
+/// is changed (an existing `dir` is the user's choice).
 pub fn private_dir(dir: &Path) -> Result<()> {
     if dir.exists() {
         return Ok(());
@@ -272,6 +286,46 @@ pub fn write_private(path: &Path, text: &str) -> Result<()> {
     file.write_all(text.as_bytes()).map_err(io_err(what()))?;
     file.sync_all().map_err(io_err(what()))?;
     fs::rename(&tmp, path).map_err(io_err(what()))
+}
+
+/// As root: a new data directory under the `postgres` user's home
+/// (`~postgres/outbox-stacks/<id>`); otherwise none (the state directory's).
+fn postgres_home_data() -> Result<Option<PathBuf>> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let user = nix::unistd::User::from_name("postgres")
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            StackError::NotInstalled("the `postgres` OS user (Debian package postgresql-15)".into())
+        })?;
+    Ok(Some(
+        user.dir
+            .join("outbox-stacks")
+            .join(uuid::Uuid::new_v4().simple().to_string()),
+    ))
+}
+
+/// Removes a stack's directory and, if it has one elsewhere, its PostgreSQL
+/// data directory. Its processes must be stopped first.
+pub fn remove_stack_files(dir: &Path) -> Result<()> {
+    if let Ok(state) = StackState::load(&dir.join("stack.json")) {
+        if let Some(data) = state.postgres_data {
+            match fs::remove_dir_all(&data) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err(format!("removing {}", data.display()))(e))
+                }
+                _ => {}
+            }
+        }
+    }
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io_err(format!("removing {}", dir.display()))(e))
+        }
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn free_port() -> Result<u16> {

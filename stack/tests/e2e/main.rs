@@ -217,6 +217,126 @@ fn orders_written_by_the_cli_reach_the_read_model_through_debezium() {
     );
 }
 
+/// Secrets stay secret: no password in any process's arguments or in a log,
+/// every file holding one is 0600 in a 0700 state directory, no folder above
+/// it was opened up for PostgreSQL, and `stack env` prints no password.
+#[test]
+fn secrets_stay_out_of_arguments_logs_and_world_readable_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let stack = Stack::for_tests("secrets").expect("test stack");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let ancestors: Vec<(std::path::PathBuf, u32)> = stack
+        .state_dir
+        .ancestors()
+        .skip(1)
+        .map(|a| (a.to_path_buf(), mode(a)))
+        .collect();
+    stack.up(&|m| eprintln!("[secrets] {m}")).expect("stack up");
+    demo::place_order(&stack, "c-secret", &["BOOK-1:1:9.99"]).ok();
+
+    let secrets: Vec<String> = stack::Role::ALL
+        .iter()
+        .map(|role| stack.login(*role, READ_DB).password)
+        .collect();
+    // Every process on the machine, the stack's five kinds included.
+    let mut seen = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        seen += 1;
+        for secret in &secrets {
+            assert!(
+                !cmdline.contains(secret.as_str()),
+                "a password is in the arguments of pid {:?}: {cmdline}",
+                entry.file_name()
+            );
+        }
+    }
+    assert!(seen > 5, "read the arguments of {seen} processes only");
+    for log in std::fs::read_dir(stack.state_dir.join("logs"))
+        .unwrap()
+        .flatten()
+    {
+        let text = String::from_utf8_lossy(&std::fs::read(log.path()).unwrap()).into_owned();
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a password is in {}",
+                log.path().display()
+            );
+        }
+    }
+
+    assert_eq!(mode(&stack.state_dir), 0o700, "the state directory");
+    let mut private = vec![
+        stack.state_dir.join("stack.json"),
+        stack.state_dir.join("pgpass"),
+        stack.pg_service_file(),
+    ];
+    for file in std::fs::read_dir(stack.state_dir.join("config"))
+        .unwrap()
+        .flatten()
+    {
+        private.push(file.path());
+    }
+    for file in &private {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    for (ancestor, before) in &ancestors {
+        assert_eq!(
+            mode(ancestor),
+            *before,
+            "the mode of {} was changed",
+            ancestor.display()
+        );
+    }
+    let data = stack::postgres::data_dir(&stack);
+    if nix::unistd::Uid::effective().is_root() {
+        assert!(
+            !data.starts_with(&stack.state_dir),
+            "as root PostgreSQL's data lives outside the state directory: {}",
+            data.display()
+        );
+    }
+
+    let env = std::process::Command::new(stack.bin_dir.join("stack"))
+        .arg("--state-dir")
+        .arg(&stack.state_dir)
+        .arg("env")
+        .output()
+        .unwrap();
+    assert!(env.status.success());
+    let printed = String::from_utf8_lossy(&env.stdout);
+    assert!(printed.contains("PGSERVICEFILE="), "{printed}");
+    for secret in &secrets {
+        assert!(
+            !printed.contains(secret.as_str()),
+            "stack env printed a password"
+        );
+    }
+    // The service file works: psql logs in as the reader without a password given.
+    let out = std::process::Command::new("psql")
+        .env("PGSERVICEFILE", stack.pg_service_file())
+        .env_remove("PGPASSWORD")
+        .args(["service=orders_read", "-tAc", "SELECT current_user"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "orders_reader",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stack.down(&|_| {}).unwrap();
+    stack::state::remove_stack_files(&stack.state_dir).unwrap();
+    assert!(
+        !data.exists(),
+        "down --purge's removal leaves no data behind"
+    );
+}
+
 #[test]
 fn compose_uses_the_same_connector_sql_and_topics_as_the_local_stack() {
     let repo = stack::repo_root();
@@ -289,7 +409,26 @@ fn compose_has_no_start_up_race_and_applies_what_the_files_say() {
     let repo = stack::repo_root();
     let compose = std::fs::read_to_string(repo.join("docker-compose.yml")).unwrap();
     // Readiness over TCP, with the database present (not the init-time socket server).
-    assert!(compose.contains("pg_isready -h 127.0.0.1 -U postgres -d orders_read &&"));
+    // ... as the reader role: the superuser is kept out of health checks and init steps.
+    assert!(compose.contains("pg_isready -h 127.0.0.1 -U orders_reader -d orders_read &&"));
+    assert_eq!(
+        compose
+            .lines()
+            .filter(|l| l.contains("POSTGRES_PASSWORD"))
+            .count(),
+        1,
+        "the superuser's password serves the image's initialisation only"
+    );
+    assert!(
+        compose.contains(r#""-U", "debezium", "-d", "orders_write", "-f", "/sql/create_slot.sql""#)
+    );
+    // No default passwords: each is required from the environment.
+    for line in compose.lines().filter(|l| l.contains("PASSWORD: ")) {
+        assert!(
+            line.contains("PASSWORD:?") || line.contains("$$"),
+            "a password with a default or none required: {line}"
+        );
+    }
     assert!(compose.contains(r#"["writer", "migrate", "--wait-for-db", "60"]"#));
     // Connect's worker settings come from debezium/connect-distributed.properties, not from
     // variables of an image's entrypoint (stack/tests/versions.rs checks the worker file).
@@ -306,8 +445,9 @@ fn compose_has_no_start_up_race_and_applies_what_the_files_say() {
         !compose.contains(r#"[ "$$code" = 409 ]"#),
         "a 409 must not count as success"
     );
-    // One image for both migrations, the projector and the writer CLI.
-    assert_eq!(compose.matches("<<: *app").count(), 4);
+    // One image for both migrations, the projector, the writer CLI and the operator's.
+    assert_eq!(compose.matches("<<: *app").count(), 5);
+    assert!(compose.contains("PROJECTOR__DATABASE__USER: orders_operator"));
     // Least privilege: migrations as the owner, each service its own role.
     assert_eq!(compose.matches("USER: orders_owner").count(), 2);
     assert!(compose.contains("WRITER__DATABASE__USER: orders_writer"));
@@ -832,6 +972,69 @@ fn each_database_role_can_do_its_job_and_nothing_else() {
         (
             Reader,
             READ_DB,
+            "query the other read models",
+            "SELECT (SELECT count(*) FROM customer_summary) + (SELECT count(*) FROM product_sales_daily)",
+            true,
+        ),
+        (
+            Reader,
+            READ_DB,
+            "read dead letters (raw records)",
+            "SELECT count(*) FROM dead_letters",
+            false,
+        ),
+        (
+            Reader,
+            READ_DB,
+            "read parked events (raw records)",
+            "SELECT count(*) FROM parked_events",
+            false,
+        ),
+        (
+            Reader,
+            READ_DB,
+            "read the inbox",
+            "SELECT count(*) FROM inbox",
+            false,
+        ),
+        (
+            Reader,
+            READ_DB,
+            "read the stored positions",
+            "SELECT count(*) FROM consumer_positions",
+            false,
+        ),
+        (
+            Operator,
+            READ_DB,
+            "list dead letters",
+            "SELECT count(*) FROM dead_letters",
+            true,
+        ),
+        (
+            Operator,
+            READ_DB,
+            "discard a dead letter",
+            "UPDATE dead_letters SET status = status",
+            true,
+        ),
+        (
+            Operator,
+            READ_DB,
+            "change the schema",
+            "DROP TABLE dead_letters",
+            false,
+        ),
+        (
+            Operator,
+            WRITE_DB,
+            "connect to the write database",
+            "SELECT 1",
+            false,
+        ),
+        (
+            Reader,
+            READ_DB,
             "update a projection",
             "UPDATE order_view SET status = status",
             false,
@@ -851,6 +1054,20 @@ fn each_database_role_can_do_its_job_and_nothing_else() {
             true,
         ),
         (Debezium, WRITE_DB, "write the outbox", outbox, false),
+        (
+            Debezium,
+            "dbname=orders_write replication=database",
+            "open a logical replication connection to its database",
+            "IDENTIFY_SYSTEM",
+            true,
+        ),
+        (
+            Debezium,
+            "dbname=orders_write replication=true",
+            "open a physical replication connection (a base backup of the cluster)",
+            "IDENTIFY_SYSTEM",
+            false,
+        ),
         (
             Debezium,
             WRITE_DB,
@@ -902,6 +1119,24 @@ fn each_database_role_can_do_its_job_and_nothing_else() {
         }
     }
     eprintln!("{matrix}");
+    // The dead-letter commands run under the operator's own login.
+    let out = std::process::Command::new(stack.bin_dir.join("projector"))
+        .arg("--config")
+        .arg(stack.operator_config())
+        .args(["dead-letters", "list"])
+        .output()
+        .expect("run projector");
+    assert!(
+        out.status.success(),
+        "dead-letters list as the operator: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(stack.operator_config())
+            .unwrap()
+            .contains("user = \"orders_operator\""),
+        "the operator's settings log in as orders_operator"
+    );
     stack.down(&|_| {}).unwrap();
     assert!(
         wrong.is_empty(),

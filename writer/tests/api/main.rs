@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers fail loudly by design
 
+mod atomicity;
 mod bad_input;
 mod commands;
 mod helpers;
