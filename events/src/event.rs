@@ -253,11 +253,16 @@ impl Event {
     }
 
     /// Checks what the types cannot say: the constraints the JSON Schemas and
-    /// the catalog state (lines, quantities, amounts, codes, no NUL characters,
-    /// which no PostgreSQL `text` or `jsonb` can store). The writer produces only
+    /// the catalog state (lines, quantities, amounts, codes; text without NUL
+    /// characters, which no PostgreSQL `text` or `jsonb` can store, without
+    /// bidirectional or invisible characters and at most
+    /// [`crate::text::MAX_TEXT_CHARS`] long: [`crate::text`]). The writer produces only
     /// valid events; a consumer uses this to refuse a malformed record up front.
     pub fn validate(&self) -> Result<(), String> {
-        self.validate_with(&self.to_payload().to_string())
+        let payload = self.to_payload();
+        // Every text field, as decoded (so an escaped \u202e counts too).
+        crate::text::check_json(&payload)?;
+        self.validate_with(&payload.to_string())
     }
 
     /// [`Event::validate`] given the payload's JSON text (saves serializing it again).

@@ -11,6 +11,8 @@
 //! - [`Event`]: every event type with its payload struct and schema version.
 //! - [`Envelope::from_record`]: decodes a record's parts back into a typed
 //!   envelope, with a [`ContractError`] that says what was wrong.
+//! - [`text`]: what a text field may hold (no NUL, bidirectional controls or
+//!   invisible characters; a length bound), for producer and consumers alike.
 //! - [`upcast`]: old schema versions to current ones (`OrderPlaced` v1 -> v2).
 //! - [`catalog`]: producer, consumers and version history of every event, the
 //!   JSON Schemas derived from the types, and `docs/event_catalog.md`.
@@ -21,6 +23,7 @@
 pub mod catalog;
 mod envelope;
 mod event;
+pub mod text;
 pub mod upcast;
 
 pub use envelope::{header, ContractError, Envelope};
@@ -34,6 +37,10 @@ pub use event::{
 pub const ORDER_AGGREGATE: &str = "order";
 /// Aggregate type of customers; topic `outbox.event.customer`.
 pub const CUSTOMER_AGGREGATE: &str = "customer";
+/// Every aggregate type: the outbox's `aggregate_type` check constraint
+/// (sql/write) allows exactly these, so no row can route to a topic that does
+/// not exist and stall the relay.
+pub const AGGREGATES: [&str; 2] = [ORDER_AGGREGATE, CUSTOMER_AGGREGATE];
 
 /// Kafka topic that carries the events of an aggregate type.
 ///

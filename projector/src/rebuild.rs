@@ -63,6 +63,12 @@ pub enum RebuildError {
          retried until the deadline ({1:?}) passed; is the live projector far behind or the load too high?"
     )]
     NoSwap(Duration, Duration),
+    #[error(
+        "{} depend(s) on the read models' tables and would be dropped with the retired copy; \
+         drop them before the rebuild and create them again after it (or rebuild with --keep-old)",
+        .0.join(", ")
+    )]
+    ForeignDependents(Vec<String>),
 }
 
 impl From<tokio_postgres::Error> for RebuildError {
@@ -127,6 +133,15 @@ pub async fn rebuild(
     };
 
     let mut admin = consumer::connect(settings).await?;
+    // Refused before any work, not after the copy: an object of someone
+    // else's (a dashboard's view) that the retired tables would take along.
+    if !spec.keep_old {
+        let live: Vec<String> = table_names(&admin, "public").await?;
+        let foreign = foreign_dependents(&admin, &live).await?;
+        if !foreign.is_empty() {
+            return Err(RebuildError::ForeignDependents(foreign));
+        }
+    }
     progress(&format!(
         "creating the shadow schema `{SHADOW}` (a leftover is dropped)"
     ));
@@ -222,9 +237,20 @@ pub async fn rebuild(
     if let Some(retired) = report.retired_schema.clone() {
         if !spec.keep_old {
             progress(&format!("dropping the retired tables (schema {retired})"));
-            admin
-                .batch_execute(&format!("DROP SCHEMA {retired} CASCADE"))
-                .await?;
+            // The tables by name, then the schema without CASCADE: anything
+            // else in it (a view created meanwhile) makes the drop fail loudly
+            // and the retired schema stays, rather than being dropped unseen.
+            let names = table_names(&admin, &retired).await?;
+            let mut drop = String::new();
+            if !names.is_empty() {
+                let list: Vec<String> = names
+                    .iter()
+                    .map(|t| format!("{}.{}", quote_ident(&retired), quote_ident(t)))
+                    .collect();
+                drop.push_str(&format!("DROP TABLE {};\n", list.join(", ")));
+            }
+            drop.push_str(&format!("DROP SCHEMA {};", quote_ident(&retired)));
+            admin.batch_execute(&drop).await?;
             report.retired_schema = None;
         }
     }
@@ -272,32 +298,35 @@ async fn swap(
         other => return Err(RebuildError::Consumer(format!("{other:?}"))),
     }
     let retired = format!("retired_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
-    tx.batch_execute(&format!("CREATE SCHEMA {retired}"))
+    tx.batch_execute(&format!("CREATE SCHEMA {}", quote_ident(&retired)))
         .await?;
-    let tables: Vec<String> = tx
-        .query(
-            "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
-            &[&SHADOW],
-        )
+    // Exactly the tables the read migrations create (the shadow schema holds
+    // nothing else); any other table in `public` is not ours and stays.
+    let tables = table_names(&tx, SHADOW).await?;
+    let live_tables: Vec<String> = table_names(&tx, "public")
         .await?
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
+        .filter(|t| tables.contains(t))
         .collect();
-    let live_tables: Vec<String> = tx
-        .query(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    if !spec.keep_old {
+        let foreign = foreign_dependents(&tx, &live_tables).await?;
+        if !foreign.is_empty() {
+            return Err(RebuildError::ForeignDependents(foreign));
+        }
+    }
     let mut moves = String::new();
     for t in &live_tables {
-        moves.push_str(&format!("ALTER TABLE public.{t} SET SCHEMA {retired};\n"));
+        moves.push_str(&format!(
+            "ALTER TABLE public.{} SET SCHEMA {};\n",
+            quote_ident(t),
+            quote_ident(&retired)
+        ));
     }
     for t in &tables {
-        moves.push_str(&format!("ALTER TABLE {SHADOW}.{t} SET SCHEMA public;\n"));
+        moves.push_str(&format!(
+            "ALTER TABLE {SHADOW}.{} SET SCHEMA public;\n",
+            quote_ident(t)
+        ));
     }
     tx.batch_execute(&moves).await?;
     // The live group continues from the copy's positions after a restart.
@@ -313,4 +342,52 @@ async fn swap(
     report.tables_swapped = tables;
     report.retired_schema = Some(retired);
     Ok(Some(paused.elapsed()))
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The tables of schema `schema`, by name.
+async fn table_names(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
+            &[&schema],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Views (and materialized views) outside `tables` that read one of the
+/// `public` tables named: moving those tables away would take them along.
+async fn foreign_dependents(
+    client: &impl GenericClient,
+    tables: &[String],
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT DISTINCT format('%I.%I (on %s)', dn.nspname, dependent.relname, source.relname) \
+             FROM pg_depend d \
+             JOIN pg_rewrite r ON r.oid = d.objid \
+             JOIN pg_class dependent ON dependent.oid = r.ev_class \
+             JOIN pg_namespace dn ON dn.oid = dependent.relnamespace \
+             JOIN pg_class source ON source.oid = d.refobjid \
+             WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass \
+               AND source.relnamespace = 'public'::regnamespace AND source.relname = ANY($1) \
+               AND dependent.oid <> source.oid \
+               AND NOT (dependent.relnamespace = 'public'::regnamespace AND dependent.relname = ANY($1)) \
+             ORDER BY 1",
+            &[&tables],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }

@@ -77,6 +77,18 @@ pub struct DatabaseSettings {
     /// `projector rebuild` builds its shadow copy in schema `rebuild`.
     #[serde(default)]
     pub schema: Option<String>,
+    /// The longest a statement waits for a lock (a row another transaction
+    /// holds `FOR UPDATE`) before it fails with SQLSTATE 55P03; 0: no limit.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout_ms: u64,
+    /// The longest one statement runs; 0: no limit.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout_ms: u64,
+    /// TCP keepalives: a connection whose peer vanished (a half-open
+    /// connection after a crash or a network cut) fails after this idle
+    /// time plus three unanswered probes 10 s apart, not hours later.
+    #[serde(default = "default_keepalive_idle")]
+    pub keepalive_idle_secs: u64,
 }
 
 fn default_host() -> String {
@@ -87,6 +99,15 @@ fn default_port() -> u16 {
 }
 fn default_connect_timeout() -> u64 {
     5
+}
+fn default_lock_timeout() -> u64 {
+    5_000
+}
+fn default_statement_timeout() -> u64 {
+    60_000
+}
+fn default_keepalive_idle() -> u64 {
+    30
 }
 
 impl DatabaseSettings {
@@ -101,10 +122,21 @@ impl DatabaseSettings {
             .password(self.password.expose_secret())
             .dbname(&self.dbname)
             .application_name(application)
-            .connect_timeout(std::time::Duration::from_secs(self.connect_timeout_secs));
+            .connect_timeout(std::time::Duration::from_secs(self.connect_timeout_secs))
+            .keepalives(true)
+            .keepalives_idle(std::time::Duration::from_secs(self.keepalive_idle_secs))
+            .keepalives_interval(std::time::Duration::from_secs(10))
+            .keepalives_retries(3);
+        // Bounds on waiting, set per session so no statement can hang a
+        // service for as long as the kernel lets a lock or a socket live.
+        let mut options = format!(
+            "-c lock_timeout={} -c statement_timeout={}",
+            self.lock_timeout_ms, self.statement_timeout_ms
+        );
         if let Some(schema) = &self.schema {
-            config.options(format!("-c search_path={schema}"));
+            options.push_str(&format!(" -c search_path={schema}"));
         }
+        config.options(options);
         config
     }
 

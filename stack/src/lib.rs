@@ -516,14 +516,13 @@ impl Stack {
     /// Spawns `command` as unit `unit`: its own process group, pid file, log.
     pub(crate) fn spawn_unit(&self, unit: &str, command: std::process::Command) -> Result<()> {
         let pid = process::spawn_detached(command, &self.unit_log(unit))?;
-        fs::write(self.unit_pid_file(unit), pid.to_string()).map_err(io_err("writing pid file"))
+        process::write_pid_file(&self.unit_pid_file(unit), pid)
     }
 
     /// The pid of unit `unit` if its pid file names a live process.
+    /// (Checked to be the process that was started: see [`process::read_pid_file`].)
     pub fn unit_pid(&self, unit: &str) -> Option<i32> {
-        let text = fs::read_to_string(self.unit_pid_file(unit)).ok()?;
-        let pid: i32 = text.trim().parse().ok()?;
-        process::is_alive(pid).then_some(pid)
+        process::read_pid_file(&self.unit_pid_file(unit))
     }
 
     pub(crate) fn unit_pid_file(&self, unit: &str) -> PathBuf {

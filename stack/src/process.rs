@@ -38,6 +38,33 @@ pub fn is_alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
 }
 
+/// When process `pid` started (clock ticks since boot, `/proc/PID/stat`
+/// field 22): with the pid, it names one process for the life of the system.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after_name = stat.get(stat.rfind(')')? + 1..)?;
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Writes a pid file naming `pid` and its start time.
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let started = start_time(pid).unwrap_or(0);
+    fs::write(path, format!("{pid} {started}\n")).map_err(io_err("writing pid file"))
+}
+
+/// The pid a pid file names, if that process still runs and is the one that
+/// was started (same start time): a pid the system has since given to
+/// another process is never signalled. A file without a start time (or
+/// unreadable) names nothing.
+pub fn read_pid_file(path: &Path) -> Option<i32> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut fields = text.split_whitespace();
+    let pid: i32 = fields.next()?.parse().ok()?;
+    let started: u64 = fields.next()?.parse().ok()?;
+    (is_alive(pid) && start_time(pid) == Some(started)).then_some(pid)
+}
+
 /// SIGKILL to the whole process group: the closest thing to pulling the plug.
 pub fn kill_group(pid: i32) {
     let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
@@ -99,14 +126,38 @@ pub fn reap_stale_test_stacks(root: &Path) {
         }
         if let Ok(pids) = fs::read_dir(entry.path().join("run")) {
             for pid_file in pids.flatten() {
-                if let Some(pid) = fs::read_to_string(pid_file.path())
-                    .ok()
-                    .and_then(|t| t.trim().parse().ok())
-                {
+                if let Some(pid) = read_pid_file(&pid_file.path()) {
                     kill_group(pid);
                 }
             }
         }
         let _ = crate::state::remove_stack_files(&entry.path());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_file_names_only_the_process_that_was_started() {
+        let dir = std::env::temp_dir().join(format!("pidfile-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        let file = dir.join("unit.pid");
+        write_pid_file(&file, pid).unwrap();
+        assert_eq!(read_pid_file(&file), Some(pid));
+        // The same pid with another start time: a pid reused by another process.
+        let started = start_time(pid).unwrap();
+        fs::write(&file, format!("{pid} {}\n", started + 1)).unwrap();
+        assert_eq!(read_pid_file(&file), None);
+        // A bare pid (no start time) cannot be checked: it names nothing.
+        fs::write(&file, format!("{pid}\n")).unwrap();
+        assert_eq!(read_pid_file(&file), None);
+        assert!(is_alive(pid), "nothing was signalled");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -143,24 +143,29 @@ impl StackState {
     /// A new stack of `shape` with free ports and fresh secrets.
     pub fn new(shape: Shape) -> Result<Self> {
         let shape = shape.validate()?;
-        let kafka_nodes = (0..shape.brokers)
-            .map(|_| {
-                Ok(NodePorts {
-                    broker: free_port()?,
-                    controller: free_port()?,
-                })
+        // All at once: a port is free only while no other is chosen, so each
+        // listener stays open until every port is picked (one by one, the
+        // kernel may hand the same ephemeral port out twice).
+        let nodes = usize::from(shape.brokers);
+        let workers = usize::from(shape.connect_workers);
+        let mut ports = free_ports(2 * nodes + workers + 2)?.into_iter();
+        let mut next = || ports.next().expect("as many ports as asked for");
+        let kafka_nodes = (0..nodes)
+            .map(|_| NodePorts {
+                broker: next(),
+                controller: next(),
             })
-            .collect::<Result<_>>()?;
-        let connect_ports = (0..shape.connect_workers)
-            .map(|_| free_port())
-            .collect::<Result<_>>()?;
+            .collect();
+        let connect_ports = (0..workers).map(|_| next()).collect();
+        let postgres_port = next();
+        let projector_metrics_port = next();
         Ok(Self {
             shape,
             cluster_id: kafka_cluster_id(),
-            postgres_port: free_port()?,
+            postgres_port,
             kafka_nodes,
             connect_ports,
-            projector_metrics_port: free_port()?,
+            projector_metrics_port,
             app_password: random_secret(),
             debezium_password: random_secret(),
             writer_password: random_secret(),
@@ -326,6 +331,21 @@ pub fn remove_stack_files(dir: &Path) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// `n` distinct free ports on loopback.
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port")))
+        .collect::<Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .map_err(io_err("finding a free port"))
+        })
+        .collect()
 }
 
 pub(crate) fn free_port() -> Result<u16> {

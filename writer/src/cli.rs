@@ -383,9 +383,10 @@ pub fn render_prune(report: &crate::retention::PruneReport, json: bool) -> Strin
                  so no row is known to be read (is Connect running? `stack status`)"
             .to_owned(),
         Some(cutoff) => format!(
-            "outbox prune: {} rows older than {cutoff} deleted in {} batches{}",
+            "outbox prune: {} rows older than {cutoff} deleted in {} batches, and {} idempotency keys{}",
             report.deleted,
             report.batches,
+            report.keys_deleted,
             if report.limited_by_relay {
                 " (cutoff held back by the relay's last heartbeat: it has been behind or down)"
             } else {

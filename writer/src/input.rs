@@ -23,7 +23,8 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidInput {
 }
 
 pub const MAX_IDENTIFIER_LEN: usize = 64;
-pub const MAX_TEXT_LEN: usize = 500;
+/// The events' bound on text (one source: [`outbox_events::text`]).
+pub const MAX_TEXT_LEN: usize = outbox_events::text::MAX_TEXT_CHARS;
 pub const MAX_LINES: usize = 100;
 pub const MAX_QUANTITY: i32 = 10_000;
 /// 1,000,000.00 per unit: keeps every total far from i64 overflow.
@@ -70,7 +71,26 @@ pub fn text(field: &'static str, raw: &str) -> Result<String, InvalidInput> {
     if trimmed.chars().any(char::is_control) {
         return Err(invalid(field, "contains control characters"));
     }
+    hidden_or_bidi(field, trimmed)?;
     Ok(trimmed.to_owned())
+}
+
+/// Refuses bidirectional controls and invisible characters (they make a
+/// value display as something else, or two values look alike).
+fn hidden_or_bidi(field: &'static str, value: &str) -> Result<(), InvalidInput> {
+    match value
+        .chars()
+        .find(|c| outbox_events::text::is_hidden_or_bidi(*c))
+    {
+        Some(c) => Err(invalid(
+            field,
+            format!(
+                "contains U+{:04X}, an invisible or bidirectional control character",
+                u32::from(c)
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// An e-mail address: `local@domain`, no spaces, at most 254 characters.
@@ -91,6 +111,7 @@ pub fn email(raw: &str) -> Result<String, InvalidInput> {
     {
         return Err(bad("contains characters not allowed in an address"));
     }
+    hidden_or_bidi("email", raw)?;
     Ok(raw.to_owned())
 }
 
@@ -239,6 +260,11 @@ mod tests {
         assert_eq!(text("reason", " it's \"late\" ").unwrap(), "it's \"late\"");
         assert!(text("reason", "a\u{0}b").is_err());
         assert!(text("reason", &"x".repeat(501)).is_err());
+        let reversed = text("reason", "refund to \u{202E}gpj.exe").unwrap_err();
+        assert_eq!(reversed.field, "reason");
+        assert!(reversed.reason.contains("U+202E"), "{reversed}");
+        assert!(text("name", "Ada\u{200B}").is_err());
+        assert!(email("ada\u{2066}@example.com").is_err());
     }
 
     #[test]

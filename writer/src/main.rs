@@ -83,10 +83,24 @@ async fn async_main() -> ExitCode {
         }
         Err(Failure::Infrastructure(error)) => {
             eprintln!("error: {error:#}");
-            eprintln!("hint: is the write database up and migrated? (`cargo run -p stack -- status`, `writer migrate`)");
+            if waited_for_a_lock(&error) {
+                eprintln!("hint: another transaction held a row this command must lock for longer than database.lock_timeout_ms; nothing was written; try again");
+            } else {
+                eprintln!("hint: is the write database up and migrated? (`cargo run -p stack -- status`, `writer migrate`)");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command gave up waiting for a lock (SQLSTATE 55P03, `lock_timeout`).
+fn waited_for_a_lock(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::code)
+            == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+    })
 }
 
 enum Failure {

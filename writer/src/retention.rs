@@ -33,6 +33,9 @@ pub struct PruneReport {
     pub limited_by_relay: bool,
     pub deleted: u64,
     pub batches: u64,
+    /// Idempotency keys committed before the cutoff, deleted with the rows:
+    /// a key is honoured for as long as the outbox keeps its events.
+    pub keys_deleted: u64,
 }
 
 /// Deletes outbox rows older than `older_than` (see the module docs), `batch`
@@ -65,6 +68,7 @@ pub async fn prune_outbox(
         limited_by_relay: matches!((by_window, by_relay), (Some(w), Some(r)) if r < w),
         deleted: 0,
         batches: 0,
+        keys_deleted: 0,
     };
     let Some(cutoff) = cutoff else {
         return Ok(report);
@@ -83,6 +87,20 @@ pub async fn prune_outbox(
         report.deleted += n;
         report.batches += 1;
         progress(report.deleted);
+    }
+    let delete_keys = client
+        .prepare(
+            "DELETE FROM idempotency_keys WHERE idempotency_key IN ( \
+               SELECT idempotency_key FROM idempotency_keys WHERE committed_at < $1 \
+               ORDER BY committed_at LIMIT $2)",
+        )
+        .await?;
+    loop {
+        let n = client.execute(&delete_keys, &[&cutoff, &batch]).await?;
+        if n == 0 {
+            break;
+        }
+        report.keys_deleted += n;
     }
     Ok(report)
 }

@@ -128,13 +128,15 @@ async fn execute_once(
         tx: (**client).transaction().await?,
         statements,
     };
-    let request = format!("{command:?}");
+    // A digest of the validated command, not its text: the key table would
+    // otherwise keep names, e-mails and addresses for as long as keys live.
+    let request = command_digest(command);
     if let Some(key) = idempotency_key {
         // Claims the key first: a concurrent attempt with the same key waits
         // here until this one commits or rolls back.
         let claimed = tx
             .execute(
-                "INSERT INTO idempotency_keys (idempotency_key, request, aggregate_type, aggregate_id, event_ids) \
+                "INSERT INTO idempotency_keys (idempotency_key, request_sha256, aggregate_type, aggregate_id, event_ids) \
                  VALUES ($1, $2, '', '', '{}') ON CONFLICT DO NOTHING",
                 &[&key, &request],
             )
@@ -203,11 +205,21 @@ async fn execute_once(
     })
 }
 
+/// SHA-256 (hex) of the validated command: equal for the same command,
+/// revealing nothing of it.
+fn command_digest(command: &Command) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(format!("{command:?}").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The result an earlier attempt with `key` committed, if it was the same command.
 async fn earlier_result(tx: &Tx<'_>, key: &str, request: &str) -> Result<Committed, StoreError> {
     let row = tx
         .query_one(
-            "SELECT request, aggregate_type, aggregate_id, event_ids FROM idempotency_keys WHERE idempotency_key = $1",
+            "SELECT request_sha256, aggregate_type, aggregate_id, event_ids FROM idempotency_keys WHERE idempotency_key = $1",
             &[&key],
         )
         .await?;

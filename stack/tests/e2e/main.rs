@@ -1179,6 +1179,30 @@ fn a_rebuild_swaps_in_identical_read_models_while_writes_continue() {
             (reads, problems)
         })
     };
+    // Someone else's objects: a view on a read model makes the rebuild refuse
+    // before any work (the retired tables would take it along); a table of
+    // their own is left where it is.
+    stack
+        .admin_sql(
+            READ_DB,
+            "SET ROLE orders_owner; CREATE VIEW dashboard_orders AS SELECT order_id FROM order_view; \
+             CREATE TABLE dashboard_notes (note text); INSERT INTO dashboard_notes VALUES ('kept')",
+        )
+        .unwrap();
+    let refused = stack.projector_as_owner().arg("rebuild").output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "a rebuild with a foreign view ran"
+    );
+    assert!(
+        stderr.contains("public.dashboard_orders (on order_view)") && stderr.contains("drop them"),
+        "{stderr}"
+    );
+    stack
+        .admin_sql(READ_DB, "DROP VIEW dashboard_orders")
+        .unwrap();
+
     let load = writer_load(&stack, "20s");
     std::thread::sleep(Duration::from_secs(3));
     let out = stack
@@ -1253,5 +1277,13 @@ fn a_rebuild_swaps_in_identical_read_models_while_writes_continue() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stack.psql(READ_DB, READ_MODEL_DUMP).unwrap(), before);
+    assert_eq!(
+        stack
+            .admin_sql(READ_DB, "SELECT note FROM public.dashboard_notes")
+            .unwrap()
+            .trim(),
+        "kept",
+        "a table the migrations do not create stays through two rebuilds"
+    );
     stack.down(&|_| {}).unwrap();
 }

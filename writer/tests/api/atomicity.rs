@@ -87,3 +87,39 @@ async fn execute_in_order_reports_an_unsendable_statement_and_the_transaction_ro
         "dropping the transaction rolled it back"
     );
 }
+
+/// An outbox row of an aggregate type no topic exists for is refused by the
+/// database, and the constraint allows exactly the contract's aggregate types.
+#[tokio::test]
+async fn the_outbox_accepts_only_known_aggregate_types() {
+    let db = TestDb::new().await;
+    let error = db
+        .client
+        .execute(
+            "INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, \
+             aggregate_version, occurred_at, payload) \
+             VALUES (gen_random_uuid(), 'ordr', 'x', 'OrderPlaced', 2, 1, now(), '{}')",
+            &[],
+        )
+        .await
+        .expect_err("an unknown aggregate type is refused");
+    assert_eq!(
+        error.code(),
+        Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION),
+        "{error:?}"
+    );
+    let definition: String = db
+        .client
+        .query_one(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'outbox_aggregate_type_known'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut allowed: Vec<&str> = definition.split('\'').skip(1).step_by(2).collect();
+    allowed.sort_unstable();
+    let mut known = outbox_events::AGGREGATES.to_vec();
+    known.sort_unstable();
+    assert_eq!(allowed, known, "{definition}");
+}

@@ -313,3 +313,45 @@ async fn refund_of_an_unpaid_order() {
 async fn deliver_before_ship() {
     refused(&["order", "deliver", "{id}"], "cannot deliver order").await;
 }
+
+/// A reason that would display reversed (U+202E, "Trojan Source") or a name
+/// with a zero-width space (looks like another customer's) is refused.
+#[tokio::test]
+async fn bidirectional_override_in_a_reason() {
+    refused(
+        &[
+            "order",
+            "cancel",
+            "{id}",
+            "--reason",
+            "late \u{202E}gnipmuD",
+        ],
+        "U+202E",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn invisible_character_in_a_name() {
+    refused(
+        &[
+            "customer",
+            "register",
+            "c-2",
+            "--name",
+            "Ada\u{200B}",
+            "--email",
+            "ada@example.com",
+            "--street",
+            "1 Main St",
+            "--city",
+            "Berlin",
+            "--postal-code",
+            "10115",
+            "--country",
+            "DE",
+        ],
+        "U+200B",
+    )
+    .await;
+}

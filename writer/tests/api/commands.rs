@@ -147,7 +147,12 @@ async fn a_command_that_fails_in_the_database_leaves_neither_state_nor_outbox() 
         "--amount",
         "10.00",
     ]);
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a database failure is infrastructure (exit 1), not a refusal: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("outbox unavailable"));
     assert_eq!(
         db.snapshot().await,
@@ -328,4 +333,62 @@ async fn customer_changes_are_versioned_events_of_their_own_aggregate() {
         .get(0);
     assert_eq!(payload["shipping_address"]["city"], "Hamburg");
     assert_eq!(payload["shipping_address"]["country"], "DE");
+}
+
+/// A row another transaction holds does not freeze a command: it gives up
+/// after `database.lock_timeout_ms`, says why, exits 1 and writes nothing.
+#[tokio::test]
+async fn a_locked_order_fails_the_command_within_its_lock_timeout() {
+    let db = TestDb::new().await;
+    let id = db.place(&["A:1:10.00"]);
+    // Another session holds the order's row, as a slow or stuck command would.
+    let (mut other, connection) =
+        tokio_postgres::connect(&db.params.conn_string(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let holder = other.transaction().await.unwrap();
+    holder
+        .execute(
+            "SELECT 1 FROM orders WHERE order_id = $1::text::uuid FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let out = db.writer_with_env(
+        &[
+            "order",
+            "pay",
+            &id,
+            "--reference",
+            "p-1",
+            "--amount",
+            "10.00",
+        ],
+        &[("WRITER__DATABASE__LOCK_TIMEOUT_MS", "500")],
+    );
+    let waited = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("55P03"), "the cause is named: {stderr}");
+    assert!(
+        stderr.contains("held a row this command must lock"),
+        "and what to do: {stderr}"
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(10),
+        "gave up after {waited:?}, not within its 500 ms lock timeout (plus start-up)"
+    );
+    holder.rollback().await.unwrap();
+    let status: String = db
+        .client
+        .query_one(
+            "SELECT status FROM orders WHERE order_id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "placed", "nothing was written");
 }

@@ -66,7 +66,13 @@ impl TestDb {
 
     /// Runs the real writer binary against this database.
     pub fn writer(&self, args: &[&str]) -> Output {
+        self.writer_with_env(args, &[])
+    }
+
+    /// [`TestDb::writer`] with extra environment variables (settings).
+    pub fn writer_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_writer"))
+            .envs(env.iter().copied())
             .env("WRITER__DATABASE__HOST", &self.params.host)
             .env("WRITER__DATABASE__PORT", self.params.port.to_string())
             .env("WRITER__DATABASE__USER", &self.params.user)
@@ -128,12 +134,14 @@ impl TestDb {
     }
 }
 
-/// Asserts a refused command: non-zero exit and exactly one line on stderr.
+/// Asserts a refused command: exit code 2 (the README's code for a refusal;
+/// 1 is infrastructure) and exactly one line on stderr.
 pub fn assert_refused(out: &Output, expected: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success: {}",
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected a refusal (exit 2): stdout {} stderr {stderr}",
         String::from_utf8_lossy(&out.stdout)
     );
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();

@@ -63,6 +63,50 @@ async fn prune_deletes_old_rows_only_and_never_past_the_relay() {
     assert_eq!(left, [fresh]);
     // The write model is untouched.
     assert_eq!(db.count("orders").await, 3);
+
+    // Idempotency keys go with the outbox's window; they hold a digest only.
+    db.writer_ok(&[
+        "--idempotency-key",
+        "k-old",
+        "customer",
+        "register",
+        "c-key",
+        "--name",
+        "Grace Hopper",
+        "--email",
+        "grace@example.com",
+        "--street",
+        "1 Main St",
+        "--city",
+        "Arlington",
+        "--postal-code",
+        "22201",
+        "--country",
+        "US",
+    ]);
+    let stored: String = db
+        .client
+        .query_one(
+            "SELECT request_sha256 FROM idempotency_keys WHERE idempotency_key = 'k-old'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        stored.len() == 64 && stored.bytes().all(|b| b.is_ascii_hexdigit()),
+        "a digest, not the command: {stored}"
+    );
+    db.client
+        .execute(
+            "UPDATE idempotency_keys SET committed_at = now() - interval '10 days'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let out = db.writer_ok(&["outbox", "prune", "--older-than", "7d"]);
+    assert_eq!(out["keys_deleted"], 1);
+    assert_eq!(db.count("idempotency_keys").await, 0);
 }
 
 #[tokio::test]
