@@ -41,7 +41,9 @@ use crate::record::{Decoder, RawHeader, Record};
 
 /// What a committed batch did. The counts add up to the records given plus
 /// the parked events that were released.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+///
+/// Two outcomes are equal when their counts are: the event times are detail.
+#[derive(Debug, Default, Clone)]
 pub struct Outcome {
     /// Events now reflected in the read models (released parked events included).
     pub applied: usize,
@@ -54,7 +56,25 @@ pub struct Outcome {
     /// Records below the partition's stored position: applied before (by this
     /// or another instance), skipped unread (see [`Checkpoint::fenced`]).
     pub stale: usize,
+    /// When each applied event occurred (its `occurred_at`), for the
+    /// commit-to-read-model latency: applied events only, never a duplicate,
+    /// a parked event before its release or a dead letter.
+    pub occurred: Vec<chrono::DateTime<chrono::Utc>>,
 }
+
+impl PartialEq for Outcome {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            self.applied,
+            self.duplicates,
+            self.parked,
+            self.dead_lettered,
+            self.stale,
+        ) == (o.applied, o.duplicates, o.parked, o.dead_lettered, o.stale)
+    }
+}
+
+impl Eq for Outcome {}
 
 impl std::ops::AddAssign for Outcome {
     fn add_assign(&mut self, o: Self) {
@@ -63,6 +83,7 @@ impl std::ops::AddAssign for Outcome {
         self.parked += o.parked;
         self.dead_lettered += o.dead_lettered;
         self.stale += o.stale;
+        self.occurred.extend(o.occurred);
     }
 }
 
@@ -199,8 +220,9 @@ pub async fn apply_in(
     let mut total = Outcome::default();
     for record in records {
         let outcome = apply_one(tx, decoder, record).await?;
+        let applied = outcome.applied;
         total += outcome;
-        if outcome.applied > 0 {
+        if applied > 0 {
             if let Ok(envelope) = decoder.decode(record) {
                 total += release_parked(
                     tx,
@@ -293,8 +315,9 @@ pub async fn release_parked(
             return Ok(total);
         };
         let outcome = apply_one(tx, decoder, &parked_record(&row)).await?;
+        let applied = outcome.applied;
         total += outcome;
-        if outcome.applied == 0 {
+        if applied == 0 {
             return Ok(total);
         }
     }
@@ -523,6 +546,26 @@ async fn run(
         }
     }
     version_updates(&aggregates, &mut all);
+    // Parked events of an aggregate that moved on wait for its new next
+    // version, not the one they first waited for (one statement per batch).
+    let moved: Vec<(&AggregateKey, i64)> = aggregates
+        .iter()
+        .filter(|(_, a)| a.applied > a.start)
+        .map(|(k, a)| (k, a.applied + 1))
+        .collect();
+    if !moved.is_empty() {
+        all.push(Step::new(
+            "UPDATE parked_events p SET waiting_for = u.next \
+             FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(aggregate_type, aggregate_id, next) \
+             WHERE p.aggregate_type = u.aggregate_type AND p.aggregate_id = u.aggregate_id \
+               AND p.waiting_for <> u.next",
+            vec![
+                p(moved.iter().map(|(k, _)| k.0.clone()).collect::<Vec<_>>()),
+                p(moved.iter().map(|(k, _)| k.1.clone()).collect::<Vec<_>>()),
+                p(moved.iter().map(|(_, n)| *n).collect::<Vec<_>>()),
+            ],
+        ));
+    }
     for (_, agg) in aggregates {
         for (_, candidate) in agg.waiting {
             if !candidate.parked {
@@ -552,6 +595,7 @@ fn apply(
             applied_steps.extend(plan.steps);
             agg.applied = candidate.envelope.aggregate_version;
             outcome.applied += 1;
+            outcome.occurred.push(candidate.envelope.occurred_at);
             applied.push(candidate);
             true
         }

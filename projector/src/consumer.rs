@@ -326,7 +326,7 @@ pub async fn run_with(
             }
         }
         drop(spans);
-        record_metrics(&batch, &outcome);
+        record_metrics(&outcome);
     }
     // Final synchronous commit so a restart resumes exactly after the last applied batch.
     match consumer.commit_consumer_state(CommitMode::Sync) {
@@ -498,23 +498,22 @@ impl BacklogGauges {
     }
 }
 
-fn record_metrics(batch: &[Record], outcome: &Outcome) {
+fn record_metrics(outcome: &Outcome) {
     metrics::counter!("projector_events_applied_total").increment(outcome.applied as u64);
     metrics::counter!("projector_events_duplicate_total").increment(outcome.duplicates as u64);
     metrics::counter!("projector_records_stale_total").increment(outcome.stale as u64);
     metrics::counter!("projector_events_parked_total").increment(outcome.parked as u64);
     metrics::counter!("projector_dead_letters_total").increment(outcome.dead_lettered as u64);
     metrics::counter!("projector_batches_total").increment(1);
-    // Commit-to-read-model latency, from the event's occurred_at header.
+    // Commit-to-read-model latency of the events applied (a duplicate, a
+    // dead letter or an event parked behind a gap has not reached the read
+    // models; a released parked event counts when it does). An occurred_at
+    // in the future (clock skew between writer and projector) counts as 0;
+    // one far in the past is the event's real age and counts as such.
     let now = chrono::Utc::now();
-    for record in batch {
-        if let Some(at) = record
-            .header(outbox_events::header::OCCURRED_AT)
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        {
-            let seconds = (now - at.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0;
-            metrics::histogram!("projector_event_latency_seconds").record(seconds);
-        }
+    for at in &outcome.occurred {
+        let seconds = (now - *at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::histogram!("projector_event_latency_seconds").record(seconds);
     }
     tracing::debug!(
         applied = outcome.applied,

@@ -78,7 +78,8 @@ async fn a_v1_order_placed_on_the_topic_projects_like_its_v2_form() {
             duplicates: 0,
             parked: 0,
             dead_lettered: 0,
-            stale: 0
+            stale: 0,
+            ..Default::default()
         }
     );
 

@@ -389,7 +389,8 @@ async fn a_gap_parks_the_aggregate_until_the_missing_version_arrives() {
             duplicates: 0,
             parked: 4,
             dead_lettered: 0,
-            stale: 0
+            stale: 0,
+            ..Default::default()
         }
     );
     assert_eq!(env.order_view(order).await, Some(("placed".into(), 1)));
@@ -413,7 +414,8 @@ async fn a_gap_parks_the_aggregate_until_the_missing_version_arrives() {
             duplicates: 0,
             parked: 0,
             dead_lettered: 0,
-            stale: 0
+            stale: 0,
+            ..Default::default()
         }
     );
     assert_eq!(env.order_view(order).await, Some(("delivered".into(), 4)));
@@ -498,7 +500,8 @@ async fn a_dead_letter_replayed_after_an_upcaster_lands_applies_and_releases_wha
             duplicates: 0,
             parked: 1,
             dead_lettered: 1,
-            stale: 0
+            stale: 0,
+            ..Default::default()
         }
     );
 
@@ -576,7 +579,8 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
             duplicates: 0,
             parked: 2,
             dead_lettered: 2,
-            stale: 0
+            stale: 0,
+            ..Default::default()
         }
     );
     let letters = operator::list(&env.client, false).await.unwrap();

@@ -179,7 +179,8 @@ async fn a_redelivery_inside_and_beyond_the_inbox_window_has_no_effect() {
             duplicates: 12,
             parked: 0,
             dead_lettered: 0,
-            stale: 0
+            stale: 0,
+            ..Default::default()
         }
     );
     assert_eq!(
