@@ -120,8 +120,10 @@ fn init(stack: &Stack, data: &Path) -> Result<()> {
     let conf = format!(
         "\n# local stack\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\n\
          wal_level = logical\nmax_wal_senders = 10\nmax_replication_slots = 10\n\
+         max_slot_wal_keep_size = {keep}\n\
          shared_buffers = 128MB\nmax_connections = 200\n",
         port = stack.state.postgres_port,
+        keep = MAX_SLOT_WAL_KEEP_SIZE,
         dir = data.display()
     );
     let path = data.join("postgresql.conf");
@@ -200,35 +202,87 @@ pub fn health(stack: &Stack) -> std::result::Result<String, String> {
         stack.state.postgres_port
     );
     match slot(stack) {
-        // Alert thresholds (docs/operations.md): inactive for minutes, or > 1 GB behind.
-        Ok(Some((active, lag))) if active || lag < SLOT_LAG_ALERT_BYTES => Ok(format!(
-            "{ready}; slot outbox_slot {}, {lag} bytes behind",
-            if active { "active" } else { "inactive" }
+        Ok(Some(slot)) if slot.lost() => Err(format!(
+            "{ready}; slot outbox_slot LOST: PostgreSQL removed WAL the relay had not confirmed \
+             (max_slot_wal_keep_size); the relay cannot resume from it: runbook \"A lost slot\" in docs/operations.md"
         )),
-        Ok(Some((_, lag))) => Err(format!(
-            "{ready}; slot outbox_slot inactive and {lag} bytes behind: WAL is piling up (is Connect running?)"
+        // Alert thresholds (docs/operations.md): inactive for minutes, or > 1 GB behind.
+        Ok(Some(slot)) if slot.active || slot.lag_bytes < SLOT_LAG_ALERT_BYTES => Ok(format!(
+            "{ready}; slot outbox_slot {}, {} bytes behind{}",
+            if slot.active { "active" } else { "inactive" },
+            slot.lag_bytes,
+            slot.headroom()
+        )),
+        Ok(Some(slot)) => Err(format!(
+            "{ready}; slot outbox_slot inactive and {} bytes behind{}: WAL is piling up (is Connect running?)",
+            slot.lag_bytes,
+            slot.headroom()
         )),
         Ok(None) => Ok(format!("{ready}; no replication slot yet (created by `stack up`)")),
         Err(e) => Ok(format!("{ready}; slot unknown ({e})")),
     }
 }
 
+/// The most WAL the connector's slot may hold back (`max_slot_wal_keep_size`,
+/// as compose sets it too): past it PostgreSQL invalidates the slot rather
+/// than fill the disk and stop the writer. With Connect down, the write side
+/// keeps working until then (see the runbook "A lost slot").
+pub const MAX_SLOT_WAL_KEEP_SIZE: &str = "4GB";
+
 /// Slot lag past which an inactive slot is reported unhealthy.
 const SLOT_LAG_ALERT_BYTES: i64 = 1 << 30;
 
-/// The connector's slot: whether Debezium is attached, and how many bytes of
-/// WAL it retains (`pg_current_wal_lsn()` minus its confirmed flush position).
-pub fn slot(stack: &Stack) -> Result<Option<(bool, i64)>> {
+/// The connector's slot as PostgreSQL reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SlotState {
+    /// Debezium is attached.
+    pub active: bool,
+    /// WAL it retains: `pg_current_wal_lsn()` minus its confirmed flush position.
+    pub lag_bytes: i64,
+    /// `reserved`, `extended`, `unreserved` (about to be invalidated) or
+    /// `lost` (invalidated: WAL it needs was removed).
+    pub wal_status: String,
+    /// WAL that may still be written before the slot is invalidated
+    /// (`max_slot_wal_keep_size` minus what it holds); none without a limit.
+    pub safe_wal_bytes: Option<i64>,
+}
+
+impl SlotState {
+    pub fn lost(&self) -> bool {
+        self.wal_status == "lost"
+    }
+
+    fn headroom(&self) -> String {
+        match self.safe_wal_bytes {
+            Some(bytes) => format!(
+                ", {} MB of WAL before max_slot_wal_keep_size invalidates it ({})",
+                bytes / (1 << 20),
+                self.wal_status
+            ),
+            None => String::new(),
+        }
+    }
+}
+
+/// The connector's slot (`outbox_slot`), if it exists.
+pub fn slot(stack: &Stack) -> Result<Option<SlotState>> {
     let out = admin_sql(
         stack,
         crate::WRITE_DB,
-        "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint \
+        "SELECT active, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint, \
+                coalesce(wal_status, ''), coalesce(safe_wal_size::text, '') \
          FROM pg_replication_slots WHERE slot_name = 'outbox_slot'",
     )?;
     let line = out.trim();
     if line.is_empty() {
         return Ok(None);
     }
-    let (active, lag) = line.split_once('|').unwrap_or((line, "0"));
-    Ok(Some((active == "t", lag.trim().parse().unwrap_or(0))))
+    let fields: Vec<&str> = line.split('|').collect();
+    let field = |i: usize| fields.get(i).copied().unwrap_or("").trim();
+    Ok(Some(SlotState {
+        active: field(0) == "t",
+        lag_bytes: field(1).parse().unwrap_or(0),
+        wal_status: field(2).to_owned(),
+        safe_wal_bytes: field(3).parse().ok(),
+    }))
 }

@@ -31,6 +31,8 @@ pub struct Report {
     pub unknown: Vec<String>,
     /// (aggregate type, aggregate id, write version, read version).
     pub behind: Vec<(String, String, i64, i64)>,
+    /// The connector's replication slot when the check ran (none: no slot).
+    pub slot: Option<crate::postgres::SlotState>,
 }
 
 impl Report {
@@ -136,6 +138,7 @@ pub fn run(stack: &Stack, settle_seconds: u64) -> Result<Report> {
         .sort_by(|a, b| (&a.1, &a.2, a.3).cmp(&(&b.1, &b.2, b.3)));
     report.behind.sort();
     report.unknown.sort();
+    report.slot = crate::postgres::slot(stack)?;
     Ok(report)
 }
 
@@ -166,6 +169,24 @@ pub fn metrics_text(report: &Report, now_unix: u64) -> String {
             "When the last reconciliation finished.",
             now_unix.to_string(),
         ),
+        gauge(
+            "outbox_slot_lost",
+            "1 when the connector's replication slot is missing or invalidated (WAL it needed was removed).",
+            u8::from(report.slot.as_ref().is_none_or(|s| s.lost())).to_string(),
+        ),
+        // Absent without a max_slot_wal_keep_size (or without a slot): no headroom to watch.
+        report
+            .slot
+            .as_ref()
+            .and_then(|s| s.safe_wal_bytes)
+            .map(|bytes| {
+                gauge(
+                    "outbox_slot_safe_wal_bytes",
+                    "WAL that may still be written before max_slot_wal_keep_size invalidates the slot.",
+                    bytes.to_string(),
+                )
+            })
+            .unwrap_or_default(),
     ]
     .concat()
 }
@@ -200,13 +221,21 @@ mod tests {
         let report = Report {
             missing: vec![("e".into(), "order".into(), "o".into(), 2)],
             behind: vec![("order".into(), "o".into(), 2, 1)],
+            slot: Some(crate::postgres::SlotState {
+                active: true,
+                lag_bytes: 0,
+                wal_status: "reserved".into(),
+                safe_wal_bytes: Some(4 << 30),
+            }),
             ..Report::default()
         };
         let text = metrics_text(&report, 1_700_000_000);
+        assert!(text.contains("\noutbox_slot_lost 0\n"));
+        assert!(text.contains("\noutbox_slot_safe_wal_bytes 4294967296\n"));
         assert!(text.contains("\noutbox_reconcile_missing_events 1\n"));
         assert!(text.contains("\noutbox_reconcile_unknown_events 0\n"));
         assert!(text.contains("\noutbox_reconcile_aggregates_behind 1\n"));
         assert!(text.contains("\noutbox_reconcile_last_run_timestamp_seconds 1700000000\n"));
-        assert_eq!(text.matches("# TYPE ").count(), 4);
+        assert_eq!(text.matches("# TYPE ").count(), 6);
     }
 }

@@ -430,6 +430,10 @@ fn compose_has_no_start_up_race_and_applies_what_the_files_say() {
         );
     }
     assert!(compose.contains(r#"["writer", "migrate", "--wait-for-db", "60"]"#));
+    assert!(compose.contains(&format!(
+        "\"max_slot_wal_keep_size={}\"",
+        stack::postgres::MAX_SLOT_WAL_KEEP_SIZE
+    )));
     // Connect's worker settings come from debezium/connect-distributed.properties, not from
     // variables of an image's entrypoint (stack/tests/versions.rs checks the worker file).
     assert!(!compose.contains("OFFSET_FLUSH_INTERVAL_MS:"));
@@ -892,6 +896,126 @@ fn a_lost_slot_is_detected_and_everything_committed_meanwhile_is_published_again
     );
     assert_eq!(count(&stack, READ_DB, "SELECT count(*) FROM inbox"), again);
     assert!(report.is_clean());
+    stack.down(&|_| {}).unwrap();
+}
+
+/// With Connect down, WAL is held only up to `max_slot_wal_keep_size`: past
+/// it PostgreSQL invalidates the slot instead of filling the disk. What then
+/// happens to events committed but not yet published: the relay stops loudly
+/// (status, metric, Connect's log), nothing is lost, and the runbook (drop the
+/// slot, start Connect: its snapshot publishes the outbox again) ends with
+/// the read side equal to the write side.
+#[test]
+fn an_invalidated_slot_stops_the_relay_loudly_and_the_runbook_loses_nothing() {
+    let stack = Stack::for_tests("slotwal").expect("test stack");
+    let log = |m: &str| eprintln!("[slotwal] {m}");
+    stack.up(&log).expect("stack up");
+    demo::register_customer(&stack, "c-wal").unwrap();
+    let before = place_order(&stack, "c-wal", "BEFORE:1:1.00");
+    wait_until(
+        Duration::from_secs(60),
+        || "the first events were not applied".into(),
+        || order_rows(&stack, &before) == 1,
+    );
+    let slot = stack::postgres::slot(&stack).unwrap().expect("a slot");
+    assert!(
+        slot.safe_wal_bytes.is_some_and(|b| b > 0),
+        "a limit is set and its headroom shown: {slot:?}"
+    );
+
+    stack.stop(stack::Component::Connect).unwrap();
+    let unpublished: Vec<String> = (0..3)
+        .map(|i| place_order(&stack, "c-wal", &format!("UNPUBLISHED-{i}:1:1.00")))
+        .collect();
+    // A small limit for the test, then more WAL than it allows.
+    stack
+        .admin_sql(WRITE_DB, "ALTER SYSTEM SET max_slot_wal_keep_size = '32MB'")
+        .unwrap();
+    stack
+        .admin_sql(WRITE_DB, "SELECT pg_reload_conf()")
+        .unwrap();
+    stack
+        .admin_sql(WRITE_DB, "CREATE TABLE wal_filler (g int, pad text)")
+        .unwrap();
+    wait_until(
+        Duration::from_secs(120),
+        || {
+            format!(
+                "the slot was never invalidated: {:?}",
+                stack::postgres::slot(&stack)
+            )
+        },
+        || {
+            stack
+                .admin_sql(
+                    WRITE_DB,
+                    "INSERT INTO wal_filler SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 100000) g",
+                )
+                .unwrap();
+            stack.admin_sql(WRITE_DB, "SELECT pg_switch_wal()").unwrap();
+            stack.admin_sql(WRITE_DB, "CHECKPOINT").unwrap();
+            stack::postgres::slot(&stack)
+                .unwrap()
+                .is_some_and(|s| s.lost())
+        },
+    );
+    stack
+        .admin_sql(WRITE_DB, "ALTER SYSTEM RESET max_slot_wal_keep_size")
+        .unwrap();
+    stack
+        .admin_sql(WRITE_DB, "SELECT pg_reload_conf()")
+        .unwrap();
+    stack.admin_sql(WRITE_DB, "DROP TABLE wal_filler").unwrap();
+
+    // Loudly: the status names it and points at the runbook, the metric says so...
+    let postgres = stack::status::health(&stack, stack::Component::Postgres)
+        .expect_err("a lost slot is unhealthy");
+    assert!(
+        postgres.contains("LOST") && postgres.contains("A lost slot"),
+        "{postgres}"
+    );
+    let report = stack::reconcile::run(&stack, 0).unwrap();
+    assert!(stack::reconcile::metrics_text(&report, 0).contains("\noutbox_slot_lost 1\n"));
+    // ... and the relay cannot go on from it: Debezium finds no valid slot
+    // and says so (it retries, every 2 s up to 900 times, before its task fails).
+    stack::connect::start(&stack).unwrap();
+    wait_until(
+        Duration::from_secs(120),
+        || "Connect never reported the invalidated slot".into(),
+        || {
+            std::fs::read_to_string(stack.log_file(stack::Component::Connect))
+                .is_ok_and(|l| l.contains("Cannot obtain valid replication slot 'outbox_slot'"))
+        },
+    );
+    for id in &unpublished {
+        assert_eq!(
+            order_rows(&stack, id),
+            0,
+            "not published, and not lost either"
+        );
+    }
+
+    // The runbook: drop the slot, start Connect again (its snapshot publishes the outbox).
+    stack.stop(stack::Component::Connect).unwrap();
+    stack
+        .admin_sql(WRITE_DB, "SELECT pg_drop_replication_slot('outbox_slot')")
+        .unwrap();
+    stack.start(stack::Component::Connect, &log).unwrap();
+    wait_until(
+        Duration::from_secs(120),
+        || {
+            format!(
+                "still differs: {:?}",
+                stack::reconcile::run(&stack, 0).map(|r| r.missing)
+            )
+        },
+        || stack::reconcile::run(&stack, 0).is_ok_and(|r| r.is_clean()),
+    );
+    for id in unpublished.iter().chain([&before]) {
+        assert_eq!(order_rows(&stack, id), 1);
+    }
+    let oracle = stack::oracle::check(&stack).unwrap();
+    assert!(oracle.passed(), "{:#?}", oracle.failures());
     stack.down(&|_| {}).unwrap();
 }
 
