@@ -52,7 +52,14 @@ pub enum ContractError {
     NotUtf8(&'static str),
     #[error("payload breaks the contract: {0}")]
     Invalid(String),
+    #[error("record of {bytes} bytes is larger than the contract's {limit} (MAX_RECORD_BYTES)")]
+    TooLarge { bytes: usize, limit: usize },
 }
+
+/// The largest record (key, headers and payload) an event may make. The
+/// writer's bounds (100 lines, 500-character texts) keep every event far
+/// below it; a consumer refuses a larger record without decoding it.
+pub const MAX_RECORD_BYTES: usize = 256 * 1024;
 
 /// Decodes a payload given its event type and schema version.
 pub type PayloadDecoder<'a> = dyn Fn(&str, i32, &[u8]) -> Result<Event, ContractError> + 'a;

@@ -26,7 +26,7 @@ mod event;
 pub mod text;
 pub mod upcast;
 
-pub use envelope::{header, ContractError, Envelope};
+pub use envelope::{header, ContractError, Envelope, MAX_RECORD_BYTES};
 pub use event::{
     Address, CustomerAddressChanged, CustomerContactChanged, CustomerRegistered, Event,
     OrderCancelled, OrderDelivered, OrderLine, OrderPaid, OrderPlaced, OrderPlacedV1,

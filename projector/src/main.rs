@@ -73,6 +73,12 @@ enum DeadLetterCommand {
         /// Include replayed and discarded ones.
         #[arg(long)]
         all: bool,
+        /// Show at most this many (in id order).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        limit: i64,
+        /// Start after this dead letter id (the last one of the previous page).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
     },
     /// One dead letter with its record exactly as it arrived.
     Show { id: i64 },
@@ -238,8 +244,8 @@ async fn dead_letters(
     json: bool,
 ) -> anyhow::Result<()> {
     match command {
-        DeadLetterCommand::List { all } => {
-            let letters = operator::list(&*client, all).await?;
+        DeadLetterCommand::List { all, limit, after } => {
+            let letters = operator::list(&*client, all, operator::Page { after, limit }).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&letters)?);
                 return Ok(());
@@ -266,6 +272,11 @@ async fn dead_letters(
                     d.parked_behind,
                     d.reason
                 );
+            }
+            if letters.len() as i64 == limit {
+                if let Some(last) = letters.last() {
+                    println!("(more may follow: --after {})", last.id);
+                }
             }
         }
         DeadLetterCommand::Show { id } => {

@@ -112,16 +112,37 @@ fn summary(row: &tokio_postgres::Row) -> DeadLetter {
 }
 
 /// Open dead letters (or all with `all`), oldest first.
+/// One page of dead letters: those with an id above `after`, at most `limit`.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub after: i64,
+    pub limit: i64,
+}
+
+impl Default for Page {
+    /// The first 100.
+    fn default() -> Self {
+        Self {
+            after: 0,
+            limit: 100,
+        }
+    }
+}
+
+/// Dead letters in id order, one page at a time (a flood of bad records
+/// must not make one listing read them all); `all` includes resolved ones.
 pub async fn list(
     client: &impl tokio_postgres::GenericClient,
     all: bool,
+    page: Page,
 ) -> Result<Vec<DeadLetter>, OperatorError> {
     let rows = client
         .query(
             &format!(
-                "SELECT {SUMMARY} FROM dead_letters d WHERE $1 OR d.status = 'open' ORDER BY d.id"
+                "SELECT {SUMMARY} FROM dead_letters d WHERE ($1 OR d.status = 'open') AND d.id > $2 \
+                 ORDER BY d.id LIMIT $3"
             ),
-            &[&all],
+            &[&all, &page.after, &page.limit],
         )
         .await?;
     Ok(rows.iter().map(summary).collect())

@@ -27,6 +27,17 @@ pub struct Record {
 }
 
 impl Record {
+    /// Bytes of its key, header names and values, and payload.
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len)
+            + self
+                .headers
+                .iter()
+                .map(|h| h.name.len() + h.value.as_ref().map_or(0, Vec::len))
+                .sum::<usize>()
+            + self.payload.as_ref().map_or(0, Vec::len)
+    }
+
     pub fn from_message(message: &BorrowedMessage<'_>) -> Self {
         Self {
             topic: message.topic().to_owned(),
@@ -102,6 +113,14 @@ impl Decoder {
     /// Decodes `record`, strictly: every header the contract needs must be
     /// present once and be UTF-8, and the key must be UTF-8.
     pub fn decode(&self, record: &Record) -> Result<Envelope, ContractError> {
+        // Refused before anything is parsed or copied.
+        let bytes = record.size();
+        if bytes > outbox_events::MAX_RECORD_BYTES {
+            return Err(ContractError::TooLarge {
+                bytes,
+                limit: outbox_events::MAX_RECORD_BYTES,
+            });
+        }
         let mut headers = HashMap::new();
         for name in header::ALL {
             let mut matching = record.headers.iter().filter(|h| h.name == name.as_bytes());

@@ -279,3 +279,32 @@ async fn waiting_for(env: &TestEnv, order: Uuid) -> i64 {
         .unwrap()
         .get(0)
 }
+
+/// A record larger than the contract allows is dead-lettered unread, with the
+/// reason; the aggregate's next event parks behind it.
+#[tokio::test]
+async fn an_oversized_record_is_dead_lettered_with_its_size() {
+    let mut env = TestEnv::new().await;
+    let order = Uuid::new_v4();
+    let good = placed(order);
+    let huge = vec![b' '; outbox_events::MAX_RECORD_BYTES + 1];
+    env.publish_raw(&order.to_string(), &good.to_headers(), &huge)
+        .await;
+    let consumer = env.consumer();
+    let records = receive(&consumer, 1).await;
+    let outcome = env.apply(&records).await.unwrap();
+    assert_eq!(outcome.dead_lettered, 1, "{outcome:?}");
+    let reason: String = env
+        .client
+        .query_one("SELECT reason FROM dead_letters", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        reason.contains(&format!(
+            "larger than the contract's {}",
+            outbox_events::MAX_RECORD_BYTES
+        )),
+        "{reason}"
+    );
+}

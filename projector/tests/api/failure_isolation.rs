@@ -505,7 +505,9 @@ async fn a_dead_letter_replayed_after_an_upcaster_lands_applies_and_releases_wha
         }
     );
 
-    let letters = operator::list(&env.client, false).await.unwrap();
+    let letters = operator::list(&env.client, false, operator::Page::default())
+        .await
+        .unwrap();
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert!(
@@ -536,9 +538,17 @@ async fn a_dead_letter_replayed_after_an_upcaster_lands_applies_and_releases_wha
         .unwrap();
     assert_eq!(result, Replayed::Applied { released: 1 });
     assert_eq!(env.order_view(order).await, Some(("shipped".into(), 3)));
-    assert!(operator::list(&env.client, false).await.unwrap().is_empty());
+    assert!(
+        operator::list(&env.client, false, operator::Page::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
-        operator::list(&env.client, true).await.unwrap()[0].status,
+        operator::list(&env.client, true, operator::Page::default())
+            .await
+            .unwrap()[0]
+            .status,
         "replayed"
     );
 
@@ -583,7 +593,15 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
             ..Default::default()
         }
     );
-    let letters = operator::list(&env.client, false).await.unwrap();
+    let letters = operator::list(&env.client, false, operator::Page::default())
+        .await
+        .unwrap();
+    // One page at a time: the first, then the one after it, then nothing.
+    let page = |after: i64| operator::list(&env.client, false, operator::Page { after, limit: 1 });
+    let first = page(0).await.unwrap();
+    let second = page(first[0].id).await.unwrap();
+    assert_eq!([first[0].id, second[0].id], [letters[0].id, letters[1].id]);
+    assert!(page(second[0].id).await.unwrap().is_empty());
     let id_of = |order: Uuid| {
         letters
             .iter()
@@ -620,7 +638,9 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
     assert_eq!((skip.released, skip.still_parked), (1, 0));
     assert_eq!(env.order_view(skipped).await, Some(("shipped".into(), 3)));
 
-    let all = operator::list(&env.client, true).await.unwrap();
+    let all = operator::list(&env.client, true, operator::Page::default())
+        .await
+        .unwrap();
     assert!(all.iter().all(|d| d.status == "discarded"));
     assert!(all
         .iter()
