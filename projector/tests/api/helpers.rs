@@ -320,13 +320,19 @@ impl ProjectorProcess {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM: finish the batch, commit, leave the group.
+    /// SIGTERM: finish the batch, commit, leave the group; it must exit 0
+    /// (a projector that crashes on SIGTERM fails the test).
     pub fn stop(mut self) {
-        let _ = nix::sys::signal::kill(
+        nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("signal the projector");
+        let status = self.child.wait().expect("wait for the projector");
+        assert!(
+            status.success(),
+            "the projector did not stop cleanly on SIGTERM: {status}"
         );
-        let _ = self.child.wait();
     }
 }
 

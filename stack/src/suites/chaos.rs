@@ -136,6 +136,9 @@ pub struct Fault {
     pub restart_ms: u64,
     /// Writer faults: transactions open in the killed process at the kill.
     pub open_transactions: usize,
+    /// Whether a process was killed (a writer fault finds none when every
+    /// writer is between segments): only kills are counted as kills.
+    pub killed: bool,
 }
 
 /// The run's figures and the oracle's verdict.
@@ -315,7 +318,9 @@ pub fn run(stack: &Stack, spec: &ChaosSpec, progress: &dyn Fn(&str)) -> Result<C
                     String::new()
                 }
             ));
-            *report.kills.entry(fault.target.clone()).or_default() += 1;
+            if fault.killed {
+                *report.kills.entry(fault.target.clone()).or_default() += 1;
+            }
             report.faults.push(fault);
             last_restart = Instant::now();
         }
@@ -496,6 +501,7 @@ fn inflict(
         downtime_ms: downtime.as_millis() as u64,
         restart_ms: 0,
         open_transactions: 0,
+        killed: true,
     };
     let component = match target {
         Target::Writer => {
@@ -530,10 +536,16 @@ fn inflict(
             );
             fault.at_s = started.elapsed().as_secs_f64();
             fault.at_unix = unix_now();
-            if let Some((pid, xids)) = victim {
-                process::kill_group(pid);
-                fault.open_transactions = xids.len();
-                record_killed_xids(stack, &xids)?;
+            match victim {
+                Some((pid, xids)) => {
+                    process::kill_group(pid);
+                    fault.open_transactions = xids.len();
+                    record_killed_xids(stack, &xids)?;
+                }
+                None => {
+                    fault.killed = false;
+                    fault.detail = "no writer process was running: nothing killed".into();
+                }
             }
             // The lock ends with the locker's sleep (a backend notices its
             // client is gone only then); the process itself can go now.

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
-use crate::{Result, Stack, READ_DB, WRITE_DB};
+use crate::{Result, Stack, StackError, READ_DB, WRITE_DB};
 
 /// Differences listed per check at most; the counts are always complete.
 const SHOWN: usize = 20;
@@ -147,6 +147,10 @@ pub struct OracleReport {
     /// Records on the topics beyond the first copy of each event (the relay's
     /// at-least-once republishing; the inbox absorbs them).
     pub broker_duplicates: usize,
+    /// Records read back from the outbox topics.
+    pub broker_records: usize,
+    /// Committed events (still in the outbox) not found on the topics.
+    pub missing_on_broker: usize,
     /// Aggregates whose applied versions are not exactly 1..n of the write side.
     pub version_gaps: Vec<String>,
     /// Versions applied in an earlier transaction than their predecessor.
@@ -165,6 +169,7 @@ impl OracleReport {
             && self.inversions == 0
             && self.dead_letters == 0
             && self.parked == 0
+            && self.missing_on_broker == 0
     }
 
     /// What failed, one line per check; empty when passed.
@@ -172,6 +177,12 @@ impl OracleReport {
         let mut lines = Vec::new();
         for (model, n) in self.row_diffs.iter().filter(|(_, n)| **n > 0) {
             lines.push(format!("{model}: {n} rows differ from the write side"));
+        }
+        if self.missing_on_broker > 0 {
+            lines.push(format!(
+                "{} committed events are not on the topics ({} records read there)",
+                self.missing_on_broker, self.broker_records
+            ));
         }
         for d in &self.row_diff_examples {
             lines.push(format!(
@@ -260,7 +271,12 @@ fn compare(model: &Model, expected: &str, actual: &str, report: &mut OracleRepor
 }
 
 fn count(stack: &Stack, db: &str, sql: &str) -> Result<usize> {
-    Ok(stack.psql(db, sql)?.trim().parse().unwrap_or(0))
+    let text = stack.psql(db, sql)?;
+    // An answer that is not a count is an error, never a zero that passes.
+    text.trim().parse().map_err(|_| StackError::Command {
+        command: sql.to_owned(),
+        detail: format!("expected a count, got {text:?}"),
+    })
 }
 
 /// Runs every check against the stack as it is now.
@@ -305,6 +321,13 @@ pub fn check(stack: &Stack) -> Result<OracleReport> {
     let on_broker = stack.broker_event_ids()?;
     let distinct: HashSet<&String> = on_broker.iter().collect();
     report.broker_duplicates = on_broker.len() - distinct.len();
+    report.broker_records = on_broker.len();
+    // Every committed event still in the outbox was published: a broker check
+    // that read nothing (or too little) fails here instead of passing quietly.
+    report.missing_on_broker = committed
+        .iter()
+        .filter(|id| !distinct.contains(*id))
+        .count();
     report.unknown_on_broker = distinct
         .into_iter()
         .filter(|id| !committed.contains(*id))

@@ -392,3 +392,34 @@ async fn a_locked_order_fails_the_command_within_its_lock_timeout() {
         .get(0);
     assert_eq!(status, "placed", "nothing was written");
 }
+
+/// With the write database unreachable a command is an infrastructure
+/// failure, not a refusal: exit 1, the cause, and what to check.
+#[tokio::test]
+async fn the_write_database_down_is_exit_1_with_a_hint() {
+    let db = TestDb::new().await;
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let out = db.writer_with_env(
+        &["order", "show", "3f1c2a4e-0000-4000-8000-000000000000"],
+        &[
+            ("WRITER__DATABASE__PORT", port.as_str()),
+            ("WRITER__DATABASE__CONNECT_TIMEOUT_SECS", "2"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")),
+        "names where: {stderr}"
+    );
+    assert!(
+        stderr.contains("hint: is the write database up and migrated?"),
+        "says what to check: {stderr}"
+    );
+}

@@ -72,13 +72,14 @@ impl TestDb {
     /// [`TestDb::writer`] with extra environment variables (settings).
     pub fn writer_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_writer"))
-            .envs(env.iter().copied())
             .env("WRITER__DATABASE__HOST", &self.params.host)
             .env("WRITER__DATABASE__PORT", self.params.port.to_string())
             .env("WRITER__DATABASE__USER", &self.params.user)
             .env("WRITER__DATABASE__PASSWORD", &self.params.password)
             .env("WRITER__DATABASE__DBNAME", &self.params.dbname)
             .env_remove("WRITER_CONFIG")
+            // Last: a test's own settings win.
+            .envs(env.iter().copied())
             .args(args)
             .output()
             .expect("run writer")
