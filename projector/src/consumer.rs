@@ -204,7 +204,10 @@ pub fn build_consumer(settings: &Settings) -> Result<StreamConsumer<ProjectorCon
         // out loud): the relay publishes in Kafka transactions (exactly-once
         // source), and an aborted batch must never reach the read model.
         .set("isolation.level", "read_committed")
-        .set("max.poll.interval.ms", "300000");
+        .set(
+            "max.poll.interval.ms",
+            kafka.max_poll_interval_ms.to_string(),
+        );
     if kafka.group_protocol == GroupProtocol::Classic {
         // With KIP-848 the session and heartbeat are the broker's
         // (group.consumer.*); librdkafka refuses them from the client.

@@ -36,6 +36,19 @@ pub struct KafkaSettings {
     /// projector's floor on latency.
     #[serde(default = "default_fetch_wait_max_ms")]
     pub fetch_wait_max_ms: u32,
+    /// librdkafka's `max.poll.interval.ms`, which under KIP-848 is also the
+    /// member's rebalance timeout: a member that does not complete a
+    /// reassignment within it is fenced and its partitions go to another.
+    /// The chaos suite saw a member stuck after a coordinator failover hold
+    /// its partitions unread for the whole interval (then 300 s); a batch
+    /// that waits longer for the read database loses its partitions, and
+    /// their new owner resumes at the stored positions (nothing lost).
+    #[serde(default = "default_max_poll_interval_ms")]
+    pub max_poll_interval_ms: u32,
+}
+
+fn default_max_poll_interval_ms() -> u32 {
+    30_000
 }
 
 /// librdkafka's `group.protocol`.
