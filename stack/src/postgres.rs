@@ -24,18 +24,26 @@ pub fn data_dir(stack: &Stack) -> PathBuf {
         .unwrap_or_else(|| stack.state_dir.join("postgres"))
 }
 
-/// PostgreSQL refuses to run as root: as root, run it as the `postgres` user.
-fn as_postgres_user(command: &mut Command) -> Result<()> {
+/// The OS user PostgreSQL runs as when we are root (it refuses to run as
+/// root); `None` when we are not root (it runs as us).
+pub(crate) fn os_user() -> Result<Option<nix::unistd::User>> {
     if !nix::unistd::Uid::effective().is_root() {
-        return Ok(());
+        return Ok(None);
     }
-    let user = nix::unistd::User::from_name("postgres")
+    nix::unistd::User::from_name("postgres")
         .ok()
         .flatten()
+        .map(Some)
         .ok_or_else(|| {
             StackError::NotInstalled("the `postgres` OS user (Debian package postgresql-15)".into())
-        })?;
-    command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        })
+}
+
+/// As root, runs `command` as the `postgres` user.
+fn as_postgres_user(command: &mut Command) -> Result<()> {
+    if let Some(user) = os_user()? {
+        command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    }
     Ok(())
 }
 
@@ -87,11 +95,7 @@ host    all   all        127.0.0.1/32  scram-sha-256
 fn init(stack: &Stack, data: &Path) -> Result<()> {
     // As root the directory is the postgres user's (under its home, so no
     // folder of ours is opened to it), and so is the one that holds it.
-    let owner = if nix::unistd::Uid::effective().is_root() {
-        nix::unistd::User::from_name("postgres").ok().flatten()
-    } else {
-        None
-    };
+    let owner = os_user()?;
     let dirs: &[&Path] = match (&owner, data.parent()) {
         (Some(_), Some(parent)) => &[parent, data],
         _ => &[data],

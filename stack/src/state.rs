@@ -296,20 +296,11 @@ pub fn write_private(path: &Path, text: &str) -> Result<()> {
 /// As root: a new data directory under the `postgres` user's home
 /// (`~postgres/outbox-stacks/<id>`); otherwise none (the state directory's).
 fn postgres_home_data() -> Result<Option<PathBuf>> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Ok(None);
-    }
-    let user = nix::unistd::User::from_name("postgres")
-        .ok()
-        .flatten()
-        .ok_or_else(|| {
-            StackError::NotInstalled("the `postgres` OS user (Debian package postgresql-15)".into())
-        })?;
-    Ok(Some(
+    Ok(crate::postgres::os_user()?.map(|user| {
         user.dir
             .join("outbox-stacks")
-            .join(uuid::Uuid::new_v4().simple().to_string()),
-    ))
+            .join(uuid::Uuid::new_v4().simple().to_string())
+    }))
 }
 
 /// Removes a stack's directory and, if it has one elsewhere, its PostgreSQL

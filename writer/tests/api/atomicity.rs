@@ -6,6 +6,16 @@ use tokio_postgres::types::ToSql;
 
 use crate::helpers::TestDb;
 
+/// A fresh database with an int4 table to pipeline inserts into.
+async fn probe_db() -> TestDb {
+    let db = TestDb::new().await;
+    db.client
+        .batch_execute("CREATE TABLE pipeline_probe (n int4 NOT NULL)")
+        .await
+        .unwrap();
+    db
+}
+
 async fn count(db: &TestDb) -> i64 {
     db.client
         .query_one("SELECT count(*) FROM pipeline_probe", &[])
@@ -16,11 +26,7 @@ async fn count(db: &TestDb) -> i64 {
 
 #[tokio::test]
 async fn a_parameter_that_fails_to_encode_commits_nothing() {
-    let mut db = TestDb::new().await;
-    db.client
-        .batch_execute("CREATE TABLE pipeline_probe (n int4 NOT NULL)")
-        .await
-        .unwrap();
+    let mut db = probe_db().await;
     let tx = db.client.transaction().await.unwrap();
     let insert = tx
         .prepare("INSERT INTO pipeline_probe (n) VALUES ($1)")
@@ -57,11 +63,7 @@ async fn a_parameter_that_fails_to_encode_commits_nothing() {
 
 #[tokio::test]
 async fn execute_in_order_reports_an_unsendable_statement_and_the_transaction_rolls_back() {
-    let mut db = TestDb::new().await;
-    db.client
-        .batch_execute("CREATE TABLE pipeline_probe (n int4 NOT NULL)")
-        .await
-        .unwrap();
+    let mut db = probe_db().await;
     {
         let tx = db.client.transaction().await.unwrap();
         let insert = tx
