@@ -14,6 +14,9 @@
 //!   a pid file and a log) that make them up.
 //! - [`state`]: the stack's shape (Kafka nodes, Connect workers), ports and
 //!   secrets (`stack.json`, 0600 in a 0700 directory), database roles.
+//! - [`ports`]: listener ports, from below the kernel's ephemeral range and
+//!   claimed machine-wide, so that no client socket or other stack takes one
+//!   between its choice and its component's first start.
 //! - One module per component: [`postgres`] (a private PostgreSQL 15
 //!   cluster), [`kafka`] (Apache Kafka, KRaft, 1 or 3 nodes; topics; reading
 //!   the topics back), [`connect`] (Kafka Connect distributed + Debezium; the
@@ -32,6 +35,7 @@
 pub mod bins;
 pub mod connect;
 pub mod kafka;
+mod ports;
 pub mod postgres;
 pub(crate) mod process;
 pub mod projector;
@@ -186,7 +190,7 @@ impl Stack {
             }
             state
         } else {
-            let state = StackState::new(shape.unwrap_or_default())?;
+            let state = StackState::new(shape.unwrap_or_default(), &state_dir)?;
             state.save(&file)?;
             state
         };

@@ -6,7 +6,6 @@
 use std::fs;
 use std::time::Duration;
 
-use crate::state::free_port;
 use crate::{bins, io_err, process, Component, Result, Stack, StackError};
 
 /// Highest projector replica number `down` stops (replicas are numbered from 2).
@@ -30,7 +29,7 @@ fn replica_unit(n: u32) -> String {
 /// metrics endpoint answers; returns that endpoint's URL.
 pub fn start_replica(stack: &Stack, n: u32) -> Result<String> {
     let unit = replica_unit(n);
-    let port = free_port()?;
+    let port = crate::ports::claim(&stack.state_dir, 1, false)?[0];
     let mut command = bins::projector_command(stack)?;
     command
         .env("PROJECTOR__METRICS_ADDR", format!("127.0.0.1:{port}"))

@@ -140,15 +140,13 @@ pub struct StackState {
 }
 
 impl StackState {
-    /// A new stack of `shape` with free ports and fresh secrets.
-    pub fn new(shape: Shape) -> Result<Self> {
+    /// A new stack of `shape` in the folder `dir`, with ports claimed for it
+    /// (crate::ports) and fresh secrets.
+    pub fn new(shape: Shape, dir: &Path) -> Result<Self> {
         let shape = shape.validate()?;
-        // All at once: a port is free only while no other is chosen, so each
-        // listener stays open until every port is picked (one by one, the
-        // kernel may hand the same ephemeral port out twice).
         let nodes = usize::from(shape.brokers);
         let workers = usize::from(shape.connect_workers);
-        let mut ports = free_ports(2 * nodes + workers + 2)?.into_iter();
+        let mut ports = crate::ports::claim(dir, 2 * nodes + workers + 2, true)?.into_iter();
         let mut next = || ports.next().expect("as many ports as asked for");
         let kafka_nodes = (0..nodes)
             .map(|_| NodePorts {
@@ -304,8 +302,9 @@ fn postgres_home_data() -> Result<Option<PathBuf>> {
 }
 
 /// Removes a stack's directory and, if it has one elsewhere, its PostgreSQL
-/// data directory. Its processes must be stopped first.
+/// data directory, and releases its ports. Its processes must be stopped first.
 pub fn remove_stack_files(dir: &Path) -> Result<()> {
+    crate::ports::release_all(dir)?;
     if let Ok(state) = StackState::load(&dir.join("stack.json")) {
         if let Some(data) = state.postgres_data {
             match fs::remove_dir_all(&data) {
@@ -322,30 +321,6 @@ pub fn remove_stack_files(dir: &Path) -> Result<()> {
         }
         _ => Ok(()),
     }
-}
-
-/// `n` distinct free ports on loopback.
-pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port")))
-        .collect::<Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .map(|a| a.port())
-                .map_err(io_err("finding a free port"))
-        })
-        .collect()
-}
-
-pub(crate) fn free_port() -> Result<u16> {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(io_err("finding a free port"))
 }
 
 pub(crate) fn random_secret() -> String {

@@ -322,15 +322,20 @@ fn local_broker_settings() -> BTreeMap<String, String> {
         brokers: 1,
         connect_workers: 1,
     };
+    let dir = std::env::temp_dir().join(format!("versions-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary folder");
     let stack = Stack {
-        state_dir: std::env::temp_dir().join("versions-test-unused"),
+        state: StackState::new(shape, &dir).expect("a one-node stack state"),
+        state_dir: dir.clone(),
         repo: repo(),
         bin_dir: std::env::temp_dir(),
-        state: StackState::new(shape).expect("a one-node stack state"),
     };
-    scalars(
+    let settings = scalars(
         serde_json::to_value(NodeSettings::for_node(&stack, 1)).expect("NodeSettings serializes"),
-    )
+    );
+    // Its ports' claims lapse with the folder (crate ports: stale claims).
+    let _ = std::fs::remove_dir_all(&dir);
+    settings
 }
 
 /// The keys the local stack appends to the shared worker file.
