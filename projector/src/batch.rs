@@ -1,9 +1,12 @@
 //! One step of the projector: apply a batch of records in one transaction.
 //!
 //! # Design
-//! Three reads, pipelined, tell the batch everything it needs: which event ids
+//! Four reads, pipelined, tell the batch everything it needs: which event ids
 //! the inbox already holds, the last version applied per aggregate
-//! (`aggregate_versions`), and the events parked behind a gap. Then, in memory
+//! (`aggregate_versions`), which of its events are parked already, and, only
+//! for the aggregates whose next version it brings, the first
+//! [`PARKED_WINDOW`] events parked behind that gap (a batch that cannot close
+//! a gap reads none of what waits behind it). Then, in memory
 //! and in record order, every event is classified by one policy for every
 //! aggregate type:
 //! - version <= applied: a redelivery or stale copy, skipped (a duplicate);
@@ -199,8 +202,11 @@ pub async fn apply_in(
     for _ in 0..2 {
         let sp = tx.savepoint("batch").await?;
         match run(&sp, decoder, records, true).await {
-            Ok(outcome) => {
+            Ok((mut outcome, more)) => {
                 sp.commit().await?;
+                for (aggregate_type, aggregate_id) in more {
+                    outcome += release_parked(tx, decoder, &aggregate_type, &aggregate_id).await?;
+                }
                 return Ok(outcome);
             }
             Err(Failure::Db(e)) if service::classify(&e) != ErrorClass::Data => {
@@ -247,7 +253,7 @@ async fn apply_one(
     for _ in 0..2 {
         let sp = tx.savepoint("record").await?;
         match run(&sp, decoder, std::slice::from_ref(record), false).await {
-            Ok(outcome) => {
+            Ok((outcome, _)) => {
                 sp.commit().await?;
                 return Ok(outcome);
             }
@@ -369,13 +375,15 @@ struct Aggregate {
 }
 
 /// One attempt at `records` (see the module docs); `release` lets parked
-/// events of the database apply when their turn comes.
+/// events of the database apply when their turn comes. Also returns the
+/// aggregates whose parked events filled the window read (more may wait:
+/// see [`PARKED_WINDOW`]).
 async fn run(
     tx: &Transaction<'_>,
     decoder: &Decoder,
     records: &[Record],
     release: bool,
-) -> Result<Outcome, Failure> {
+) -> Result<(Outcome, Vec<AggregateKey>), Failure> {
     let mut outcome = Outcome::default();
     let mut steps = Vec::new();
     let mut seen = HashSet::new();
@@ -392,24 +400,26 @@ async fn run(
         }
     }
 
-    let keys: Vec<AggregateKey> = {
-        let mut keys: Vec<_> = fresh
-            .iter()
-            .map(|(_, e)| (e.aggregate_type.clone(), e.aggregate_id.clone()))
-            .collect();
-        keys.sort();
-        keys.dedup();
-        keys
-    };
-    let (in_inbox, versions, parked_rows) = lookup(tx, &fresh, &keys).await?;
+    let window = if release { PARKED_WINDOW } else { 0 };
+    let Lookup {
+        in_inbox,
+        versions,
+        parked_ids,
+        releasable,
+    } = lookup(tx, &fresh, window).await?;
 
-    let mut parked_ids = HashSet::new();
     let mut db_waiting: HashMap<AggregateKey, BTreeMap<i64, Candidate>> = HashMap::new();
-    for row in &parked_rows {
+    let mut read_per_aggregate: HashMap<AggregateKey, i64> = HashMap::new();
+    for row in &releasable {
         let record = parked_record(row);
-        parked_ids.insert(row.get::<_, Uuid>(0));
         match decoder.decode(&record) {
             Ok(envelope) => {
+                *read_per_aggregate
+                    .entry((
+                        envelope.aggregate_type.clone(),
+                        envelope.aggregate_id.clone(),
+                    ))
+                    .or_default() += 1;
                 db_waiting
                     .entry((
                         envelope.aggregate_type.clone(),
@@ -576,7 +586,12 @@ async fn run(
     }
     all.append(&mut steps);
     execute(tx, &all).await?;
-    Ok(outcome)
+    let more = read_per_aggregate
+        .into_iter()
+        .filter(|(_, n)| window > 0 && *n >= window)
+        .map(|(key, _)| key)
+        .collect();
+    Ok((outcome, more))
 }
 
 /// Plans `candidate` and, if the read models accept it, queues its steps and
@@ -614,49 +629,76 @@ fn apply(
     }
 }
 
-/// The three reads of a batch, pipelined.
+/// At most this many parked events of one aggregate are read into a batch:
+/// a long gap on a busy aggregate must not make every batch read (and hold
+/// in memory) all that waits behind it. When a batch releases a full window,
+/// [`release_parked`] takes the rest one at a time.
+pub const PARKED_WINDOW: i64 = 100;
+
+/// What a batch reads before it decides.
+#[derive(Default)]
+struct Lookup {
+    /// Events of the batch already in the inbox.
+    in_inbox: HashSet<Uuid>,
+    /// The version applied so far, per aggregate (absent: none).
+    versions: HashMap<AggregateKey, i64>,
+    /// Events of the batch already parked (redeliveries of parked events).
+    parked_ids: HashSet<Uuid>,
+    /// The first [`PARKED_WINDOW`] parked events of each aggregate whose next
+    /// version the batch brings: the only ones it can release. None for an
+    /// aggregate still waiting for its gap, however many are parked.
+    releasable: Vec<tokio_postgres::Row>,
+}
+
+/// The reads of a batch, pipelined; `window` bounds the releasable parked
+/// events read per aggregate (0: none).
 async fn lookup(
     tx: &Transaction<'_>,
     fresh: &[(&Record, Envelope)],
-    keys: &[AggregateKey],
-) -> Result<
-    (
-        HashSet<Uuid>,
-        HashMap<AggregateKey, i64>,
-        Vec<tokio_postgres::Row>,
-    ),
-    Failure,
-> {
+    window: i64,
+) -> Result<Lookup, Failure> {
     if fresh.is_empty() {
-        return Ok(Default::default());
+        return Ok(Lookup::default());
     }
     let ids: Vec<Uuid> = fresh.iter().map(|(_, e)| e.event_id).collect();
-    let types: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
-    let agg_ids: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
-    let parked_sql = format!(
-        "SELECT {PARKED_COLUMNS} FROM parked_events p \
-         WHERE (p.aggregate_type, p.aggregate_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
+    let types: Vec<&str> = fresh
+        .iter()
+        .map(|(_, e)| e.aggregate_type.as_str())
+        .collect();
+    let agg_ids: Vec<&str> = fresh.iter().map(|(_, e)| e.aggregate_id.as_str()).collect();
+    let batch_versions: Vec<i64> = fresh.iter().map(|(_, e)| e.aggregate_version).collect();
+    let releasable_sql = format!(
+        "WITH next AS (SELECT DISTINCT b.t, b.i \
+           FROM unnest($1::text[], $2::text[], $3::bigint[]) AS b(t, i, v) \
+           LEFT JOIN aggregate_versions a ON a.aggregate_type = b.t AND a.aggregate_id = b.i \
+           WHERE b.v = coalesce(a.version, 0) + 1) \
+         SELECT {PARKED_COLUMNS} FROM next CROSS JOIN LATERAL \
+           (SELECT * FROM parked_events q WHERE q.aggregate_type = next.t AND q.aggregate_id = next.i \
+            ORDER BY q.aggregate_version LIMIT $4) p \
          ORDER BY p.aggregate_version"
     );
     let by_id: [&(dyn ToSql + Sync); 1] = [&ids];
     let by_aggregate: [&(dyn ToSql + Sync); 2] = [&types, &agg_ids];
-    let (inbox, versions, parked) = tokio::try_join!(
+    let by_version: [&(dyn ToSql + Sync); 4] = [&types, &agg_ids, &batch_versions, &window];
+    let (inbox, versions, parked, releasable) = tokio::try_join!(
         tx.query("SELECT event_id FROM inbox WHERE event_id = ANY($1)", &by_id),
         tx.query(
             "SELECT aggregate_type, aggregate_id, version FROM aggregate_versions \
              WHERE (aggregate_type, aggregate_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
             &by_aggregate,
         ),
-        tx.query(&parked_sql, &by_aggregate),
+        tx.query("SELECT event_id FROM parked_events WHERE event_id = ANY($1)", &by_id),
+        tx.query(&releasable_sql, &by_version),
     )?;
-    Ok((
-        inbox.iter().map(|r| r.get(0)).collect(),
-        versions
+    Ok(Lookup {
+        in_inbox: inbox.iter().map(|r| r.get(0)).collect(),
+        versions: versions
             .iter()
             .map(|r| ((r.get(0), r.get(1)), r.get(2)))
             .collect(),
-        parked,
-    ))
+        parked_ids: parked.iter().map(|r| r.get(0)).collect(),
+        releasable,
+    })
 }
 
 fn inbox_insert(applied: &[Candidate]) -> Step {
