@@ -9,22 +9,37 @@
 # Used by the local stack (started with Connect) and by compose (its own service).
 #
 # CONNECT_URL (default http://connect:8083; several workers: space-separated, the
-# first that answers is asked), CONNECTOR (default outbox-connector).
+# first that answers is asked), CONNECTOR (default outbox-connector), CONNECT_USER and
+# CONNECT_PASSWORD (the REST API's basic-auth login; handed to curl in a 0600 netrc file, never
+# as an argument, which every local user could read in `ps`).
 set -u
 urls="${CONNECT_URL:-http://connect:8083}"
 name="${CONNECTOR:-outbox-connector}"
+auth=""
+if [ -n "${CONNECT_USER:-}" ]; then
+  netrc=$(mktemp) || exit 1
+  trap 'rm -f "$netrc"' EXIT
+  trap 'exit 0' INT TERM
+  for url in $urls; do
+    host=${url#*://}
+    host=${host%%/*}
+    host=${host%%:*}
+    printf 'machine %s login %s password %s\n' "$host" "$CONNECT_USER" "${CONNECT_PASSWORD:-}" >>"$netrc"
+  done
+  auth="--netrc-file $netrc"
+fi
 delay=2
 while true; do
   status=""
   for url in $urls; do
-    status=$(curl -fsS --max-time 5 "$url/connectors/$name/status" 2>/dev/null) && break
+    status=$(curl $auth -fsS --max-time 5 "$url/connectors/$name/status" 2>/dev/null) && break
     status=""
   done
   if [ -n "$status" ]; then
     case "$status" in
       *'"state":"FAILED"'*)
         echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) WARN connector $name has a FAILED task; restarting it (next try in at most ${delay}s)"
-        curl -fsS --max-time 10 -X POST \
+        curl $auth -fsS --max-time 10 -X POST \
           "$url/connectors/$name/restart?includeTasks=true&onlyFailed=true" >/dev/null 2>&1 \
           || echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) WARN restart request failed; retrying"
         sleep "$delay"

@@ -208,6 +208,16 @@ pub fn build_consumer(settings: &Settings) -> Result<StreamConsumer<ProjectorCon
             "max.poll.interval.ms",
             kafka.max_poll_interval_ms.to_string(),
         );
+    if let Some(sasl) = &kafka.sasl {
+        config
+            .set("security.protocol", "SASL_PLAINTEXT")
+            .set("sasl.mechanisms", &sasl.mechanism)
+            .set("sasl.username", &sasl.username)
+            .set(
+                "sasl.password",
+                secrecy::ExposeSecret::expose_secret(&sasl.password),
+            );
+    }
     if kafka.group_protocol == GroupProtocol::Classic {
         // With KIP-848 the session and heartbeat are the broker's
         // (group.consumer.*); librdkafka refuses them from the client.

@@ -45,6 +45,26 @@ pub struct KafkaSettings {
     /// their new owner resumes at the stored positions (nothing lost).
     #[serde(default = "default_max_poll_interval_ms")]
     pub max_poll_interval_ms: u32,
+    /// The projector's login to the brokers (SASL/SCRAM). Both stacks
+    /// require one; absent, the client connects without authentication.
+    #[serde(default)]
+    pub sasl: Option<SaslSettings>,
+}
+
+/// A SASL login: the projector's own user, allowed by the brokers' ACLs to
+/// read the outbox topics and its group's offsets, and nothing else.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SaslSettings {
+    /// librdkafka's `sasl.mechanisms`.
+    #[serde(default = "default_sasl_mechanism")]
+    pub mechanism: String,
+    pub username: String,
+    /// Never logged (`Debug` prints `[REDACTED]`).
+    pub password: secrecy::SecretString,
+}
+
+fn default_sasl_mechanism() -> String {
+    "SCRAM-SHA-512".to_owned()
 }
 
 fn default_max_poll_interval_ms() -> u32 {

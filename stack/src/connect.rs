@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::properties::to_properties;
-use crate::state::write_private;
+use crate::state::{write_private, KafkaUser, CONNECT_REST_USER};
 use crate::{io_err, process, tools, Component, Result, Stack, StackError, WRITE_DB};
 
 /// Name of the connector in `debezium/outbox-connector.json`.
@@ -111,13 +111,36 @@ pub fn start_worker(stack: &Stack, n: u8) -> Result<()> {
     write_private(
         &config,
         &format!(
-            "{shared}\n# The local stack's own lines (stack/src/connect.rs)\n{}",
-            to_properties(&own)?
+            "{shared}\n# The local stack's own lines (stack/src/connect.rs)\n{}{}",
+            to_properties(&own)?,
+            worker_login(&stack.state.kafka.connect_password)
+        ),
+    )?;
+    // The REST API's users (basic authentication), read by the extension's
+    // login module through the JVM's JAAS configuration.
+    let users = dir.join("rest-users.properties");
+    write_private(
+        &users,
+        &format!(
+            "{CONNECT_REST_USER}: {}\n",
+            stack.state.kafka.connect_rest_password
+        ),
+    )?;
+    let jaas = dir.join("rest-jaas.conf");
+    write_private(
+        &jaas,
+        &format!(
+            "KafkaConnect {{\n  org.apache.kafka.connect.rest.basic.auth.extension.PropertyFileLoginModule required\n  file=\"{}\";\n}};\n",
+            users.display()
         ),
     )?;
     let mut command = tools::java_command(&stack.repo, HEAP)?;
     command
         .current_dir(&dir)
+        .arg(format!(
+            "-Djava.security.auth.login.config={}",
+            jaas.display()
+        ))
         .arg("-cp")
         .arg(tools::kafka_classpath()?)
         .arg("org.apache.kafka.connect.cli.ConnectDistributed")
@@ -128,6 +151,31 @@ pub fn start_worker(stack: &Stack, n: u8) -> Result<()> {
         .env("OUTBOX_PG_DBNAME", WRITE_DB)
         .env("OUTBOX_PG_PASSWORD", &stack.state.debezium_password);
     stack.spawn_unit(&unit(n), command)
+}
+
+/// The worker's own Kafka login, for each of its clients: the worker's (group
+/// membership, internal topics), the tasks' producers and consumers, and the
+/// admin client (topic checks, fencing zombie task producers).
+/// Compose's entrypoint appends the same keys (stack/tests/versions.rs).
+pub fn worker_login(password: &str) -> String {
+    let login = crate::kafka::java_login(KafkaUser::Connect.name(), password);
+    ["", "producer.", "consumer.", "admin."]
+        .iter()
+        .flat_map(|prefix| login.lines().map(move |line| format!("{prefix}{line}\n")))
+        .collect()
+}
+
+/// The `Authorization` header of a request to Connect's REST API.
+pub fn authorization(stack: &Stack) -> String {
+    use base64::Engine;
+    let credentials = format!(
+        "{CONNECT_REST_USER}:{}",
+        stack.state.kafka.connect_rest_password
+    );
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    )
 }
 
 /// SIGKILLs worker `n` (a worker crash; the group moves its task).
@@ -165,6 +213,7 @@ pub fn register(stack: &Stack) -> Result<()> {
     let url = format!("{}/connectors/{CONNECTOR_NAME}/config", url(stack));
     crate::status::agent()
         .put(&url)
+        .header("Authorization", authorization(stack))
         .send_json(&file["config"])
         .map_err(|e| StackError::Command {
             command: format!("PUT {url}"),
@@ -188,6 +237,8 @@ fn start_task_watchdog(stack: &Stack) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(" "),
         )
-        .env("CONNECTOR", CONNECTOR_NAME);
+        .env("CONNECTOR", CONNECTOR_NAME)
+        .env("CONNECT_USER", CONNECT_REST_USER)
+        .env("CONNECT_PASSWORD", &stack.state.kafka.connect_rest_password);
     stack.spawn_unit(WATCHDOG, command)
 }

@@ -28,7 +28,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::properties::to_properties;
-use crate::state::write_private;
+use crate::state::{write_private, KafkaUser};
 use crate::{io_err, process, tools, Component, Result, Stack, StackError};
 
 /// Heap of each Kafka node: the stack's volumes are small, the machine is shared.
@@ -105,6 +105,44 @@ pub struct NodeSettings {
     pub network_threads: u8,
     #[serde(rename = "num.io.threads")]
     pub io_threads: u8,
+    /// Clients and brokers log in with SCRAM-SHA-512 (users made at format
+    /// time, `StorageTool format --add-scram`).
+    #[serde(rename = "sasl.enabled.mechanisms")]
+    pub sasl_mechanisms: &'static str,
+    #[serde(rename = "sasl.mechanism.inter.broker.protocol")]
+    pub inter_broker_mechanism: &'static str,
+    /// The broker's own login to the other brokers.
+    #[serde(rename = "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config")]
+    pub broker_jaas: String,
+    /// The controller listener: SASL/PLAIN with one static user, its
+    /// password in this (0600) file.
+    #[serde(rename = "sasl.mechanism.controller.protocol")]
+    pub controller_mechanism: &'static str,
+    #[serde(rename = "listener.name.controller.sasl.enabled.mechanisms")]
+    pub controller_mechanisms: &'static str,
+    #[serde(rename = "listener.name.controller.plain.sasl.jaas.config")]
+    pub controller_jaas: String,
+    /// Every request is checked against the ACLs ([`ACL_FILE`]); a user
+    /// without one may do nothing.
+    #[serde(rename = "authorizer.class.name")]
+    pub authorizer: &'static str,
+    #[serde(rename = "super.users")]
+    pub super_users: String,
+    #[serde(rename = "allow.everyone.if.no.acl.found")]
+    pub allow_if_no_acl: bool,
+}
+
+/// The SASL mechanism of every client and of the brokers among themselves.
+pub const SASL_MECHANISM: &str = "SCRAM-SHA-512";
+/// The user of the controller listener (SASL/PLAIN).
+pub const CONTROLLER_USER: &str = "controller";
+
+/// A `sasl.jaas.config` value for `user` with SCRAM.
+pub fn scram_jaas(user: &str, password: &str) -> String {
+    format!(
+        "org.apache.kafka.common.security.scram.ScramLoginModule required \
+         username=\"{user}\" password=\"{password}\";"
+    )
 }
 
 impl NodeSettings {
@@ -114,17 +152,19 @@ impl NodeSettings {
         let ports = stack.state.kafka_nodes[usize::from(id - 1)];
         let rf = shape.replication_factor();
         let min_isr = shape.min_insync_replicas();
+        let secrets = &stack.state.kafka;
+        let controller = &secrets.controller_password;
         Self {
             process_roles: "broker,controller",
             node_id: id,
             listeners: format!(
-                "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+                "SASL_PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
                 ports.broker, ports.controller
             ),
-            advertised_listeners: format!("PLAINTEXT://127.0.0.1:{}", ports.broker),
-            protocol_map: "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            advertised_listeners: format!("SASL_PLAINTEXT://127.0.0.1:{}", ports.broker),
+            protocol_map: "CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
             controller_listener_names: "CONTROLLER",
-            inter_broker_listener_name: "PLAINTEXT",
+            inter_broker_listener_name: "SASL_PLAINTEXT",
             quorum_voters: stack
                 .state
                 .kafka_nodes
@@ -153,6 +193,23 @@ impl NodeSettings {
             consumer_heartbeat_ms: 1000,
             network_threads: 2,
             io_threads: 2,
+            sasl_mechanisms: SASL_MECHANISM,
+            inter_broker_mechanism: SASL_MECHANISM,
+            broker_jaas: scram_jaas(KafkaUser::Broker.name(), &secrets.broker_password),
+            controller_mechanism: "PLAIN",
+            controller_mechanisms: "PLAIN",
+            controller_jaas: format!(
+                "org.apache.kafka.common.security.plain.PlainLoginModule required \
+                 username=\"{CONTROLLER_USER}\" password=\"{controller}\" \
+                 user_{CONTROLLER_USER}=\"{controller}\";"
+            ),
+            authorizer: "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            super_users: format!(
+                "User:{};User:{};User:{CONTROLLER_USER}",
+                KafkaUser::Broker.name(),
+                KafkaUser::Admin.name()
+            ),
+            allow_if_no_acl: false,
         }
     }
 }
@@ -184,7 +241,94 @@ pub fn start(stack: &Stack, progress: &dyn Fn(&str)) -> Result<()> {
         }
     }
     await_cluster(stack, Duration::from_secs(90))?;
-    create_topics(stack, progress)
+    create_topics(stack, progress)?;
+    apply_acls(stack, progress)
+}
+
+/// The ACLs of `debezium/kafka-acls.txt`, the file compose applies too: per
+/// line, the user and the arguments of one `AclCommand --add`.
+pub fn acl_specs(stack: &Stack) -> Result<Vec<(KafkaUser, Vec<String>)>> {
+    let path = stack.repo.join(ACL_FILE);
+    let text = fs::read_to_string(&path).map_err(io_err(format!("reading {ACL_FILE}")))?;
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let name = words.next().unwrap_or_default();
+            let user = KafkaUser::ALL
+                .into_iter()
+                .find(|u| u.name() == name)
+                .ok_or_else(|| {
+                    StackError::Config(format!(
+                        "{ACL_FILE}: unknown Kafka user {name:?} in {line:?}"
+                    ))
+                })?;
+            Ok((user, words.map(str::to_owned).collect()))
+        })
+        .collect()
+}
+
+/// Who may do what beyond the super users (one source for both stacks).
+pub const ACL_FILE: &str = "debezium/kafka-acls.txt";
+
+/// Adds the ACLs of [`ACL_FILE`] once per cluster and file content (a marker
+/// remembers it): each `AclCommand` run is a JVM start, and ACLs live in the
+/// cluster's metadata. Prefixed patterns: `outbox.event.` is every outbox topic.
+pub fn apply_acls(stack: &Stack, progress: &dyn Fn(&str)) -> Result<()> {
+    let marker = stack.state_dir.join("kafka/acls.applied");
+    let specs = acl_specs(stack)?;
+    let wanted = format!("{specs:?}");
+    if fs::read_to_string(&marker).is_ok_and(|done| done == wanted) {
+        return Ok(());
+    }
+    let login = stack.state_dir.join("kafka/admin-client.properties");
+    write_private(&login, &client_properties(stack, KafkaUser::Admin))?;
+    for (user, spec) in &specs {
+        let mut args: Vec<String> = [
+            "--bootstrap-server",
+            &stack.bootstrap_servers(),
+            "--command-config",
+            &login.display().to_string(),
+            "--add",
+            "--force",
+            "--resource-pattern-type",
+            "prefixed",
+            "--allow-principal",
+            &format!("User:{}", user.name()),
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        args.extend(spec.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tools::run_java(
+            tools::kafka_classpath()?,
+            "org.apache.kafka.tools.AclCommand",
+            &args,
+        )?;
+        progress(&format!(
+            "ACLs for User:{}: {}",
+            user.name(),
+            spec.join(" ")
+        ));
+    }
+    fs::write(&marker, wanted).map_err(io_err("writing the ACL marker"))
+}
+
+/// A Java client's login settings for `user` (`--command-config` of Kafka's
+/// tools, and Connect's worker file).
+pub fn client_properties(stack: &Stack, user: KafkaUser) -> String {
+    java_login(user.name(), stack.state.kafka.password(user))
+}
+
+/// A Java client's SASL/SCRAM login as `.properties` lines.
+pub fn java_login(user: &str, password: &str) -> String {
+    let mut properties = BTreeMap::new();
+    properties.insert("security.protocol", "SASL_PLAINTEXT".to_owned());
+    properties.insert("sasl.mechanism", SASL_MECHANISM.to_owned());
+    properties.insert("sasl.jaas.config", scram_jaas(user, password));
+    to_properties(&properties).expect("string properties serialize")
 }
 
 /// Starts node `id` (not waiting for it).
@@ -194,17 +338,31 @@ pub fn start_node(stack: &Stack, id: u8) -> Result<()> {
     let config = dir.join("server.properties");
     write_private(&config, &to_properties(&NodeSettings::for_node(stack, id))?)?;
     if !dir.join("data/meta.properties").exists() {
-        tools::run_java(
+        // Every node formats with the same SCRAM users: the first metadata
+        // record batch of the cluster holds them, so clients log in from the
+        // first start on. Their passwords go in a private argument file, never
+        // on a command line (`ps` shows those to every local user).
+        let mut args = vec![
+            "format".to_owned(),
+            "--ignore-formatted".to_owned(),
+            // With `=`: a generated id may start with `-`.
+            format!("--cluster-id={}", stack.state.cluster_id),
+            "--config".to_owned(),
+            config.display().to_string(),
+        ];
+        for user in KafkaUser::ALL {
+            args.push("--add-scram".to_owned());
+            args.push(format!(
+                "{SASL_MECHANISM}=[name={},password={}]",
+                user.name(),
+                stack.state.kafka.password(user)
+            ));
+        }
+        tools::run_java_private(
             tools::kafka_classpath()?,
             "kafka.tools.StorageTool",
-            &[
-                "format",
-                "--ignore-formatted",
-                // With `=`: a generated id may start with `-`.
-                &format!("--cluster-id={}", stack.state.cluster_id),
-                "--config",
-                &config.display().to_string(),
-            ],
+            &args,
+            &dir.join("format.args"),
         )?;
     }
     let mut command = tools::java_command(&stack.repo, HEAP)?;
@@ -332,7 +490,17 @@ pub fn client_config(stack: &Stack) -> ClientConfig {
         .set("bootstrap.servers", stack.bootstrap_servers())
         .set("socket.timeout.ms", "5000")
         .set("log_level", "3");
+    login(&mut config, stack, KafkaUser::Admin);
     config
+}
+
+/// Sets `user`'s SASL/SCRAM login on a librdkafka client.
+pub fn login(config: &mut ClientConfig, stack: &Stack, user: KafkaUser) {
+    config
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanisms", SASL_MECHANISM)
+        .set("sasl.username", user.name())
+        .set("sasl.password", stack.state.kafka.password(user));
 }
 
 fn admin(stack: &Stack) -> Result<AdminClient<DefaultClientContext>> {

@@ -547,6 +547,11 @@ impl Stack {
                 bootstrap_servers: self.bootstrap_servers(),
                 group_id: "projector".into(),
                 topics: kafka::outbox_topics(self)?,
+                sasl: state::SaslSection {
+                    mechanism: kafka::SASL_MECHANISM,
+                    username: state::KafkaUser::Projector.name(),
+                    password: self.state.kafka.projector_password.clone(),
+                },
             },
         };
         state::write_private(&self.writer_config(), &state::to_toml(&writer)?)?;

@@ -49,6 +49,79 @@ impl Role {
     }
 }
 
+/// The users of the Kafka cluster (SASL/SCRAM-SHA-512), each with its own
+/// password and only the ACLs its job needs ([`crate::kafka::ACL_FILE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaUser {
+    /// The brokers among themselves (a super user).
+    Broker,
+    /// The stack's own tools: topics, ACLs, reading topics back (a super user).
+    Admin,
+    /// Kafka Connect: its internal topics and group, its transactions, and
+    /// the only user that may write the outbox topics.
+    Connect,
+    /// The projector: reads the outbox topics in its group, writes nothing.
+    Projector,
+}
+
+impl KafkaUser {
+    pub const ALL: [KafkaUser; 4] = [
+        KafkaUser::Broker,
+        KafkaUser::Admin,
+        KafkaUser::Connect,
+        KafkaUser::Projector,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KafkaUser::Broker => "broker",
+            KafkaUser::Admin => "admin",
+            KafkaUser::Connect => "connect",
+            KafkaUser::Projector => "projector",
+        }
+    }
+}
+
+/// The user of the Connect REST API (basic authentication).
+pub const CONNECT_REST_USER: &str = "admin";
+
+/// The Kafka cluster's and Connect's secrets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KafkaSecrets {
+    /// The KRaft controllers among themselves (SASL/PLAIN on the controller
+    /// listener, which cannot use SCRAM: its users live in the metadata the
+    /// quorum serves).
+    pub controller_password: String,
+    pub broker_password: String,
+    pub admin_password: String,
+    pub connect_password: String,
+    pub projector_password: String,
+    /// Connect's REST API, user [`CONNECT_REST_USER`].
+    pub connect_rest_password: String,
+}
+
+impl KafkaSecrets {
+    fn new() -> Self {
+        Self {
+            controller_password: random_secret(),
+            broker_password: random_secret(),
+            admin_password: random_secret(),
+            connect_password: random_secret(),
+            projector_password: random_secret(),
+            connect_rest_password: random_secret(),
+        }
+    }
+
+    pub fn password(&self, user: KafkaUser) -> &str {
+        match user {
+            KafkaUser::Broker => &self.broker_password,
+            KafkaUser::Admin => &self.admin_password,
+            KafkaUser::Connect => &self.connect_password,
+            KafkaUser::Projector => &self.projector_password,
+        }
+    }
+}
+
 /// The size of a stack, fixed when it is first created (a Kafka cluster's
 /// controller quorum cannot change size by restarting with other settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +210,10 @@ pub struct StackState {
     /// opened to it: its data lives under that user's home instead.
     #[serde(default)]
     pub postgres_data: Option<PathBuf>,
+    /// Kafka's users and Connect's REST login. A stack made before the
+    /// brokers required them has none (its cluster was formatted without
+    /// users): loading it fails and says to make it again.
+    pub kafka: KafkaSecrets,
 }
 
 impl StackState {
@@ -171,6 +248,7 @@ impl StackState {
             reader_password: random_secret(),
             operator_password: random_secret(),
             postgres_data: postgres_home_data()?,
+            kafka: KafkaSecrets::new(),
         })
     }
 
@@ -247,6 +325,15 @@ pub struct KafkaSection {
     pub bootstrap_servers: String,
     pub group_id: String,
     pub topics: Vec<String>,
+    pub sasl: SaslSection,
+}
+
+/// `[kafka.sasl]`: the projector's own Kafka user.
+#[derive(Debug, Serialize)]
+pub struct SaslSection {
+    pub mechanism: &'static str,
+    pub username: &'static str,
+    pub password: String,
 }
 
 /// The projector's settings file (`config/projector.toml`).

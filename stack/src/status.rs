@@ -73,6 +73,7 @@ fn connector_health(stack: &Stack) -> Result<String, String> {
     let url = format!("{}/connectors/{CONNECTOR_NAME}/status", stack.connect_url());
     let mut response = agent()
         .get(&url)
+        .header("Authorization", crate::connect::authorization(stack))
         .call()
         .map_err(|e| format!("REST API: {e}"))?;
     let status: serde_json::Value = response.body_mut().read_json().map_err(|e| e.to_string())?;
@@ -192,7 +193,14 @@ fn projector_health(stack: &Stack) -> Result<String, String> {
 /// The Connect worker (1-based) that runs the connector's task, per the REST API.
 pub fn connector_task_worker(stack: &Stack) -> Option<u8> {
     let url = format!("{}/connectors/{CONNECTOR_NAME}/status", stack.connect_url());
-    let status: serde_json::Value = agent().get(&url).call().ok()?.body_mut().read_json().ok()?;
+    let status: serde_json::Value = agent()
+        .get(&url)
+        .header("Authorization", crate::connect::authorization(stack))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_json()
+        .ok()?;
     let worker = status["tasks"][0]["worker_id"].as_str()?.to_owned();
     crate::connect::workers(stack).find(|n| {
         worker.ends_with(&format!(

@@ -80,6 +80,29 @@ pub fn run_java(classpath: String, main: &str, args: &[&str]) -> Result<String> 
     )
 }
 
+/// [`run_java`] for arguments that hold secrets: they go in `args_file`
+/// (0600, removed afterwards), which the `java` launcher expands (`@file`),
+/// so no secret appears on a command line.
+pub fn run_java_private(
+    classpath: String,
+    main: &str,
+    args: &[String],
+    args_file: &Path,
+) -> Result<String> {
+    // The launcher's argument files: one argument per line, in double
+    // quotes, with backslashes and quotes escaped.
+    let quote = |a: &str| format!("\"{}\"", a.replace('\\', "\\\\").replace('"', "\\\""));
+    let text: Vec<String> = ["-Xmx256m", "-cp", &classpath, main]
+        .into_iter()
+        .chain(args.iter().map(String::as_str))
+        .map(quote)
+        .collect();
+    crate::state::write_private(args_file, &text.join("\n"))?;
+    let result = run_quiet(Command::new("java").arg(format!("@{}", args_file.display())));
+    let _ = std::fs::remove_file(args_file);
+    result
+}
+
 /// A version pinned in one of the poms of `stack/jvm/` (`kafka/pom.xml`,
 /// `kafka.version`): the one source of the JVM versions, for reports.
 pub fn pinned_version(repo: &Path, pom: &str, property: &str) -> Option<String> {

@@ -254,18 +254,38 @@ fn compose_kafka_settings_agree_with_the_local_stacks_broker() {
     let local = local_broker_settings();
     let services = compose_services();
     let kafka = service(&services, "kafka");
-    // The apache/kafka image turns KAFKA_A_B into a.b (no compared key has '_' or '-' in a word).
+    // debezium/kafka-entrypoint.sh turns KAFKA_A_B into a.b as the apache/kafka image does:
+    // `___` stands for `-`, `__` for `_`; the users' passwords are not settings.
     let compose: BTreeMap<String, String> = kafka
         .map("environment")
         .into_iter()
+        .filter(|(name, _)| !name.ends_with("_PASSWORD"))
         .filter_map(|(name, value)| {
-            name.strip_prefix("KAFKA_")
-                .map(|key| (key.to_lowercase().replace('_', "."), value))
+            name.strip_prefix("KAFKA_").map(|key| {
+                let key = key
+                    .to_lowercase()
+                    .replace("___", "-")
+                    .replace("__", "\u{1}")
+                    .replace('_', ".")
+                    .replace('\u{1}', "_");
+                (key, value)
+            })
         })
         .collect();
     for required in [
         "auto.create.topics.enable",
         "group.initial.rebalance.delay.ms",
+        "listener.security.protocol.map",
+        "inter.broker.listener.name",
+        "sasl.enabled.mechanisms",
+        "sasl.mechanism.inter.broker.protocol",
+        "sasl.mechanism.controller.protocol",
+        "listener.name.controller.sasl.enabled.mechanisms",
+        "listener.name.controller.plain.sasl.jaas.config",
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config",
+        "authorizer.class.name",
+        "super.users",
+        "allow.everyone.if.no.acl.found",
     ] {
         let local_value = local.get(required).unwrap_or_else(|| {
             panic!("the local stack's NodeSettings (stack/src/kafka.rs) no longer sets {required}")
@@ -278,13 +298,28 @@ fn compose_kafka_settings_agree_with_the_local_stacks_broker() {
         );
     }
     // Addresses, paths and the node's id are each deployment's own.
+    // So are the logins, which hold each deployment's passwords: their user names must agree.
     let per_deployment = [
         "node.id",
         "listeners",
         "advertised.listeners",
         "controller.quorum.voters",
         "log.dirs",
+        "listener.name.controller.plain.sasl.jaas.config",
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config",
     ];
+    for key in &per_deployment[5..] {
+        let user = |jaas: &str| {
+            jaas.split("username=")
+                .nth(1)
+                .map(|u| u.split('"').nth(1).map(str::to_owned))
+        };
+        assert_eq!(
+            user(&compose[*key]),
+            user(&local[*key]),
+            "{COMPOSE}: kafka's {key} logs in as another user than the local stack's"
+        );
+    }
     for (key, value) in &compose {
         if per_deployment.contains(&key.as_str()) {
             continue;
@@ -350,9 +385,12 @@ fn local_worker_keys() -> BTreeSet<String> {
         offset_replication_factor: 1,
         status_replication_factor: 1,
     };
-    scalars(serde_json::to_value(settings).expect("WorkerSettings serializes"))
-        .into_keys()
-        .collect()
+    let mut keys: BTreeSet<String> =
+        scalars(serde_json::to_value(settings).expect("WorkerSettings serializes"))
+            .into_keys()
+            .collect();
+    keys.extend(properties(&stack::connect::worker_login("x")).into_keys());
+    keys
 }
 
 /// A settings struct serialized to JSON as `.properties` values (`to_properties`' rules).

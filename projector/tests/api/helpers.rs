@@ -8,7 +8,6 @@ use projector::settings::{BatchSettings, Settings};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use stack::{Component, Stack};
 use uuid::Uuid;
 
@@ -59,7 +58,12 @@ impl TestEnv {
         let db = stack.db(&dbname);
         let settings: Settings = serde_json::from_value(serde_json::json!({
             "database": { "host": db.host, "port": db.port, "user": db.user, "password": db.password, "dbname": db.dbname },
-            "kafka": { "bootstrap_servers": stack.bootstrap_servers(), "group_id": format!("g{suffix}"), "topics": [topic, customer_topic] },
+            // The admin's login: these tests' topics and groups have names of their own,
+            // outside the projector user's ACLs (debezium/kafka-acls.txt).
+            "kafka": {
+                "bootstrap_servers": stack.bootstrap_servers(), "group_id": format!("g{suffix}"), "topics": [topic, customer_topic],
+                "sasl": { "username": stack::state::KafkaUser::Admin.name(), "password": stack.state.kafka.admin_password },
+            },
             "metrics_addr": "127.0.0.1:0",
         }))
         .expect("settings");
@@ -67,8 +71,7 @@ impl TestEnv {
             .await
             .expect("connect");
         projector::migrate(&mut client).await.expect("migrate");
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", stack.bootstrap_servers())
+        let producer: FutureProducer = stack::kafka::client_config(stack)
             .set("message.timeout.ms", "10000")
             .create()
             .expect("producer");
@@ -306,6 +309,16 @@ impl ProjectorProcess {
             )
             .env("PROJECTOR__KAFKA__GROUP_ID", &s.kafka.group_id)
             .env("PROJECTOR__KAFKA__TOPICS", s.kafka.topics.join(","))
+            .env(
+                "PROJECTOR__KAFKA__SASL__USERNAME",
+                &s.kafka.sasl.as_ref().expect("a login").username,
+            )
+            .env(
+                "PROJECTOR__KAFKA__SASL__PASSWORD",
+                secrecy::ExposeSecret::expose_secret(
+                    &s.kafka.sasl.as_ref().expect("a login").password,
+                ),
+            )
             .env("PROJECTOR__METRICS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, TopicPartitionList};
+use rdkafka::TopicPartitionList;
 use uuid::Uuid;
 
 use crate::helpers::{await_count, paid, placed, ProjectorProcess, TestEnv};
@@ -21,8 +21,7 @@ async fn publish_orders(env: &TestEnv, orders: usize) -> i64 {
 /// Records the read database holds beyond the group's Kafka-committed offsets:
 /// > 0 means the process died after its commit but before Kafka heard of it.
 async fn stored_ahead_of_kafka(env: &TestEnv) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &env.settings.kafka.bootstrap_servers)
+    let consumer: BaseConsumer = stack::kafka::client_config(crate::helpers::stack())
         .set("group.id", &env.settings.kafka.group_id)
         .set("enable.auto.commit", "false")
         .create()

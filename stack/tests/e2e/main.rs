@@ -234,9 +234,21 @@ fn secrets_stay_out_of_arguments_logs_and_world_readable_files() {
     stack.up(&|m| eprintln!("[secrets] {m}")).expect("stack up");
     demo::place_order(&stack, "c-secret", &["BOOK-1:1:9.99"]).ok();
 
+    let kafka = &stack.state.kafka;
     let secrets: Vec<String> = stack::Role::ALL
         .iter()
         .map(|role| stack.login(*role, READ_DB).password)
+        .chain(
+            [
+                &kafka.controller_password,
+                &kafka.broker_password,
+                &kafka.admin_password,
+                &kafka.connect_password,
+                &kafka.projector_password,
+                &kafka.connect_rest_password,
+            ]
+            .map(String::clone),
+        )
         .collect();
     // Every process on the machine, the stack's five kinds included.
     let mut seen = 0;
@@ -280,6 +292,16 @@ fn secrets_stay_out_of_arguments_logs_and_world_readable_files() {
         .flatten()
     {
         private.push(file.path());
+    }
+    // Kafka's and Connect's settings hold their logins.
+    private.push(stack.state_dir.join("kafka/node-1/server.properties"));
+    private.push(stack.state_dir.join("kafka/admin-client.properties"));
+    for file in [
+        "worker.properties",
+        "rest-users.properties",
+        "rest-jaas.conf",
+    ] {
+        private.push(stack.state_dir.join("connect/worker-1").join(file));
     }
     for file in &private {
         assert_eq!(mode(file), 0o600, "{}", file.display());
@@ -1041,6 +1063,159 @@ fn an_invalidated_slot_stops_the_relay_loudly_and_the_runbook_loses_nothing() {
 
 /// Least privilege: each role can do its job and is refused the others'. The
 /// matrix is printed (the closing note and docs/operations.md quote it).
+/// The broker and Connect's REST API let in only who logs in, and each Kafka
+/// user does its own job only: the projector's login cannot forge an outbox
+/// event (it could otherwise publish a "next version" that the real one is
+/// then skipped behind), read another group or Connect's topics; nobody
+/// without a login reaches the broker or replaces the connector.
+#[test]
+fn each_kafka_user_can_do_its_job_and_nothing_else() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::types::RDKafkaErrorCode;
+    use stack::state::KafkaUser::{self, *};
+
+    let stack = Stack::for_tests("kafka-users").expect("test stack");
+    stack
+        .up(&|m| eprintln!("[kafka-users] {m}"))
+        .expect("stack up");
+    let outbox_topic = "outbox.event.order";
+    let client = |user: Option<KafkaUser>| {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", stack.bootstrap_servers())
+            .set("socket.timeout.ms", "5000")
+            .set("message.timeout.ms", "10000")
+            .set("log_level", "0");
+        if let Some(user) = user {
+            stack::kafka::login(&mut config, &stack, user);
+        }
+        config
+    };
+    let produce = |user: KafkaUser, topic: &str| -> Result<(), KafkaError> {
+        let producer: FutureProducer = client(Some(user)).create().unwrap();
+        let delivery = producer
+            .send_result(FutureRecord::to(topic).key("forged").payload("{}"))
+            .map_err(|(e, _)| e)?;
+        futures::executor::block_on(delivery)
+            .expect("a delivery report")
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+    };
+    let code = |e: &KafkaError| e.rdkafka_error_code();
+
+    // Writing: only Connect may write what Connect writes.
+    let forged =
+        produce(Projector, outbox_topic).expect_err("the projector's login wrote an outbox topic");
+    assert_eq!(
+        code(&forged),
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed),
+        "{forged}"
+    );
+    produce(Connect, "__debezium-heartbeat.outbox").expect("Connect's login writes its topics");
+
+    // Reading: the projector reads the outbox topics in its own groups only.
+    let topic_error = |user: KafkaUser, topic: &str| {
+        let consumer: BaseConsumer = client(Some(user)).create().unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        metadata.topics()[0].error()
+    };
+    assert_eq!(
+        topic_error(Projector, outbox_topic),
+        None,
+        "the projector sees the outbox topics"
+    );
+    assert!(
+        topic_error(Projector, "connect_offsets").is_some(),
+        "the projector sees Connect's source offsets"
+    );
+    let committed = |group: &str| {
+        let consumer: BaseConsumer = client(Some(Projector))
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        partitions.add_partition(outbox_topic, 0);
+        consumer.committed_offsets(partitions, Duration::from_secs(10))
+    };
+    committed("projector-auth-test").expect("the projector's own group");
+    // Another group: the coordinator lookup itself is refused, which the
+    // consumer reports through its poll.
+    let consumer: BaseConsumer = client(Some(Projector))
+        .set("group.id", "someone-else")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[outbox_topic]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut refusal = None;
+    while refusal.is_none() && Instant::now() < deadline {
+        if let Some(Err(e)) = consumer.poll(Duration::from_millis(500)) {
+            refusal = Some(e);
+        }
+    }
+    assert_eq!(
+        refusal.as_ref().and_then(code),
+        Some(RDKafkaErrorCode::GroupAuthorizationFailed),
+        "the projector's login joined another group: {refusal:?}"
+    );
+
+    // Logging in: no login, or a wrong password, reaches nothing.
+    let refused = |config: ClientConfig| {
+        let consumer: BaseConsumer = config.create().unwrap();
+        consumer
+            .fetch_metadata(None, Duration::from_secs(5))
+            .is_err()
+    };
+    assert!(
+        refused(client(None)),
+        "a client without a login read the cluster's metadata"
+    );
+    let mut wrong = client(None);
+    wrong
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanisms", stack::kafka::SASL_MECHANISM)
+        .set("sasl.username", Projector.name())
+        .set("sasl.password", "not-the-password");
+    assert!(
+        refused(wrong),
+        "a wrong password read the cluster's metadata"
+    );
+
+    // Connect's REST API: nothing without the login, a connector replaced least of all.
+    let url = format!(
+        "{}/connectors/{}/config",
+        stack.connect_url(),
+        stack::connect::CONNECTOR_NAME
+    );
+    let status = |result: Result<ureq::http::Response<ureq::Body>, ureq::Error>| match result {
+        Ok(response) => response.status().as_u16(),
+        Err(ureq::Error::StatusCode(code)) => code,
+        Err(e) => panic!("{url}: {e}"),
+    };
+    assert_eq!(status(ureq::get(&url).call()), 401, "GET without a login");
+    assert_eq!(
+        status(ureq::put(&url).send_json(serde_json::json!({"connector.class": "forged"}))),
+        401,
+        "PUT without a login"
+    );
+    let config: serde_json::Value = ureq::get(&url)
+        .header("Authorization", stack::connect::authorization(&stack))
+        .call()
+        .expect("GET with the login")
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(
+        config["connector.class"], "io.debezium.connector.postgresql.PostgresConnector",
+        "the connector is the stack's"
+    );
+    stack.down(&|_| {}).unwrap();
+}
+
 #[test]
 fn each_database_role_can_do_its_job_and_nothing_else() {
     use stack::Role::{self, *};
