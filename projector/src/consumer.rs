@@ -25,6 +25,32 @@ use crate::settings::{GroupProtocol, Settings};
 pub enum ProjectorError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The brokers refused the projector's Kafka user: retrying cannot help,
+    /// its login or its ACLs must change.
+    #[error(
+        "the brokers refused Kafka user {user:?} in group {group:?} ({code:?}): its login (kafka.sasl) \
+         must be right and its ACLs (debezium/kafka-acls.txt) must allow the group and the topics"
+    )]
+    Refused {
+        user: String,
+        group: String,
+        code: rdkafka::types::RDKafkaErrorCode,
+    },
+}
+
+/// Errors no retry can cure: the brokers refused who the projector is.
+fn refusal(error: &KafkaError) -> Option<rdkafka::types::RDKafkaErrorCode> {
+    use rdkafka::types::RDKafkaErrorCode::*;
+    error.rdkafka_error_code().filter(|code| {
+        matches!(
+            code,
+            GroupAuthorizationFailed
+                | TopicAuthorizationFailed
+                | ClusterAuthorizationFailed
+                | SaslAuthenticationFailed
+                | Authentication
+        )
+    })
 }
 
 /// Seeks assigned partitions to the positions stored in the read database,
@@ -316,6 +342,20 @@ pub async fn run_with(
             }
             Poll::Idle => continue,
             Poll::Shutdown => break,
+            Poll::Refused(e) => {
+                let code = refusal(&e).expect("a refusal");
+                let error = ProjectorError::Refused {
+                    user: settings
+                        .kafka
+                        .sasl
+                        .as_ref()
+                        .map_or_else(|| "(none)".to_owned(), |s| s.username.clone()),
+                    group: settings.kafka.group_id.clone(),
+                    code,
+                };
+                tracing::error!(%error, "projector stopping");
+                return Err(error);
+            }
         };
         // Ended after the commit: each covers its record's transaction.
         let spans = crate::trace::event_spans(&batch);
@@ -360,6 +400,8 @@ enum Poll {
     /// No record for [`IDLE_CHECK`]: a moment to check the assignment.
     Idle,
     Shutdown,
+    /// The brokers refused the projector's user (see [`refusal`]).
+    Refused(KafkaError),
 }
 
 /// How long without records before the loop looks at its assignment.
@@ -377,6 +419,7 @@ async fn next_batch(
         tokio::select! {
             message = consumer.recv() => match message {
                 Ok(message) => break message,
+                Err(e) if refusal(&e).is_some() => return Poll::Refused(e),
                 // librdkafka recovers from broker outages by itself; keep polling.
                 Err(e) => {
                     let delay = backoff.next();

@@ -227,13 +227,59 @@ async fn the_service_loop_applies_events_and_stops_cleanly_on_shutdown() {
         .expect("stops within 30s")
         .unwrap()
         .expect("clean stop");
-    // Offsets were committed on shutdown: a new member of the group gets nothing.
-    let consumer = env.consumer();
-    assert!(
-        tokio::time::timeout(Duration::from_secs(8), consumer.recv())
+    // Offsets were committed on shutdown, and positions stored with the data:
+    // for every partition that holds records, the group's committed offset
+    // and the stored position are both its end offset.
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let kafka: BaseConsumer = stack::kafka::client_config(crate::helpers::stack())
+        .set("group.id", &env.settings.kafka.group_id)
+        .create()
+        .unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for topic in &env.settings.kafka.topics {
+        for partition in 0..3 {
+            partitions.add_partition(topic, partition);
+        }
+    }
+    let committed = kafka
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .unwrap();
+    let mut checked = 0;
+    for element in committed.elements() {
+        let (_, end) = kafka
+            .fetch_watermarks(
+                element.topic(),
+                element.partition(),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+        if end == 0 {
+            continue;
+        }
+        let place = format!("{}/{}", element.topic(), element.partition());
+        assert_eq!(
+            element.offset(),
+            rdkafka::Offset::Offset(end),
+            "committed offset of {place}"
+        );
+        let stored: i64 = env
+            .client
+            .query_one(
+                "SELECT next_offset FROM consumer_positions \
+                 WHERE group_id = $1 AND topic = $2 AND kafka_partition = $3",
+                &[
+                    &env.settings.kafka.group_id,
+                    &element.topic(),
+                    &element.partition(),
+                ],
+            )
             .await
-            .is_err()
-    );
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, end, "stored position of {place}");
+        checked += 1;
+    }
+    assert!(checked > 0, "no partition held a record");
     let inbox: i64 = env
         .client
         .query_one("SELECT count(*) FROM inbox", &[])

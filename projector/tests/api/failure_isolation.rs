@@ -792,7 +792,30 @@ async fn a_customer_applied_while_its_order_is_uncommitted_still_reaches_the_ord
         .await
         .unwrap()
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // B is seen waiting on the customer's advisory lock, not merely slow: the
+    // test cannot pass without the lock.
+    let observer = projector::consumer::connect(&env.settings).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            !b.is_finished() && std::time::Instant::now() < deadline,
+            "B must wait for A's customer lock (finished: {})",
+            b.is_finished()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(!b.is_finished(), "B must wait for A's customer lock");
     tx.commit().await.unwrap();
     assert_eq!(b.await.unwrap().applied, 1);

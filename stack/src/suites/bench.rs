@@ -338,7 +338,10 @@ fn catch_up(stack: &Stack, spec: &BenchSpec, batch: usize, total: u64) -> Result
     let log_file = fs::File::create(&log).map_err(crate::io_err("creating the bench log"))?;
     let mut child = crate::bins::projector_command(stack)?
         .env("PROJECTOR__DATABASE__DBNAME", &dbname)
-        .env("PROJECTOR__KAFKA__GROUP_ID", format!("bench-{batch}-{id}"))
+        .env(
+            "PROJECTOR__KAFKA__GROUP_ID",
+            format!("projector-bench-{batch}-{id}"),
+        )
         .env("PROJECTOR__BATCH__MAX_RECORDS", batch.to_string())
         .env("PROJECTOR__METRICS_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn")

@@ -116,6 +116,19 @@ fn orders_written_by_the_cli_reach_the_read_model_through_debezium() {
         .map(|(id, (s, v))| (id.clone(), s.clone(), *v))
         .collect();
     assert_eq!(seen, expected);
+    // Every column read, against the write side's rows: totals and line counts too.
+    let written = stack
+        .psql(
+            WRITE_DB,
+            &format!(
+                "SELECT o.order_id, o.status, o.version, o.total_cents, \
+                   (SELECT count(*) FROM order_lines l WHERE l.order_id = o.order_id) \
+                 FROM orders o WHERE o.order_id IN ({}) ORDER BY o.order_id",
+                ids.join(",")
+            ),
+        )
+        .unwrap();
+    assert_eq!(rows, written, "order_view against the write side's orders");
     let outbox = count(&stack, WRITE_DB, "SELECT count(*) FROM outbox");
     assert_eq!(
         outbox, scenario.commands as i64,
@@ -204,7 +217,59 @@ fn orders_written_by_the_cli_reach_the_read_model_through_debezium() {
     for s in stack::status::report(&stack) {
         assert!(s.healthy, "{} unhealthy: {}", s.component, s.detail);
     }
-    // `down` sends SIGTERM: the projector finishes its batch, commits offsets and exits cleanly.
+    // `down` stops the projector first, with SIGTERM: it finishes its batch, commits its offsets
+    // and exits cleanly. The same stop here; then, for every partition, the group's committed
+    // offset is the position stored with the read models, and both are at the partition's end
+    // (Connect's transactions end with a commit marker, one offset no consumer reads).
+    stack.stop(stack::Component::Projector).unwrap();
+    {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let group: BaseConsumer = stack::kafka::client_config(&stack)
+            .set("group.id", "projector")
+            .create()
+            .unwrap();
+        for topic in stack::kafka::outbox_topics(&stack).unwrap() {
+            for partition in 0..stack::kafka::PARTITIONS as i32 {
+                let (_, end) = group
+                    .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+                    .unwrap();
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                tpl.add_partition(&topic, partition);
+                let committed = group
+                    .committed_offsets(tpl, Duration::from_secs(10))
+                    .unwrap()
+                    .elements()[0]
+                    .offset()
+                    .to_raw()
+                    .unwrap_or(-1);
+                let stored = stack
+                    .psql(
+                        READ_DB,
+                        &format!(
+                            "SELECT coalesce((SELECT next_offset FROM consumer_positions WHERE group_id = 'projector' \
+                             AND topic = '{topic}' AND kafka_partition = {partition}), 0)"
+                        ),
+                    )
+                    .unwrap()
+                    .trim()
+                    .parse::<i64>()
+                    .unwrap();
+                let place = format!("{topic}/{partition}");
+                if end == 0 {
+                    assert_eq!(stored, 0, "{place} is empty");
+                    continue;
+                }
+                assert_eq!(
+                    committed, stored,
+                    "{place}: committed offset against stored position"
+                );
+                assert!(
+                    stored == end || stored == end - 1,
+                    "{place}: stored position {stored}, end offset {end}"
+                );
+            }
+        }
+    }
     stack.down(&|_| {}).unwrap();
     let log = stack.tail_log(stack::Component::Projector, 20);
     assert!(
@@ -822,7 +887,10 @@ fn replaying_every_topic_into_an_empty_database_builds_identical_read_models() {
         .arg("--config")
         .arg(stack.projector_config())
         .env("PROJECTOR__DATABASE__DBNAME", "orders_replay")
-        .env("PROJECTOR__KAFKA__GROUP_ID", "replay-from-the-beginning")
+        .env(
+            "PROJECTOR__KAFKA__GROUP_ID",
+            "projector-replay-from-the-beginning",
+        )
         .env("PROJECTOR__METRICS_ADDR", "127.0.0.1:0")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -1161,6 +1229,28 @@ fn each_kafka_user_can_do_its_job_and_nothing_else() {
         refusal.as_ref().and_then(code),
         Some(RDKafkaErrorCode::GroupAuthorizationFailed),
         "the projector's login joined another group: {refusal:?}"
+    );
+
+    // The projector itself, run in a group its ACLs do not allow, stops at once and says why
+    // (retrying cannot cure it) instead of polling forever.
+    let started = Instant::now();
+    let refused = std::process::Command::new(stack.bin_dir.join("projector"))
+        .arg("--config")
+        .arg(stack.projector_config())
+        .env("PROJECTOR__KAFKA__GROUP_ID", "someone-else")
+        .env("PROJECTOR__METRICS_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("GroupAuthorizationFailed") && stderr.contains("debezium/kafka-acls.txt"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "stopped after {:?}",
+        started.elapsed()
     );
 
     // Logging in: no login, or a wrong password, reaches nothing.
