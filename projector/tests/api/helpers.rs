@@ -204,29 +204,25 @@ impl TestEnv {
             .map(|r| (r.get(0), r.get(1)))
     }
 
-    /// Every read model's rows as text (timestamps of processing excluded).
+    /// Every read model's rows as text: every column but the processing
+    /// timestamps (`stack::oracle::read_model_dump_sql`, the one dump all tests share).
     pub async fn read_models(&self) -> String {
         self.client
-            .query_one(
-                "SELECT (SELECT coalesce(string_agg((v.order_id, v.customer_id, v.customer_name, v.customer_email, v.status, v.currency, \
-                   v.total_cents, v.lines, v.line_count, v.shipping_address, v.placed_at, v.paid_at, v.shipped_at, v.delivered_at, \
-                   v.cancelled_at, v.refunded_at, v.refunded_cents, v.last_version)::text, E'\\n' ORDER BY v.customer_id, v.total_cents), '') FROM order_view v) \
-                 || E'\\n--\\n' || (SELECT coalesce(string_agg((s.customer_id, s.name, s.email, s.city, s.country, s.orders_placed, s.open_orders, \
-                   s.lifetime_value, s.last_order_at)::text, E'\\n' ORDER BY s.customer_id), '') FROM customer_summary s) \
-                 || E'\\n--\\n' || (SELECT coalesce(string_agg(d::text, E'\\n' ORDER BY d.day, d.sku, d.currency), '') FROM product_sales_daily d)",
-                &[],
-            )
+            .query_one(&stack::oracle::read_model_dump_sql(), &[])
             .await
             .unwrap()
             .get(0)
     }
 
-    /// The whole read side as text, to compare states.
+    /// The whole read side as text, to compare states: the read models, and
+    /// how many events the inbox and the dead letters hold.
     pub async fn snapshot(&self) -> String {
         self.client
             .query_one(
-                "SELECT (SELECT coalesce(string_agg((v.order_id, v.status, v.total_cents, v.lines, v.last_version, v.paid_at)::text, ';' ORDER BY order_id), '') FROM order_view v) \
-                 || '|' || (SELECT count(*) FROM inbox) || '|' || (SELECT count(*) FROM dead_letters)",
+                &format!(
+                    "SELECT ({}) || '|' || (SELECT count(*) FROM inbox) || '|' || (SELECT count(*) FROM dead_letters)",
+                    stack::oracle::read_model_dump_sql()
+                ),
                 &[],
             )
             .await

@@ -27,6 +27,29 @@ use serde::Serialize;
 
 use crate::{Result, Stack, StackError, READ_DB, WRITE_DB};
 
+/// Every column of `order_view` but its processing timestamp (`updated_at`),
+/// what tests compare (a test checks the list against the table).
+pub const ORDER_VIEW_COLUMNS: &str = "order_id, customer_id, customer_name, customer_email, status, currency, \
+     total_cents, lines, line_count, shipping_address, placed_at, paid_at, payment_reference, shipped_at, carrier, \
+     tracking_number, delivered_at, cancelled_at, cancel_reason, refunded_at, refunded_cents, refund_reason, last_version";
+/// Every column of `customer_summary` but `updated_at`.
+pub const CUSTOMER_SUMMARY_COLUMNS: &str =
+    "customer_id, name, email, city, country, customer_version, \
+     orders_placed, open_orders, lifetime_value, last_order_at";
+/// Every column of `product_sales_daily`.
+pub const PRODUCT_SALES_COLUMNS: &str = "day, sku, currency, units, revenue_cents";
+
+/// The three read models as text, every column of [`ORDER_VIEW_COLUMNS`],
+/// [`CUSTOMER_SUMMARY_COLUMNS`] and [`PRODUCT_SALES_COLUMNS`], rows in key
+/// order: the one dump every test compares read sides with.
+pub fn read_model_dump_sql() -> String {
+    format!(
+        "SELECT (SELECT coalesce(string_agg(t::text, E'\\n' ORDER BY t.order_id), '') FROM (SELECT {ORDER_VIEW_COLUMNS} FROM order_view) t) \
+         || E'\\n--\\n' || (SELECT coalesce(string_agg(t::text, E'\\n' ORDER BY t.customer_id), '') FROM (SELECT {CUSTOMER_SUMMARY_COLUMNS} FROM customer_summary) t) \
+         || E'\\n--\\n' || (SELECT coalesce(string_agg(t::text, E'\\n' ORDER BY t.day, t.sku, t.currency), '') FROM (SELECT {PRODUCT_SALES_COLUMNS} FROM product_sales_daily) t)"
+    )
+}
+
 /// Differences listed per check at most; the counts are always complete.
 const SHOWN: usize = 20;
 

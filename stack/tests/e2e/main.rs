@@ -8,18 +8,6 @@ use std::time::{Duration, Instant};
 
 use stack::{demo, Stack, READ_DB, WRITE_DB};
 
-/// Places a one-line order through the writer binary; returns its id.
-/// Every read model, every column but the processing timestamps (updated_at).
-const READ_MODEL_DUMP: &str = "SELECT \
-        (SELECT string_agg(t::text, E'\\n' ORDER BY t.order_id) FROM (SELECT order_id, customer_id, customer_name, \
-           customer_email, status, currency, total_cents, lines, line_count, shipping_address, placed_at, paid_at, \
-           payment_reference, shipped_at, carrier, tracking_number, delivered_at, cancelled_at, cancel_reason, \
-           refunded_at, refunded_cents, refund_reason, last_version FROM order_view) t) \
-        || E'\\n--\\n' || (SELECT string_agg(t::text, E'\\n' ORDER BY t.customer_id) FROM (SELECT customer_id, name, \
-           email, city, country, customer_version, orders_placed, open_orders, lifetime_value, last_order_at \
-           FROM customer_summary) t) \
-        || E'\\n--\\n' || (SELECT string_agg(t::text, E'\\n' ORDER BY t.day, t.sku, t.currency) FROM product_sales_daily t)";
-
 /// `writer load` in the background: 2 clients, 40 commands/s, every command kind.
 fn writer_load(stack: &Stack, duration: &str) -> std::process::Child {
     std::process::Command::new(stack.bin_dir.join("writer"))
@@ -41,6 +29,7 @@ fn writer_load(stack: &Stack, duration: &str) -> std::process::Child {
         .expect("writer load starts")
 }
 
+/// Places a one-line order through the writer binary; returns its id.
 fn place_order(stack: &Stack, customer: &str, line: &str) -> String {
     demo::place_order(stack, customer, &[line]).expect("order placed")
 }
@@ -863,6 +852,9 @@ fn thirty_seconds_without_the_read_database_lose_and_dead_letter_nothing() {
         count(&stack, READ_DB, "SELECT count(*) FROM parked_events"),
         0
     );
+    // Not only as many events: the read models are what the write side implies.
+    let oracle = stack::oracle::check(&stack).unwrap();
+    assert!(oracle.passed(), "{:#?}", oracle.failures());
     stack.down(&|_| {}).unwrap();
 }
 
@@ -909,9 +901,9 @@ fn replaying_every_topic_into_an_empty_database_builds_identical_read_models() {
     );
     let _ = replay.kill();
     let _ = replay.wait();
-    let dump = READ_MODEL_DUMP;
-    let live = stack.psql(READ_DB, dump).unwrap();
-    let replayed = stack.psql("orders_replay", dump).unwrap();
+    let dump = stack::oracle::read_model_dump_sql();
+    let live = stack.psql(READ_DB, &dump).unwrap();
+    let replayed = stack.psql("orders_replay", &dump).unwrap();
     assert!(live.lines().count() > 10, "a real history: {live}");
     assert_eq!(replayed, live);
     stack.down(&|_| {}).unwrap();
@@ -977,7 +969,6 @@ fn a_lost_slot_is_detected_and_everything_committed_meanwhile_is_published_again
     // `reconcile --republish` sends chosen events again (same ids): the inbox
     // turns them away and nothing changes.
     let again = count(&stack, READ_DB, "SELECT count(*) FROM inbox");
-    let report = stack::reconcile::run(&stack, 0).unwrap();
     let outbox = stack
         .psql(
             WRITE_DB,
@@ -1005,7 +996,12 @@ fn a_lost_slot_is_detected_and_everything_committed_meanwhile_is_published_again
         },
     );
     assert_eq!(count(&stack, READ_DB, "SELECT count(*) FROM inbox"), again);
-    assert!(report.is_clean());
+    // Reconciled again after the republish: still clean, and the read models are what the
+    // write side implies (the oracle computes them independently of the projector).
+    let report = stack::reconcile::run(&stack, 0).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    let oracle = stack::oracle::check(&stack).unwrap();
+    assert!(oracle.passed(), "{:#?}", oracle.failures());
     stack.down(&|_| {}).unwrap();
 }
 
@@ -1565,21 +1561,36 @@ fn a_rebuild_swaps_in_identical_read_models_while_writes_continue() {
     let scenario = demo::run_scenario(&stack, &log).expect("scenario");
     demo::await_read_model(&stack, &scenario, Duration::from_secs(120)).expect("live read model");
 
-    // Readers (the read-only role) poll throughout: never an error, never fewer orders.
+    // Readers (the read-only role) poll all three read models throughout: never an error,
+    // never fewer rows in any of them.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
         let (stack, stop) = (stack.clone(), stop.clone());
         std::thread::spawn(move || {
             let login = stack.login(stack::Role::Reader, READ_DB);
-            let (mut last, mut reads, mut problems) = (0i64, 0, Vec::new());
+            let models = ["order_view", "customer_summary", "product_sales_daily"];
+            let sql = format!(
+                "SELECT {}",
+                models
+                    .map(|m| format!("(SELECT count(*) FROM {m})"))
+                    .join(", ")
+            );
+            let (mut last, mut reads, mut problems) = ([0i64; 3], 0, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match stack::postgres::psql(&login, "SELECT count(*) FROM order_view", &["-tA"]) {
-                    Ok(n) => {
-                        let n: i64 = n.trim().parse().unwrap_or(-1);
-                        if n < last {
-                            problems.push(format!("order_view went from {last} to {n} rows"));
+                match stack::postgres::psql(&login, &sql, &["-tA"]) {
+                    Ok(row) => {
+                        let counts: Vec<i64> = row
+                            .trim()
+                            .split('|')
+                            .map(|n| n.parse().unwrap_or(-1))
+                            .collect();
+                        for (i, model) in models.iter().enumerate() {
+                            let n = counts.get(i).copied().unwrap_or(-1);
+                            if n < last[i] {
+                                problems.push(format!("{model} went from {} to {n} rows", last[i]));
+                            }
+                            last[i] = n;
                         }
-                        last = n;
                         reads += 1;
                     }
                     Err(e) => problems.push(e.to_string()),
@@ -1614,12 +1625,19 @@ fn a_rebuild_swaps_in_identical_read_models_while_writes_continue() {
 
     let load = writer_load(&stack, "20s");
     std::thread::sleep(Duration::from_secs(3));
+    let outbox = || count(&stack, WRITE_DB, "SELECT count(*) FROM outbox");
+    let at_start = outbox();
     let out = stack
         .projector_as_owner()
         .args(["--json", "rebuild"])
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
+    let at_end = outbox();
+    assert!(
+        at_end > at_start,
+        "the load committed nothing during the rebuild ({at_start} events before, {at_end} after)"
+    );
     assert!(
         out.status.success(),
         "rebuild failed: {}",
@@ -1636,7 +1654,10 @@ fn a_rebuild_swaps_in_identical_read_models_while_writes_continue() {
         report["retired_schema"].is_null(),
         "the old tables were dropped"
     );
-    let _ = load.wait_with_output();
+    assert!(
+        load.wait_with_output().unwrap().status.success(),
+        "the writer's load failed"
+    );
     wait_until(
         Duration::from_secs(120),
         || "the read side did not converge after the rebuild".into(),
@@ -1673,7 +1694,9 @@ fn a_rebuild_swaps_in_identical_read_models_while_writes_continue() {
         0,
         "{pruned}"
     );
-    let before = stack.psql(READ_DB, READ_MODEL_DUMP).unwrap();
+    let before = stack
+        .psql(READ_DB, &stack::oracle::read_model_dump_sql())
+        .unwrap();
     let out = stack
         .projector_as_owner()
         .arg("rebuild")
@@ -1685,7 +1708,12 @@ fn a_rebuild_swaps_in_identical_read_models_while_writes_continue() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stack.psql(READ_DB, READ_MODEL_DUMP).unwrap(), before);
+    assert_eq!(
+        stack
+            .psql(READ_DB, &stack::oracle::read_model_dump_sql())
+            .unwrap(),
+        before
+    );
     assert_eq!(
         stack
             .admin_sql(READ_DB, "SELECT note FROM public.dashboard_notes")
