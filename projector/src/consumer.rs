@@ -77,7 +77,18 @@ impl ProjectorContext {
         let Some((config, group)) = &self.positions else {
             return;
         };
-        let stored = match position::load_blocking(config.clone(), group.clone()) {
+        let load = || position::load_blocking(config.clone(), group.clone());
+        // The callback runs inside librdkafka's poll, i.e. in `recv` on a
+        // runtime worker: a multi-threaded runtime is told this thread blocks
+        // (bounded by the database timeouts), so the metrics endpoint and the
+        // shutdown signal are served by another worker meanwhile.
+        let stored = match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(load)
+            }
+            _ => load(),
+        };
+        let stored = match stored {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(error = %e, "stored positions unreadable; starting from Kafka's committed offsets");
