@@ -174,7 +174,19 @@ impl Stack {
             .map_err(io_err(format!("resolving {}", state_dir.display())))?;
         let file = state_dir.join("stack.json");
         let state = if file.exists() {
-            let state = StackState::load(&file)?;
+            let mut state = StackState::load(&file)?;
+            if state.kafka.is_none() {
+                // Made before the brokers required a login: SCRAM users can
+                // only be made when a node's storage is formatted.
+                if state_dir.join("kafka/node-1/data/meta.properties").exists() {
+                    return Err(StackError::BadInput(format!(
+                        "the stack in {} has a Kafka cluster made before the brokers required a login; \
+                         `stack down --purge` (this deletes its data) and `up` again",
+                        state_dir.display()
+                    )));
+                }
+                state.kafka = state::KafkaSecrets::generate();
+            }
             // Written back: a secret added since it was made is kept from now on.
             state.save(&file)?;
             if let Some(shape) = shape {

@@ -101,7 +101,24 @@ pub struct KafkaSecrets {
 }
 
 impl KafkaSecrets {
-    fn new() -> Self {
+    /// What a stack made before authentication has (see [`Self::is_none`]).
+    fn none() -> Self {
+        Self {
+            controller_password: String::new(),
+            broker_password: String::new(),
+            admin_password: String::new(),
+            connect_password: String::new(),
+            projector_password: String::new(),
+            connect_rest_password: String::new(),
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.broker_password.is_empty()
+    }
+
+    /// Fresh random secrets.
+    pub fn generate() -> Self {
         Self {
             controller_password: random_secret(),
             broker_password: random_secret(),
@@ -211,8 +228,9 @@ pub struct StackState {
     #[serde(default)]
     pub postgres_data: Option<PathBuf>,
     /// Kafka's users and Connect's REST login. A stack made before the
-    /// brokers required them has none (its cluster was formatted without
-    /// users): loading it fails and says to make it again.
+    /// brokers required them has none: it gets them on open if its cluster
+    /// was never formatted, and is refused otherwise (`Stack::open`).
+    #[serde(default = "KafkaSecrets::none")]
     pub kafka: KafkaSecrets,
 }
 
@@ -248,7 +266,7 @@ impl StackState {
             reader_password: random_secret(),
             operator_password: random_secret(),
             postgres_data: postgres_home_data()?,
-            kafka: KafkaSecrets::new(),
+            kafka: KafkaSecrets::generate(),
         })
     }
 
