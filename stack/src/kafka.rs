@@ -333,6 +333,13 @@ pub fn java_login(user: &str, password: &str) -> String {
 
 /// Starts node `id` (not waiting for it).
 pub fn start_node(stack: &Stack, id: u8) -> Result<()> {
+    if stack.state.kafka.is_none() {
+        return Err(StackError::BadInput(format!(
+            "the stack in {} has a Kafka cluster made before the brokers required a login; \
+             `stack down --purge` (this deletes its data) and `up` again",
+            stack.state_dir.display()
+        )));
+    }
     let dir = node_dir(stack, id);
     fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
     let config = dir.join("server.properties");

@@ -175,16 +175,14 @@ impl Stack {
         let file = state_dir.join("stack.json");
         let state = if file.exists() {
             let mut state = StackState::load(&file)?;
-            if state.kafka.is_none() {
-                // Made before the brokers required a login: SCRAM users can
-                // only be made when a node's storage is formatted.
-                if state_dir.join("kafka/node-1/data/meta.properties").exists() {
-                    return Err(StackError::BadInput(format!(
-                        "the stack in {} has a Kafka cluster made before the brokers required a login; \
-                         `stack down --purge` (this deletes its data) and `up` again",
-                        state_dir.display()
-                    )));
-                }
+            // Made before the brokers required a login: SCRAM users can only
+            // be made when a node's storage is formatted, so a cluster that
+            // was never formatted gets them now; a formatted one cannot start
+            // (kafka::start_node says what to do) but can still be stopped
+            // and purged.
+            if state.kafka.is_none()
+                && !state_dir.join("kafka/node-1/data/meta.properties").exists()
+            {
                 state.kafka = state::KafkaSecrets::generate();
             }
             // Written back: a secret added since it was made is kept from now on.
