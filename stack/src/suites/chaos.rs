@@ -406,6 +406,18 @@ pub fn run(stack: &Stack, spec: &ChaosSpec, progress: &dyn Fn(&str)) -> Result<C
             report.transactions_unresolved
         ));
     }
+    // Every command a writer reported committed wrote one event, and so did
+    // every killed writer's transaction that committed anyway: the outbox holds
+    // at least that many (a killed segment's earlier commits were never
+    // reported, so more is expected; fewer is a lost commit).
+    let reported = report.commands_committed + report.transactions_committed_after_kill as u64;
+    if (report.events_committed as u64) < reported {
+        report.problems.push(format!(
+            "the writers reported {reported} commits (with killed transactions that committed), \
+             the outbox holds {} events",
+            report.events_committed
+        ));
+    }
     let covered: std::collections::BTreeSet<&str> = report
         .faults
         .iter()

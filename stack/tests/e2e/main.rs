@@ -983,6 +983,27 @@ fn a_lost_slot_is_detected_and_everything_committed_meanwhile_is_published_again
         })
         .collect();
     let duplicates_before = oracle.broker_duplicates;
+    // What the projector counted as turned away (its runs' tallies, stored with the read
+    // models): the inbox count cannot grow by construction, this count must.
+    let turned_away = || {
+        count(
+            &stack,
+            READ_DB,
+            "SELECT coalesce(sum(duplicates_skipped + stale_skipped), 0) FROM projector_runs WHERE group_id = 'projector'",
+        )
+    };
+    // Every duplicate record the snapshot left on the topics is counted once consumed.
+    wait_until(
+        Duration::from_secs(60),
+        || {
+            format!(
+                "{duplicates_before} duplicate records on the topics, {} counted as turned away",
+                turned_away()
+            )
+        },
+        || turned_away() >= duplicates_before as i64,
+    );
+    let turned_away_before = turned_away();
     assert_eq!(
         stack::reconcile::republish(&stack, &chosen).unwrap(),
         chosen.len()
@@ -994,6 +1015,17 @@ fn a_lost_slot_is_detected_and_everything_committed_meanwhile_is_published_again
             stack::oracle::check(&stack)
                 .is_ok_and(|o| o.broker_duplicates > duplicates_before && o.passed())
         },
+    );
+    wait_until(
+        Duration::from_secs(60),
+        || {
+            format!(
+                "the projector counted {} of {} re-published events as duplicates",
+                turned_away() - turned_away_before,
+                chosen.len()
+            )
+        },
+        || turned_away() >= turned_away_before + chosen.len() as i64,
     );
     assert_eq!(count(&stack, READ_DB, "SELECT count(*) FROM inbox"), again);
     // Reconciled again after the republish: still clean, and the read models are what the
@@ -1127,6 +1159,93 @@ fn an_invalidated_slot_stops_the_relay_loudly_and_the_runbook_loses_nothing() {
 
 /// Least privilege: each role can do its job and is refused the others'. The
 /// matrix is printed (the closing note and docs/operations.md quote it).
+/// `stack reconcile` on a real difference: an event removed from the read
+/// side (its aggregate left a version behind) and one forged there. It exits
+/// 1, names each in its list, and its gauges count them.
+#[test]
+fn reconcile_names_a_removed_and_a_forged_event_and_exits_1() {
+    let stack = Stack::for_tests("reconcile").expect("test stack");
+    stack
+        .up(&|m| eprintln!("[reconcile] {m}"))
+        .expect("stack up");
+    demo::register_customer(&stack, "c-rec").unwrap();
+    let order = place_order(&stack, "c-rec", "REC:1:1.00");
+    let outbox = || count(&stack, WRITE_DB, "SELECT count(*) FROM outbox");
+    wait_until(
+        Duration::from_secs(60),
+        || "the events were not applied".into(),
+        || count(&stack, READ_DB, "SELECT count(*) FROM inbox") == outbox(),
+    );
+    let reconcile = |textfile: &std::path::Path| {
+        std::process::Command::new(stack.bin_dir.join("stack"))
+            .arg("--state-dir")
+            .arg(&stack.state_dir)
+            .args(["reconcile", "--settle", "0", "--json", "--textfile"])
+            .arg(textfile)
+            .output()
+            .unwrap()
+    };
+    let clean = reconcile(&stack.state_dir.join("clean.prom"));
+    assert_eq!(
+        clean.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+
+    // Removed: the order's event leaves the inbox and its version goes back to 0.
+    let removed = stack
+        .psql(
+            WRITE_DB,
+            &format!("SELECT id FROM outbox WHERE aggregate_id = '{order}'"),
+        )
+        .unwrap()
+        .trim()
+        .to_owned();
+    let forged = "00000000-0000-4000-8000-00000000f09e";
+    stack
+        .admin_sql(
+            READ_DB,
+            &format!(
+                "DELETE FROM inbox WHERE event_id = '{removed}'; \
+                 DELETE FROM aggregate_versions WHERE aggregate_type = 'order' AND aggregate_id = '{order}'; \
+                 INSERT INTO inbox (event_id, event_type, aggregate_type, aggregate_id, aggregate_version, topic, \
+                   kafka_partition, kafka_offset, occurred_at) \
+                 VALUES ('{forged}', 'OrderPaid', 'order', '{order}', 2, 'outbox.event.order', 0, 999999, now())"
+            ),
+        )
+        .unwrap();
+    let textfile = stack.state_dir.join("reconcile.prom");
+    let out = reconcile(&textfile);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["missing"],
+        serde_json::json!([[removed, "order", order, 1]]),
+        "{report}"
+    );
+    assert_eq!(report["unknown"], serde_json::json!([forged]), "{report}");
+    assert_eq!(
+        report["behind"],
+        serde_json::json!([["order", order, 1, 0]]),
+        "{report}"
+    );
+    let gauges = std::fs::read_to_string(&textfile).unwrap();
+    for line in [
+        "\noutbox_reconcile_missing_events 1\n",
+        "\noutbox_reconcile_unknown_events 1\n",
+        "\noutbox_reconcile_aggregates_behind 1\n",
+    ] {
+        assert!(gauges.contains(line), "{line:?} not in:\n{gauges}");
+    }
+    stack.down(&|_| {}).unwrap();
+}
+
 /// The broker and Connect's REST API let in only who logs in, and each Kafka
 /// user does its own job only: the projector's login cannot forge an outbox
 /// event (it could otherwise publish a "next version" that the real one is

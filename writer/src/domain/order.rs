@@ -343,34 +343,111 @@ mod tests {
             if p.total_cents == 1000 && p.shipping_address.as_ref().is_some_and(|a| a.city == "Paris")));
     }
 
+    /// Every command in every state: the one event it emits, or the exact
+    /// rejection (variant and fields), never merely "ok" or "not ok".
     #[test]
-    fn transitions_follow_the_life_cycle() {
+    fn every_command_in_every_state_emits_its_event_or_names_its_rejection() {
         use OrderStatus::*;
-        let ok = |s: OrderStatus, paid: bool, c: OrderCommand| {
-            decide(Some(&state(s, paid)), None, &c).is_ok()
+        let paid_event = Event::OrderPaid(OrderPaid {
+            order_id: ID,
+            payment_reference: "p".into(),
+            amount_cents: 1000,
+            currency: "EUR".into(),
+        });
+        let shipped = Event::OrderShipped(OrderShipped {
+            order_id: ID,
+            carrier: "DHL".into(),
+            tracking_number: "T".into(),
+        });
+        let delivered = Event::OrderDelivered(OrderDelivered { order_id: ID });
+        let cancelled = Event::OrderCancelled(OrderCancelled {
+            order_id: ID,
+            reason: "r".into(),
+        });
+        let refunded = Event::OrderRefunded(OrderRefunded {
+            order_id: ID,
+            amount_cents: 1000,
+            currency: "EUR".into(),
+            reason: "r".into(),
+        });
+        // The state's `paid` flag as the order's history leaves it.
+        let statuses = [
+            (Placed, false),
+            (Paid, true),
+            (Shipped, true),
+            (Delivered, true),
+            (Cancelled, true),
+            (Refunded, false),
+        ];
+        let allowed = |status: OrderStatus, verb: &str| -> Option<Event> {
+            match (status, verb) {
+                (Placed, "pay") => Some(paid_event.clone()),
+                (Placed | Paid, "cancel") => Some(cancelled.clone()),
+                (Paid, "ship") => Some(shipped.clone()),
+                (Shipped, "deliver") => Some(delivered.clone()),
+                (Delivered | Cancelled, "refund") => Some(refunded.clone()),
+                _ => None,
+            }
         };
-        assert!(ok(Placed, false, pay(1000)));
-        assert!(!ok(Placed, false, pay(999)));
-        assert!(!ok(Paid, true, pay(1000)));
-        assert!(!ok(Placed, false, ship()));
-        assert!(ok(Paid, true, ship()));
-        assert!(ok(Shipped, true, deliver()));
-        assert!(!ok(Paid, true, deliver()));
-        assert!(ok(Placed, false, cancel()));
-        assert!(ok(Paid, true, cancel()));
-        assert!(!ok(Shipped, true, cancel()));
-        assert!(ok(Cancelled, true, refund(1000)));
-        assert!(ok(Delivered, true, refund(1000)));
-        assert!(!ok(Delivered, true, refund(10)));
-        assert!(!ok(Shipped, true, refund(1000)));
+        let mut checked = 0;
+        for (status, paid) in statuses {
+            for command in [pay(1000), ship(), deliver(), cancel(), refund(1000)] {
+                let verb = command.verb();
+                let expected = match allowed(status, verb) {
+                    Some(event) => Ok(vec![event]),
+                    None => Err(Rejection::InvalidTransition {
+                        order_id: ID,
+                        verb,
+                        status,
+                    }),
+                };
+                assert_eq!(
+                    decide(Some(&state(status, paid)), None, &command),
+                    expected,
+                    "{verb} when {status}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 30);
+
+        // The rejections that are not about the state.
+        let mismatch = |what: &'static str, amount: i64| Rejection::AmountMismatch {
+            what,
+            amount: format_money(amount),
+            total: format_money(1000),
+            currency: "EUR".into(),
+        };
+        assert_eq!(
+            decide(Some(&state(Placed, false)), None, &pay(999)),
+            Err(mismatch("payment", 999))
+        );
+        assert_eq!(
+            decide(Some(&state(Delivered, true)), None, &refund(10)),
+            Err(mismatch("refund", 10))
+        );
         assert_eq!(
             decide(Some(&state(Cancelled, false)), None, &refund(1000)),
-            Err(Rejection::NotPaid(ID))
+            Err(Rejection::NotPaid(ID)),
+            "cancelled before payment: nothing to refund"
         );
-        assert!(!ok(Refunded, false, refund(1000)));
         assert_eq!(
             decide(None, None, &ship()),
             Err(Rejection::UnknownOrder(ID))
+        );
+        let place = OrderCommand::Place {
+            order_id: ID,
+            customer_id: "c".into(),
+            currency: "EUR".into(),
+            lines: vec![],
+        };
+        assert_eq!(
+            decide(None, Some(&customer()), &place),
+            Err(Rejection::NoLines)
+        );
+        assert_eq!(
+            decide(Some(&state(Placed, false)), Some(&customer()), &place),
+            Err(Rejection::OrderExists(ID))
         );
     }
 }
