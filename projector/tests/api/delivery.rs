@@ -230,20 +230,8 @@ async fn the_service_loop_applies_events_and_stops_cleanly_on_shutdown() {
     // Offsets were committed on shutdown, and positions stored with the data:
     // for every partition that holds records, the group's committed offset
     // and the stored position are both its end offset.
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let kafka: BaseConsumer = stack::kafka::client_config(crate::helpers::stack())
-        .set("group.id", &env.settings.kafka.group_id)
-        .create()
-        .unwrap();
-    let mut partitions = rdkafka::TopicPartitionList::new();
-    for topic in &env.settings.kafka.topics {
-        for partition in 0..3 {
-            partitions.add_partition(topic, partition);
-        }
-    }
-    let committed = kafka
-        .committed_offsets(partitions, Duration::from_secs(10))
-        .unwrap();
+    use rdkafka::consumer::Consumer;
+    let (kafka, committed) = env.committed_offsets();
     let mut checked = 0;
     for element in committed.elements() {
         let (_, end) = kafka

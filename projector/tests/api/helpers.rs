@@ -204,6 +204,29 @@ impl TestEnv {
             .map(|r| (r.get(0), r.get(1)))
     }
 
+    /// The test group's committed offsets for every partition of its topics,
+    /// with the (non-committing) consumer that read them, for watermarks.
+    pub fn committed_offsets(
+        &self,
+    ) -> (rdkafka::consumer::BaseConsumer, rdkafka::TopicPartitionList) {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::BaseConsumer = stack::kafka::client_config(stack())
+            .set("group.id", &self.settings.kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        for topic in &self.settings.kafka.topics {
+            for partition in 0..3 {
+                partitions.add_partition(topic, partition);
+            }
+        }
+        let committed = consumer
+            .committed_offsets(partitions, Duration::from_secs(10))
+            .unwrap();
+        (consumer, committed)
+    }
+
     /// Every read model's rows as text: every column but the processing
     /// timestamps (`stack::oracle::read_model_dump_sql`, the one dump all tests share).
     pub async fn read_models(&self) -> String {

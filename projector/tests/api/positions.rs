@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::TopicPartitionList;
 use uuid::Uuid;
 
 use crate::helpers::{await_count, paid, placed, ProjectorProcess, TestEnv};
@@ -21,20 +19,7 @@ async fn publish_orders(env: &TestEnv, orders: usize) -> i64 {
 /// Records the read database holds beyond the group's Kafka-committed offsets:
 /// > 0 means the process died after its commit but before Kafka heard of it.
 async fn stored_ahead_of_kafka(env: &TestEnv) -> i64 {
-    let consumer: BaseConsumer = stack::kafka::client_config(crate::helpers::stack())
-        .set("group.id", &env.settings.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for topic in &env.settings.kafka.topics {
-        for partition in 0..3 {
-            tpl.add_partition(topic, partition);
-        }
-    }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
+    let (_, committed) = env.committed_offsets();
     let mut ahead = 0;
     for e in committed.elements() {
         let kafka = e.offset().to_raw().unwrap_or(0).max(0);
