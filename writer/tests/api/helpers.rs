@@ -71,7 +71,13 @@ impl TestDb {
 
     /// [`TestDb::writer`] with extra environment variables (settings).
     pub fn writer_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_writer"))
+        self.writer_command(args, env).output().expect("run writer")
+    }
+
+    /// The real writer binary, set up for this database, not yet started.
+    pub fn writer_command(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_writer"));
+        command
             .env("WRITER__DATABASE__HOST", &self.params.host)
             .env("WRITER__DATABASE__PORT", self.params.port.to_string())
             .env("WRITER__DATABASE__USER", &self.params.user)
@@ -80,9 +86,46 @@ impl TestDb {
             .env_remove("WRITER_CONFIG")
             // Last: a test's own settings win.
             .envs(env.iter().copied())
-            .args(args)
-            .output()
-            .expect("run writer")
+            .args(args);
+        command
+    }
+
+    /// Another session on this database (as its owner), e.g. to hold a lock.
+    pub async fn session(&self) -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&self.params.conn_string(), tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Sessions of this database waiting for a lock, per `pg_stat_activity`.
+    pub async fn sessions_waiting_for_a_lock(&self) -> i64 {
+        self.client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Waits (deadline 30 s) until `n` sessions wait for a lock.
+    pub async fn await_lock_waiters(&self, n: i64) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let waiting = self.sessions_waiting_for_a_lock().await;
+            if waiting >= n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{waiting} of {n} sessions waiting for a lock after 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Runs the writer with `--json` and expects success; returns the parsed output.

@@ -152,3 +152,154 @@ async fn a_retry_with_the_same_key_returns_the_first_result_and_writes_nothing()
     assert!(retry.status.success(), "{retry:?}");
     assert_eq!(db.count("outbox WHERE event_type = 'OrderPaid'").await, 1);
 }
+
+/// Settings that let a command wait for the test's lock instead of giving up
+/// after the default 5 s.
+const PATIENT: [(&str, &str); 1] = [("WRITER__DATABASE__LOCK_TIMEOUT_MS", "60000")];
+
+/// Six *first* attempts with one key, held at the key's table until all six
+/// wait there, then let go together: one commits, the other five get its
+/// result back (the same order and event ids, `replayed`), and the database
+/// holds one order, one event and one key.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_first_attempts_with_one_key_commit_once_and_return_that_result() {
+    let db = TestDb::new().await;
+    let place = [
+        "--json",
+        "--idempotency-key",
+        "first-race",
+        "order",
+        "place",
+        "--customer",
+        "c-1",
+        "--currency",
+        "EUR",
+        "--line",
+        "A:1:2.50",
+    ];
+    // Nobody may claim a key while this transaction holds the table in SHARE mode.
+    let mut holder = db.session().await;
+    let gate = holder.transaction().await.unwrap();
+    gate.batch_execute("LOCK TABLE idempotency_keys IN SHARE MODE")
+        .await
+        .unwrap();
+    let attempts: Vec<_> = (0..6)
+        .map(|_| {
+            db.writer_command(&place, &PATIENT)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("writer starts")
+        })
+        .collect();
+    db.await_lock_waiters(6).await;
+    gate.rollback().await.unwrap();
+    let outs: Vec<Output> = tokio::task::spawn_blocking(move || {
+        attempts
+            .into_iter()
+            .map(|a| a.wait_with_output().unwrap())
+            .collect()
+    })
+    .await
+    .unwrap();
+    let results: Vec<serde_json::Value> = outs
+        .iter()
+        .map(|o| {
+            assert!(o.status.success(), "{o:?}");
+            serde_json::from_slice(&o.stdout).unwrap()
+        })
+        .collect();
+    let first: Vec<_> = results.iter().filter(|r| r["replayed"] == false).collect();
+    assert_eq!(first.len(), 1, "exactly one attempt commits: {results:?}");
+    for r in &results {
+        assert_eq!(r["order_id"], first[0]["order_id"]);
+        assert_eq!(
+            r["events"][0]["event_id"],
+            first[0]["events"][0]["event_id"]
+        );
+    }
+    assert_eq!(db.count("orders").await, 1);
+    assert_eq!(db.count("outbox WHERE aggregate_type = 'order'").await, 1);
+    assert_eq!(db.count("idempotency_keys").await, 1);
+}
+
+/// A first attempt SIGKILLed mid-command (its key claimed, its transaction
+/// waiting for a row lock) commits nothing; the retry with the same key runs
+/// the command for real (not `replayed`), once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_after_the_first_attempt_was_killed_mid_command_commits_once() {
+    let db = TestDb::new().await;
+    let place = [
+        "--json",
+        "--idempotency-key",
+        "killed-once",
+        "order",
+        "place",
+        "--customer",
+        "c-1",
+        "--currency",
+        "EUR",
+        "--line",
+        "K:3:1.00",
+    ];
+    let before = db.snapshot().await;
+    // The customer's row locked: the command claims its key, then waits to share-lock it.
+    let mut holder = db.session().await;
+    let gate = holder.transaction().await.unwrap();
+    gate.batch_execute("SELECT 1 FROM customers WHERE customer_id = 'c-1' FOR UPDATE")
+        .await
+        .unwrap();
+    let mut first = db
+        .writer_command(&place, &PATIENT)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("writer starts");
+    db.await_lock_waiters(1).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    gate.rollback().await.unwrap();
+    // Its server session, let go, finds its client gone and rolls back, releasing the key.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while db
+        .count(
+            "pg_stat_activity WHERE datname = current_database() AND application_name = 'writer'",
+        )
+        .await
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed attempt's session lives on"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        db.snapshot().await,
+        before,
+        "the killed attempt wrote nothing"
+    );
+    assert_eq!(
+        db.count("idempotency_keys").await,
+        0,
+        "its claim was rolled back"
+    );
+
+    let retry = db
+        .writer_command(&place, &PATIENT)
+        .output()
+        .expect("writer runs");
+    assert!(retry.status.success(), "{retry:?}");
+    let result: serde_json::Value = serde_json::from_slice(&retry.stdout).unwrap();
+    assert_eq!(
+        result["replayed"], false,
+        "the first attempt never committed"
+    );
+    let again = db.writer_command(&place, &PATIENT).output().unwrap();
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["replayed"], true);
+    assert_eq!(again["order_id"], result["order_id"]);
+    assert_eq!(db.count("orders").await, 1);
+    assert_eq!(db.count("outbox WHERE aggregate_type = 'order'").await, 1);
+    assert_eq!(db.count("idempotency_keys").await, 1);
+}
