@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
-use crate::helpers::{paid, placed, receive, TestEnv};
+use crate::helpers::{await_count, paid, placed, receive, ProjectorProcess, TestEnv};
 
 fn shipped(order_id: Uuid) -> Envelope {
     let e = OrderShipped {
@@ -858,4 +858,75 @@ async fn a_customer_applied_while_its_order_is_uncommitted_still_reaches_the_ord
         .unwrap()
         .get(0);
     assert_eq!(name.as_deref(), Some("Racing Rita"));
+}
+
+/// A schema the code does not expect (the order read model's table gone) is
+/// not a bad record: the projector logs it at ERROR, retries the batch, stays
+/// up, and applies, parks and dead-letters nothing meanwhile; once the table
+/// is back it catches up with every event.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schema_drift_is_logged_and_retried_never_dead_lettered_and_caught_up_once_repaired() {
+    let env = TestEnv::new().await;
+    env.client
+        .batch_execute("ALTER TABLE order_view RENAME TO order_view_away")
+        .await
+        .unwrap();
+    let orders: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+    for order in &orders {
+        env.publish(&placed(*order)).await;
+        env.publish(&paid(*order)).await;
+    }
+    let log_path = std::env::temp_dir().join(format!("{}.log", env.settings.kafka.group_id));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut process = ProjectorProcess::spawn_logging(&env, "warn", log);
+    let count = |sql: &'static str| {
+        let client = &env.client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    // Two ERROR lines: the batch failed, and failed again when retried.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        let errors = text
+            .lines()
+            .filter(|l| {
+                l.contains("ERROR") && l.contains("batch failed for a reason outside the records")
+            })
+            .count();
+        if errors >= 2 {
+            assert!(
+                text.contains("order_view"),
+                "the error names the table:\n{text}"
+            );
+            break;
+        }
+        assert!(process.is_running(), "the projector exited:\n{text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retried ERROR within 60 s:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(process.is_running(), "the projector stays up");
+    assert_eq!(count("SELECT count(*) FROM inbox").await, 0);
+    assert_eq!(count("SELECT count(*) FROM dead_letters").await, 0);
+    assert_eq!(count("SELECT count(*) FROM parked_events").await, 0);
+
+    env.client
+        .batch_execute("ALTER TABLE order_view_away RENAME TO order_view")
+        .await
+        .unwrap();
+    await_count(
+        &env.client,
+        "SELECT count(*) FROM inbox",
+        10,
+        Duration::from_secs(60),
+    )
+    .await;
+    for order in &orders {
+        assert_eq!(env.order_view(*order).await, Some(("paid".into(), 2)));
+    }
+    assert_eq!(count("SELECT count(*) FROM dead_letters").await, 0);
+    process.stop();
+    let _ = std::fs::remove_file(&log_path);
 }

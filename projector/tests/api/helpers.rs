@@ -311,6 +311,15 @@ pub struct ProjectorProcess {
 
 impl ProjectorProcess {
     pub fn spawn(env: &TestEnv) -> Self {
+        Self::spawn_logging(env, "warn", std::process::Stdio::inherit())
+    }
+
+    /// [`ProjectorProcess::spawn`] with its log (`RUST_LOG=filter`) sent to `stderr`.
+    pub fn spawn_logging(
+        env: &TestEnv,
+        filter: &str,
+        stderr: impl Into<std::process::Stdio>,
+    ) -> Self {
         let s = &env.settings;
         let binary = stack().bin_dir.join("projector");
         let child = std::process::Command::new(&binary)
@@ -339,11 +348,18 @@ impl ProjectorProcess {
                 ),
             )
             .env("PROJECTOR__METRICS_ADDR", "127.0.0.1:0")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", filter)
+            .env_remove("LOG_FORMAT")
             .stdin(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
         Self { child }
+    }
+
+    /// Still running (it has not exited, for whatever reason).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("poll the projector").is_none()
     }
 
     /// SIGKILL: no final commit, no clean leave.
