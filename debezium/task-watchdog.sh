@@ -2,10 +2,11 @@
 # Restarts the outbox connector's FAILED tasks, with capped backoff.
 #
 # Why: Kafka Connect never restarts a failed task by itself. Debezium retries
-# a lost database connection while streaming (errors.max.retries=-1), but a
-# task that restarts while PostgreSQL is still down fails in its start-up
-# ("Couldn't obtain encoding for database") with an error it does not retry:
-# the chaos suite found the relay stopped for good after a database restart.
+# database errors (errors.max.retries=-1, start-up included since 3.x), but not
+# what fails outside it: a producer transaction the broker refuses (e.g. an ACL,
+# a fenced or timed-out transaction) kills the task, and the relay stays
+# stopped until someone restarts it (test:
+# status_names_each_unhealthy_cause_and_the_watchdog_restarts_a_failed_task).
 # Used by the local stack (started with Connect) and by compose (its own service).
 #
 # CONNECT_URL (default http://connect:8083; several workers: space-separated, the

@@ -282,31 +282,12 @@ pub fn apply_acls(stack: &Stack, progress: &dyn Fn(&str)) -> Result<()> {
     if fs::read_to_string(&marker).is_ok_and(|done| done == wanted) {
         return Ok(());
     }
-    let login = stack.state_dir.join("kafka/admin-client.properties");
-    write_private(&login, &client_properties(stack, KafkaUser::Admin))?;
     for (user, spec) in &specs {
-        let mut args: Vec<String> = [
-            "--bootstrap-server",
-            &stack.bootstrap_servers(),
-            "--command-config",
-            &login.display().to_string(),
-            "--add",
-            "--force",
-            "--resource-pattern-type",
-            "prefixed",
-            "--allow-principal",
-            &format!("User:{}", user.name()),
-        ]
-        .iter()
-        .map(|a| (*a).to_owned())
-        .collect();
-        args.extend(spec.iter().cloned());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        tools::run_java(
-            tools::kafka_classpath()?,
-            "org.apache.kafka.tools.AclCommand",
-            &args,
-        )?;
+        let mut args: Vec<&str> = vec!["--add", "--force", "--resource-pattern-type", "prefixed"];
+        let principal = format!("User:{}", user.name());
+        args.extend(["--allow-principal", &principal]);
+        args.extend(spec.iter().map(String::as_str));
+        acl_command(stack, &args)?;
         progress(&format!(
             "ACLs for User:{}: {}",
             user.name(),
@@ -314,6 +295,27 @@ pub fn apply_acls(stack: &Stack, progress: &dyn Fn(&str)) -> Result<()> {
         ));
     }
     fs::write(&marker, wanted).map_err(io_err("writing the ACL marker"))
+}
+
+/// Runs Kafka's `AclCommand` with `args` (after the bootstrap servers) as
+/// the admin user: one JVM start, a few seconds.
+pub fn acl_command(stack: &Stack, args: &[&str]) -> Result<String> {
+    let login = stack.state_dir.join("kafka/admin-client.properties");
+    write_private(&login, &client_properties(stack, KafkaUser::Admin))?;
+    let bootstrap = stack.bootstrap_servers();
+    let login = login.display().to_string();
+    let mut all = vec![
+        "--bootstrap-server",
+        bootstrap.as_str(),
+        "--command-config",
+        login.as_str(),
+    ];
+    all.extend_from_slice(args);
+    tools::run_java(
+        tools::kafka_classpath()?,
+        "org.apache.kafka.tools.AclCommand",
+        &all,
+    )
 }
 
 /// A Java client's login settings for `user` (`--command-config` of Kafka's

@@ -1843,3 +1843,265 @@ fn a_rebuild_swaps_in_identical_read_models_while_writes_continue() {
     );
     stack.down(&|_| {}).unwrap();
 }
+
+/// `stack status --json`: its exit code and the report of each component.
+fn status(stack: &Stack) -> (i32, serde_json::Value) {
+    let out = std::process::Command::new(stack.bin_dir.join("stack"))
+        .arg("--state-dir")
+        .arg(&stack.state_dir)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let report: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let by_component = report
+        .into_iter()
+        .map(|s| (s["component"].as_str().unwrap().to_owned(), s))
+        .collect::<serde_json::Map<_, _>>();
+    (out.status.code().unwrap(), by_component.into())
+}
+
+/// Waits until `stack status` reports `component` with `healthy` and a
+/// detail containing `needle`; then the exit code must say the same.
+fn await_status(stack: &Stack, component: &str, healthy: bool, needle: &str) -> String {
+    let last = std::cell::RefCell::new(serde_json::Value::Null);
+    wait_until(
+        Duration::from_secs(90),
+        || {
+            format!(
+                "{component} never reported healthy={healthy} with {needle:?}: {:#}",
+                last.borrow()
+            )
+        },
+        || {
+            let (_, report) = status(stack);
+            let ok = report[component]["healthy"] == healthy
+                && report[component]["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(needle));
+            *last.borrow_mut() = report;
+            ok
+        },
+    );
+    let (code, report) = status(stack);
+    let all_healthy = report
+        .as_object()
+        .unwrap()
+        .values()
+        .all(|s| s["healthy"] == true);
+    assert_eq!(code, if all_healthy { 0 } else { 1 }, "{report:#}");
+    report[component]["detail"].as_str().unwrap().to_owned()
+}
+
+/// `stack status` is unhealthy, with exit 1 and the cause in its detail, for
+/// each cause the docs name: an open dead letter, parked events, the projector
+/// down, a FAILED relay task; and healthy again once each is resolved. The task
+/// watchdog restarts the FAILED task by itself (its log says so). Every metric
+/// docs/operations.md lists is read from the running projector's `/metrics`.
+#[test]
+fn status_names_each_unhealthy_cause_and_the_watchdog_restarts_a_failed_task() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let stack = Stack::for_tests("status").expect("test stack");
+    stack.up(&|m| eprintln!("[status] {m}")).expect("stack up");
+    demo::register_customer(&stack, "c-status").unwrap();
+    place_order(&stack, "c-status", "ST:1:1.00");
+    let outbox = || count(&stack, WRITE_DB, "SELECT count(*) FROM outbox");
+    wait_until(
+        Duration::from_secs(60),
+        || "the events were not applied".into(),
+        || count(&stack, READ_DB, "SELECT count(*) FROM inbox") == outbox(),
+    );
+    await_status(&stack, "projector", true, "0 open dead letters");
+    assert_eq!(status(&stack).0, 0, "{:#}", status(&stack).1);
+
+    // The metrics the docs list, by name, from the running projector.
+    let metrics = ureq::get(&stack.metrics_url())
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let exported: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap())
+        .collect();
+    let operations =
+        std::fs::read_to_string(stack::repo_root().join("docs/operations.md")).unwrap();
+    let documented: Vec<&str> = operations
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `projector_"))
+        .map(|l| l.split(['`', '{']).next().unwrap())
+        .collect();
+    assert!(documented.len() >= 10, "the metrics table: {documented:?}");
+    for name in &documented {
+        let name = format!("projector_{name}");
+        assert!(
+            exported.contains(name.as_str()),
+            "docs/operations.md lists {name}, /metrics does not export it:\n{metrics}"
+        );
+    }
+
+    let producer: FutureProducer = stack::kafka::client_config(&stack)
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    let publish = |key: &str, headers: &[(&str, String)], value: &[u8]| {
+        let mut owned = OwnedHeaders::new();
+        for (name, value) in headers {
+            owned = owned.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        futures::executor::block_on(
+            producer.send(
+                FutureRecord::to("outbox.event.order")
+                    .key(key)
+                    .payload(value)
+                    .headers(owned),
+                Duration::from_secs(10),
+            ),
+        )
+        .map_err(|(e, _)| e)
+        .expect("publish");
+    };
+
+    // 1. A dead letter: a record with no headers and no JSON.
+    publish("not-an-order", &[], b"garbage");
+    let detail = await_status(&stack, "projector", false, "1 open dead letters");
+    assert!(detail.contains("projector dead-letters list"), "{detail}");
+    let discard = std::process::Command::new(stack.bin_dir.join("projector"))
+        .arg("--config")
+        .arg(stack.operator_config())
+        .args(["dead-letters", "discard", "1", "--reason", "test record"])
+        .output()
+        .unwrap();
+    assert!(discard.status.success(), "{discard:?}");
+    await_status(&stack, "projector", true, "0 open dead letters");
+
+    // 2. Parked: version 2 of an order whose version 1 has not arrived.
+    let order = uuid::Uuid::new_v4();
+    let envelope =
+        |event, version| outbox_events::Envelope::new(event, version, chrono::Utc::now());
+    let placed = envelope(
+        outbox_events::Event::OrderPlaced(outbox_events::OrderPlaced {
+            order_id: order,
+            customer_id: "c-status".into(),
+            currency: "EUR".into(),
+            lines: vec![outbox_events::OrderLine {
+                sku: "PK".into(),
+                quantity: 1,
+                unit_price_cents: 100,
+            }],
+            total_cents: 100,
+            shipping_address: None,
+        }),
+        1,
+    );
+    let paid = envelope(
+        outbox_events::Event::OrderPaid(outbox_events::OrderPaid {
+            order_id: order,
+            payment_reference: "p-status".into(),
+            amount_cents: 100,
+            currency: "EUR".into(),
+        }),
+        2,
+    );
+    let send = |e: &outbox_events::Envelope| {
+        let headers = e.to_headers();
+        publish(
+            &e.aggregate_id,
+            &headers,
+            e.event.to_payload().to_string().as_bytes(),
+        );
+    };
+    send(&paid);
+    let detail = await_status(&stack, "projector", false, "1 parked events (1 aggregates)");
+    assert!(detail.contains("0 open dead letters"), "{detail}");
+    send(&placed);
+    await_status(&stack, "projector", true, "0 parked events (0 aggregates)");
+    assert_eq!(
+        stack
+            .psql(
+                READ_DB,
+                &format!("SELECT status || ' ' || last_version FROM order_view WHERE order_id = '{order}'")
+            )
+            .unwrap()
+            .trim(),
+        "paid 2"
+    );
+
+    // 3. The projector down.
+    stack.kill(stack::Component::Projector).unwrap();
+    let (code, report) = status(&stack);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["projector"]["detail"], "down", "{report:#}");
+    assert_eq!(report["projector"]["healthy"], false);
+    stack.start(stack::Component::Projector, &|_| {}).unwrap();
+    await_status(&stack, "projector", true, "alive");
+
+    // 4. A FAILED relay task: Connect's login may not write the order topic
+    // (a DENY ACL), so the next transaction fails and kills the task; the
+    // watchdog restarts it (and it fails again) until the ACL is gone.
+    let watchdog_log = stack.unit_log(stack::connect::WATCHDOG);
+    let restarts = || {
+        std::fs::read_to_string(&watchdog_log)
+            .unwrap_or_default()
+            .matches("has a FAILED task; restarting it")
+            .count()
+    };
+    let restarts_before = restarts();
+    let deny = [
+        "--deny-principal",
+        "User:connect",
+        "--operation",
+        "Write",
+        "--topic",
+        "outbox.event.order",
+    ];
+    stack::kafka::acl_command(&stack, &[&["--add"][..], &deny].concat()).unwrap();
+    let blocked = place_order(&stack, "c-status", "ST:2:1.00");
+    let detail = await_status(&stack, "connect", false, "FAILED");
+    assert!(detail.contains("tasks [FAILED]"), "{detail}");
+    wait_until(
+        Duration::from_secs(90),
+        || {
+            format!(
+                "the watchdog did not act:\n{}",
+                stack.tail_unit_log(stack::connect::WATCHDOG, 20)
+            )
+        },
+        || restarts() > restarts_before,
+    );
+    assert_eq!(order_rows(&stack, &blocked), 0, "published without the ACL");
+    stack::kafka::acl_command(&stack, &[&["--remove", "--force"][..], &deny].concat()).unwrap();
+    // Nobody but the watchdog restarts it now.
+    await_status(&stack, "connect", true, "tasks [RUNNING]");
+    wait_until(
+        Duration::from_secs(90),
+        || "the order committed while the task was FAILED was not applied".into(),
+        || order_rows(&stack, &blocked) == 1,
+    );
+    let ids = stack.broker_event_ids().unwrap();
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(
+        ids.len(),
+        unique.len(),
+        "a failed transaction's records are never read"
+    );
+    assert_eq!(
+        ids.len() as i64,
+        outbox() + 2,
+        "every event once, and the two hand-made records"
+    );
+    await_status(&stack, "postgres", true, "accepting connections");
+    assert_eq!(status(&stack).0, 0, "{:#}", status(&stack).1);
+    stack.down(&|_| {}).unwrap();
+}
