@@ -307,6 +307,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProjectorError> {
     let checkpoint = Checkpoint::new(settings.kafka.group_id.clone());
+    register_metrics();
     run_with(settings, decoder, checkpoint, shutdown).await
 }
 
@@ -485,7 +486,9 @@ async fn apply_with_retry(
             Err(e) => e,
         };
         let delay = backoff.next();
-        if error.class() == service::ErrorClass::Infrastructure {
+        let infrastructure = error.class() == service::ErrorClass::Infrastructure;
+        metrics::counter!(BATCH_FAILURES, "class" => failure_class(infrastructure)).increment(1);
+        if infrastructure {
             tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, records = batch.len(), "batch failed, retrying");
         } else {
             tracing::error!(error = %error, retry_in_ms = delay.as_millis() as u64, records = batch.len(),
@@ -495,6 +498,27 @@ async fn apply_with_retry(
             () = tokio::time::sleep(delay) => {}
             () = &mut *shutdown => return None,
         }
+    }
+}
+
+/// Counter of read-DB transactions that failed and will be retried, by
+/// `class`: `infrastructure` (the database is unwell: WARN) or
+/// `schema_or_code` (it refuses what the code sends: ERROR, needs a person).
+pub const BATCH_FAILURES: &str = "projector_batch_failures_total";
+
+fn failure_class(infrastructure: bool) -> &'static str {
+    if infrastructure {
+        "infrastructure"
+    } else {
+        "schema_or_code"
+    }
+}
+
+/// Both series of [`BATCH_FAILURES`] at 0, so a rate over them exists (and
+/// the alert on it can be evaluated) before the first failure.
+fn register_metrics() {
+    for infrastructure in [true, false] {
+        metrics::counter!(BATCH_FAILURES, "class" => failure_class(infrastructure)).absolute(0);
     }
 }
 

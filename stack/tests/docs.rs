@@ -343,7 +343,12 @@ fn identifiers(text: &str) -> impl Iterator<Item = &str> {
 
 #[test]
 fn documents_name_only_metrics_the_code_registers() {
-    let prefixes = ["projector_", "outbox_reconcile_", "outbox_slot_"];
+    let prefixes = [
+        "projector_",
+        "outbox_reconcile_",
+        "outbox_slot_",
+        "outbox_relay_",
+    ];
     // Names the code spells as string literals (what the exporters register).
     let mut registered = BTreeSet::new();
     for (_, source) in sources() {

@@ -33,6 +33,10 @@ pub struct Report {
     pub behind: Vec<(String, String, i64, i64)>,
     /// The connector's replication slot when the check ran (none: no slot).
     pub slot: Option<crate::postgres::SlotState>,
+    /// The relay when the check ran: `Ok` when the connector and every task
+    /// run, else why not (a task's state and trace, or Connect unreachable).
+    #[serde(skip)]
+    pub relay: Option<std::result::Result<String, String>>,
 }
 
 impl Report {
@@ -139,6 +143,7 @@ pub fn run(stack: &Stack, settle_seconds: u64) -> Result<Report> {
     report.behind.sort();
     report.unknown.sort();
     report.slot = crate::postgres::slot(stack)?;
+    report.relay = Some(crate::status::health(stack, crate::Component::Connect));
     Ok(report)
 }
 
@@ -174,6 +179,37 @@ pub fn metrics_text(report: &Report, now_unix: u64) -> String {
             "1 when the connector's replication slot is missing or invalidated (WAL it needed was removed).",
             u8::from(report.slot.as_ref().is_none_or(|s| s.lost())).to_string(),
         ),
+        report
+            .slot
+            .as_ref()
+            .map(|slot| {
+                [
+                    gauge(
+                        "outbox_slot_active",
+                        "1 while the connector is attached to its replication slot.",
+                        u8::from(slot.active).to_string(),
+                    ),
+                    gauge(
+                        "outbox_slot_lag_bytes",
+                        "WAL the slot retains: the current WAL position minus the connector's confirmed one.",
+                        slot.lag_bytes.to_string(),
+                    ),
+                ]
+                .concat()
+            })
+            .unwrap_or_default(),
+        // Absent when the check did not look (a report built without a stack).
+        report
+            .relay
+            .as_ref()
+            .map(|relay| {
+                gauge(
+                    "outbox_relay_running",
+                    "1 when Connect answered with the connector and every task RUNNING.",
+                    u8::from(relay.is_ok()).to_string(),
+                )
+            })
+            .unwrap_or_default(),
         // Absent without a max_slot_wal_keep_size (or without a slot): no headroom to watch.
         report
             .slot
@@ -227,15 +263,19 @@ mod tests {
                 wal_status: "reserved".into(),
                 safe_wal_bytes: Some(4 << 30),
             }),
+            relay: Some(Err("connector RUNNING, tasks [FAILED]".into())),
             ..Report::default()
         };
         let text = metrics_text(&report, 1_700_000_000);
+        assert!(text.contains("\noutbox_slot_active 1\n"));
+        assert!(text.contains("\noutbox_slot_lag_bytes 0\n"));
+        assert!(text.contains("\noutbox_relay_running 0\n"));
         assert!(text.contains("\noutbox_slot_lost 0\n"));
         assert!(text.contains("\noutbox_slot_safe_wal_bytes 4294967296\n"));
         assert!(text.contains("\noutbox_reconcile_missing_events 1\n"));
         assert!(text.contains("\noutbox_reconcile_unknown_events 0\n"));
         assert!(text.contains("\noutbox_reconcile_aggregates_behind 1\n"));
         assert!(text.contains("\noutbox_reconcile_last_run_timestamp_seconds 1700000000\n"));
-        assert_eq!(text.matches("# TYPE ").count(), 6);
+        assert_eq!(text.matches("# TYPE ").count(), 9);
     }
 }

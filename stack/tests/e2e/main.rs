@@ -1240,6 +1240,8 @@ fn reconcile_names_a_removed_and_a_forged_event_and_exits_1() {
         "\noutbox_reconcile_missing_events 1\n",
         "\noutbox_reconcile_unknown_events 1\n",
         "\noutbox_reconcile_aggregates_behind 1\n",
+        "\noutbox_slot_active 1\n",
+        "\noutbox_relay_running 1\n",
     ] {
         assert!(gauges.contains(line), "{line:?} not in:\n{gauges}");
     }
