@@ -574,6 +574,22 @@ fn compose_has_no_start_up_race_and_applies_what_the_files_say() {
 /// them), two projector instances and PostgreSQL under load, then the oracle
 /// and the duplicate records on the topics (0 with the exactly-once relay).
 /// A new seed every run (printed; `stack chaos --seed N` replays it).
+/// Prints the chaos run's seed when the test fails (on any assertion), so
+/// the run can be replayed from the failure's last lines.
+struct SeedOnFailure(u64);
+
+impl Drop for SeedOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "chaos seed {0}: replay with CHAOS_SEED={0} cargo test --workspace -- --exact \
+                 the_chaos_suite_passes_twenty_kills_over_every_component",
+                self.0
+            );
+        }
+    }
+}
+
 #[test]
 fn the_chaos_suite_passes_twenty_kills_over_every_component() {
     let shape = stack::Shape {
@@ -587,6 +603,13 @@ fn the_chaos_suite_passes_twenty_kills_over_every_component() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random);
     eprintln!("[chaos] seed {seed}");
+    // For the summary: ./dev/test prints it as its CI log's last line.
+    let _ = std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos-seed"),
+        seed.to_string(),
+    );
+    // Whatever assertion fails below, the failure ends with the seed.
+    let _seed_on_failure = SeedOnFailure(seed);
     let spec = stack::chaos::ChaosSpec {
         duration: Duration::from_secs(150),
         kills: 22,
