@@ -598,7 +598,7 @@ fn the_chaos_suite_passes_twenty_kills_over_every_component() {
     };
     let stack = Stack::for_tests_with("chaos", shape).expect("test stack");
     stack.up(&|m| eprintln!("[chaos] {m}")).expect("stack up");
-    let seed = std::env::var("CHAOS_SEED")
+    let seed: u64 = std::env::var("CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random);
