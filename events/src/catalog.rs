@@ -11,7 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::event::*;
-use crate::{header, topic_for, Event, CUSTOMER_AGGREGATE, ORDER_AGGREGATE};
+use crate::{header, topic_for, ContractError, Event, EventType, ORDER_AGGREGATE, TOPIC_PREFIX};
 
 /// One schema version of an event type.
 #[derive(Debug, Clone, Copy)]
@@ -20,13 +20,18 @@ pub struct VersionSpec {
     /// What changed in this version and how older consumers are affected.
     pub change: &'static str,
     schema: fn() -> schemars::Schema,
+    /// Decodes a payload of this (older) version into the current event;
+    /// `None` for the current version, and for an old one no consumer reads.
+    pub upcast: Option<Upcaster>,
 }
+
+/// An old version's payload to the current event ([`crate::upcast`]).
+pub type Upcaster = fn(&[u8]) -> Result<Event, ContractError>;
 
 /// What the catalog says about one event type.
 #[derive(Debug, Clone, Copy)]
 pub struct EventSpec {
-    pub event_type: &'static str,
-    pub aggregate_type: &'static str,
+    pub kind: EventType,
     pub description: &'static str,
     /// The writer command that produces it.
     pub producer: &'static str,
@@ -38,6 +43,14 @@ pub struct EventSpec {
 }
 
 impl EventSpec {
+    pub fn event_type(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    pub fn aggregate_type(&self) -> &'static str {
+        self.kind.aggregate_type()
+    }
+
     pub fn current_version(&self) -> i32 {
         self.versions.last().map_or(1, |v| v.version)
     }
@@ -56,6 +69,7 @@ const fn v1<T: schemars::JsonSchema>() -> &'static [VersionSpec] {
         version: 1,
         change: "First version.",
         schema: schema::<T>,
+        upcast: None,
     }]
 }
 
@@ -76,8 +90,7 @@ const EXAMPLE_ORDER: Uuid = Uuid::from_u128(0x7c9e_6679_7425_40de_944b_e07f_c1f9
 
 static SPECS: &[EventSpec] = &[
     EventSpec {
-        event_type: "CustomerRegistered",
-        aggregate_type: CUSTOMER_AGGREGATE,
+        kind: EventType::CustomerRegistered,
         description: "A customer registered. Orders can be placed for them from now on; the read side learns their name and e-mail.",
         producer: "writer customer register",
         consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY],
@@ -92,8 +105,7 @@ static SPECS: &[EventSpec] = &[
         },
     },
     EventSpec {
-        event_type: "CustomerContactChanged",
-        aggregate_type: CUSTOMER_AGGREGATE,
+        kind: EventType::CustomerContactChanged,
         description: "A customer's name or e-mail changed. Every order in order_view that shows the customer is updated.",
         producer: "writer customer change-contact",
         consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY],
@@ -107,8 +119,7 @@ static SPECS: &[EventSpec] = &[
         },
     },
     EventSpec {
-        event_type: "CustomerAddressChanged",
-        aggregate_type: CUSTOMER_AGGREGATE,
+        kind: EventType::CustomerAddressChanged,
         description: "A customer's default shipping address changed. Orders placed earlier keep the address they were placed with.",
         producer: "writer customer change-address",
         consumers: &[CUSTOMER_SUMMARY],
@@ -121,8 +132,7 @@ static SPECS: &[EventSpec] = &[
         },
     },
     EventSpec {
-        event_type: "OrderPlaced",
-        aggregate_type: ORDER_AGGREGATE,
+        kind: EventType::OrderPlaced,
         description: "A registered customer placed an order; it awaits payment. Counts as a sale of each line's units on the day it was placed.",
         producer: "writer order place",
         consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY, PRODUCT_SALES],
@@ -131,11 +141,17 @@ static SPECS: &[EventSpec] = &[
                 version: 1,
                 change: "First version.",
                 schema: schema::<OrderPlacedV1>,
+                upcast: Some(|payload| {
+                    Ok(Event::OrderPlaced(crate::upcast::order_placed_v1(
+                        crate::event::parse_payload(payload)?,
+                    )))
+                }),
             },
             VersionSpec {
                 version: 2,
                 change: "Added optional `shipping_address` (the customer's address at placement). Consumer-first: a consumer must know v2 before producers write it, because a consumer that knows only v1 does not guess at a v2 record (the projector dead-letters an unknown version and parks the order's later events until it is replayed). Old records stay readable: the projector upcasts v1 events to v2 with `shipping_address` absent.",
                 schema: schema::<OrderPlaced>,
+                upcast: None,
             },
         ],
         example: || {
@@ -153,8 +169,7 @@ static SPECS: &[EventSpec] = &[
         },
     },
     EventSpec {
-        event_type: "OrderPaid",
-        aggregate_type: ORDER_AGGREGATE,
+        kind: EventType::OrderPaid,
         description: "The order was paid in full (the amount equals the total). Adds to the customer's lifetime value.",
         producer: "writer order pay",
         consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY],
@@ -169,8 +184,7 @@ static SPECS: &[EventSpec] = &[
         },
     },
     EventSpec {
-        event_type: "OrderShipped",
-        aggregate_type: ORDER_AGGREGATE,
+        kind: EventType::OrderShipped,
         description: "A paid order was handed to a carrier.",
         producer: "writer order ship",
         consumers: &[ORDER_VIEW],
@@ -184,8 +198,7 @@ static SPECS: &[EventSpec] = &[
         },
     },
     EventSpec {
-        event_type: "OrderDelivered",
-        aggregate_type: ORDER_AGGREGATE,
+        kind: EventType::OrderDelivered,
         description: "A shipped order reached the customer; it is no longer open.",
         producer: "writer order deliver",
         consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY],
@@ -193,8 +206,7 @@ static SPECS: &[EventSpec] = &[
         example: || Event::OrderDelivered(OrderDelivered { order_id: EXAMPLE_ORDER }),
     },
     EventSpec {
-        event_type: "OrderCancelled",
-        aggregate_type: ORDER_AGGREGATE,
+        kind: EventType::OrderCancelled,
         description: "The order was cancelled before it shipped. Its units and revenue are taken out of product sales; a paid order now awaits a refund.",
         producer: "writer order cancel",
         consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY, PRODUCT_SALES],
@@ -207,8 +219,7 @@ static SPECS: &[EventSpec] = &[
         },
     },
     EventSpec {
-        event_type: "OrderRefunded",
-        aggregate_type: ORDER_AGGREGATE,
+        kind: EventType::OrderRefunded,
         description: "The payment of a cancelled order, or of a delivered order that was returned, went back in full. Lowers the customer's lifetime value; a returned order's units and revenue leave product sales.",
         producer: "writer order refund",
         consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY, PRODUCT_SALES],
@@ -229,16 +240,16 @@ pub fn specs() -> &'static [EventSpec] {
     SPECS
 }
 
+/// The catalog entry of the type named `event_type`, if there is one.
 pub fn spec(event_type: &str) -> Option<&'static EventSpec> {
-    SPECS.iter().find(|s| s.event_type == event_type)
+    EventType::parse(event_type).map(spec_of)
 }
 
-pub(crate) fn try_current_version(event_type: &str) -> Option<i32> {
-    spec(event_type).map(EventSpec::current_version)
-}
-
-pub(crate) fn current_version(event_type: &str) -> i32 {
-    try_current_version(event_type).unwrap_or(1)
+/// The catalog entry of `kind` (every type has one: a test walks them all).
+pub fn spec_of(kind: EventType) -> &'static EventSpec {
+    SPECS.iter().find(|s| s.kind == kind).expect(
+        "every event type has a catalog entry (test: every_event_type_has_exactly_one_spec)",
+    )
 }
 
 /// `(file name, JSON text)` of every event type and version, e.g.
@@ -249,7 +260,7 @@ pub fn schemas() -> Vec<(String, String)> {
         .flat_map(|spec| {
             spec.versions.iter().map(move |v| {
                 let text = serde_json::to_string_pretty(&(v.schema)()).unwrap_or_default() + "\n";
-                (format!("{}.v{}.json", spec.event_type, v.version), text)
+                (format!("{}.v{}.json", spec.event_type(), v.version), text)
             })
         })
         .collect()
@@ -324,10 +335,11 @@ fn fields_table(schema: &Value) -> String {
 
 /// `docs/event_catalog.md`, generated.
 /// Which aggregate version an event type carries.
-fn aggregate_version(event_type: &str) -> &'static str {
-    match event_type {
-        "OrderPlaced" | "CustomerRegistered" => "always 1 (it creates the aggregate)",
-        _ => "2 or later: the aggregate's previous version + 1",
+fn aggregate_version(kind: EventType) -> &'static str {
+    if kind.creates_aggregate() {
+        "always 1 (it creates the aggregate)"
+    } else {
+        "2 or later: the aggregate's previous version + 1"
     }
 }
 
@@ -381,7 +393,7 @@ pub fn render_markdown() -> String {
     md.push_str("<!-- Generated by `cargo run -p writer -- catalog` from the `outbox-events` crate. Do not edit: a test fails when this file differs from the code. -->\n\n");
     md.push_str("Every event the system publishes. Events are written to the `outbox` table in the same transaction as the state change they describe, published by Debezium's outbox Event Router, and consumed by the projector into the read models.\n\n");
     md.push_str("## Guarantees that hold for every event\n\n");
-    md.push_str("- **Topic**: `outbox.event.<aggregate type>`, 3 partitions. **Key**: the aggregate id, so all events of one aggregate land in one partition.\n");
+    md.push_str(&format!("- **Topic**: `{TOPIC_PREFIX}<aggregate type>`, 3 partitions. **Key**: the aggregate id, so all events of one aggregate land in one partition.\n"));
     md.push_str("- **Ordering**: per aggregate, in aggregate-version order (1, 2, 3, ... without gaps; the projector applies version n only after n - 1 and parks what arrives after a gap). No order across aggregates: a customer's events and the orders that reference them may arrive in any interleaving, and every read model converges whatever it is.\n");
     md.push_str("- **Delivery**: at-least-once from the outbox to Kafka (Debezium may republish after a crash). Effects are exactly-once: the projector records each event id in its `inbox` table in the same transaction as the read-model change and skips ids it has seen.\n");
     md.push_str("- **Value**: the payload as plain JSON (`value.converter.schemas.enable=false`). Consumers ignore unknown fields (an added optional field needs no new version); an unknown schema version is not guessed at (see the rules below).\n");
@@ -401,10 +413,10 @@ pub fn render_markdown() -> String {
     for spec in SPECS {
         md.push_str(&format!(
             "| [{0}](#{1}) | v{2} | `{3}` | `{4}` | {5} |\n",
-            spec.event_type,
-            spec.event_type.to_lowercase(),
+            spec.event_type(),
+            spec.event_type().to_lowercase(),
             spec.current_version(),
-            topic_for(spec.aggregate_type),
+            topic_for(spec.aggregate_type()),
             spec.producer,
             spec.consumers
                 .iter()
@@ -424,19 +436,20 @@ pub fn render_markdown() -> String {
             serde_json::to_string_pretty(&spec.example().to_payload()).unwrap_or_default();
         md.push_str(&format!(
             "\n## {}\n\n{}\n\n",
-            spec.event_type, spec.description
+            spec.event_type(),
+            spec.description
         ));
         md.push_str(&format!(
             "- **Topic**: `{}`\n- **Key**: the {} id (`aggregate_id`)\n- **Aggregate version**: {}\n- **Current schema version**: {} ([schema](schemas/{}.v{}.json))\n- **Producer**: `{}` (one transaction: state change + outbox row)\n- **Consumers**: projector -> {}\n- **Delivery**: at-least-once; applied exactly once per event id (inbox)\n- **Ordering**: after every earlier event of the same {}\n\n",
-            topic_for(spec.aggregate_type),
-            spec.aggregate_type,
-            aggregate_version(spec.event_type),
+            topic_for(spec.aggregate_type()),
+            spec.aggregate_type(),
+            aggregate_version(spec.kind),
             spec.current_version(),
-            spec.event_type,
+            spec.event_type(),
             spec.current_version(),
             spec.producer,
             spec.consumers.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
-            spec.aggregate_type,
+            spec.aggregate_type(),
         ));
         md.push_str("### Payload\n\n");
         md.push_str(&fields_table(&current));
@@ -446,7 +459,10 @@ pub fn render_markdown() -> String {
         for v in spec.versions {
             md.push_str(&format!(
                 "- **v{}** ([schema](schemas/{}.v{}.json)): {}\n",
-                v.version, spec.event_type, v.version, v.change
+                v.version,
+                spec.event_type(),
+                v.version,
+                v.change
             ));
         }
     }
@@ -457,19 +473,35 @@ pub fn render_markdown() -> String {
 mod tests {
     use super::*;
 
+    /// The registry is whole: every event type (the one list in `event.rs`)
+    /// has exactly one catalog entry, in the same order, whose example is of
+    /// that type and round-trips through its current version; every older
+    /// version either upcasts into the current type or is refused by name.
     #[test]
-    fn every_event_type_has_a_spec_and_its_example_round_trips() {
-        for spec in SPECS {
+    fn every_event_type_has_exactly_one_spec() {
+        let kinds: Vec<EventType> = SPECS.iter().map(|s| s.kind).collect();
+        assert_eq!(
+            kinds,
+            EventType::ALL,
+            "one entry per type, in the list's order"
+        );
+        for &kind in EventType::ALL {
+            let spec = spec_of(kind);
+            assert_eq!(EventType::parse(kind.name()), Some(kind));
             let event = spec.example();
-            assert_eq!(event.event_type(), spec.event_type);
-            assert_eq!(event.aggregate_type(), spec.aggregate_type);
+            assert_eq!(event.kind(), kind);
+            assert_eq!(event.aggregate_type(), kind.aggregate_type());
+            assert_eq!(event.schema_version(), spec.current_version());
             let bytes = event.to_payload().to_string();
             let back =
-                Event::from_payload(spec.event_type, spec.current_version(), bytes.as_bytes())
-                    .unwrap();
+                Event::from_payload(kind.name(), spec.current_version(), bytes.as_bytes()).unwrap();
             assert_eq!(back, event);
+            let versions: Vec<i32> = spec.versions.iter().map(|v| v.version).collect();
+            assert_eq!(versions, (1..=spec.current_version()).collect::<Vec<_>>());
+            assert!(spec.versions.last().unwrap().upcast.is_none());
+            let unknown = Event::from_payload(kind.name(), spec.current_version() + 1, b"{}");
+            assert!(matches!(unknown, Err(ContractError::UnknownVersion { .. })));
         }
-        assert!(SPECS.len() >= 7);
     }
 
     #[test]

@@ -2,7 +2,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::upcast;
 use crate::{ContractError, CUSTOMER_AGGREGATE, ORDER_AGGREGATE};
 
 /// A postal address.
@@ -175,66 +174,122 @@ pub const MAX_QUANTITY: i32 = 10_000;
 /// far below where one sum in `bigint` could overflow.
 pub const MAX_AMOUNT_CENTS: i64 = 1_000_000_000_000_000;
 
-/// Every event type of the system, each with its current payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    CustomerRegistered(CustomerRegistered),
-    CustomerContactChanged(CustomerContactChanged),
-    CustomerAddressChanged(CustomerAddressChanged),
-    OrderPlaced(OrderPlaced),
-    OrderPaid(OrderPaid),
-    OrderShipped(OrderShipped),
-    OrderDelivered(OrderDelivered),
-    OrderCancelled(OrderCancelled),
-    OrderRefunded(OrderRefunded),
-}
+/// The one list of event types: each variant of [`Event`] (with its payload
+/// struct of the same name), its [`EventType`] and its aggregate type are
+/// generated from it, and so are the exhaustive matches that name, route and
+/// decode events. Schema versions, upcasters and what the catalog says live
+/// in [`crate::catalog`], keyed by [`EventType`] (a test requires one entry
+/// per type).
+macro_rules! events {
+    ($($name:ident => $aggregate:expr),* $(,)?) => {
+        /// Every event type of the system, each with its current payload.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Event {
+            $($name($name),)*
+        }
 
-/// Applies `$body` to the payload of whatever variant `$event` is.
-macro_rules! each_payload {
-    ($event:expr, $p:ident => $body:expr) => {
-        match $event {
-            Event::CustomerRegistered($p) => $body,
-            Event::CustomerContactChanged($p) => $body,
-            Event::CustomerAddressChanged($p) => $body,
-            Event::OrderPlaced($p) => $body,
-            Event::OrderPaid($p) => $body,
-            Event::OrderShipped($p) => $body,
-            Event::OrderDelivered($p) => $body,
-            Event::OrderCancelled($p) => $body,
-            Event::OrderRefunded($p) => $body,
+        /// The name of an event type without its payload: the `event_type`
+        /// column and header, the catalog's and the registry's key.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventType {
+            $($name,)*
+        }
+
+        impl EventType {
+            /// Every event type, in the catalog's order.
+            pub const ALL: &'static [EventType] = &[$(EventType::$name,)*];
+
+            /// The name stored in the outbox and sent in the `event_type` header.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(EventType::$name => stringify!($name),)*
+                }
+            }
+
+            /// The aggregate type its events belong to (selects the topic).
+            pub fn aggregate_type(self) -> &'static str {
+                match self {
+                    $(EventType::$name => $aggregate,)*
+                }
+            }
+
+            /// Whether an event of this type starts its aggregate (version 1).
+            pub fn creates_aggregate(self) -> bool {
+                matches!(self, EventType::CustomerRegistered | EventType::OrderPlaced)
+            }
+
+            /// The type named `name`, if there is one.
+            pub fn parse(name: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|t| t.name() == name)
+            }
+
+            /// Decodes a payload of this type's current schema version.
+            pub(crate) fn decode_current(self, payload: &[u8]) -> Result<Event, ContractError> {
+                Ok(match self {
+                    $(EventType::$name => Event::$name(parse_payload(payload)?),)*
+                })
+            }
+        }
+
+        impl Event {
+            /// This event's type.
+            pub fn kind(&self) -> EventType {
+                match self {
+                    $(Event::$name(_) => EventType::$name,)*
+                }
+            }
+
+            /// The JSON payload stored in the outbox's `payload` column.
+            pub fn to_payload(&self) -> serde_json::Value {
+                // Plain structs of strings, integers and options always serialize.
+                match self {
+                    $(Event::$name(p) => serde_json::to_value(p),)*
+                }
+                .expect("event payloads are always serializable")
+            }
         }
     };
+}
+
+events! {
+    CustomerRegistered => CUSTOMER_AGGREGATE,
+    CustomerContactChanged => CUSTOMER_AGGREGATE,
+    CustomerAddressChanged => CUSTOMER_AGGREGATE,
+    OrderPlaced => ORDER_AGGREGATE,
+    OrderPaid => ORDER_AGGREGATE,
+    OrderShipped => ORDER_AGGREGATE,
+    OrderDelivered => ORDER_AGGREGATE,
+    OrderCancelled => ORDER_AGGREGATE,
+    OrderRefunded => ORDER_AGGREGATE,
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A payload's JSON as `T`; unknown fields are ignored.
+pub(crate) fn parse_payload<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+) -> Result<T, ContractError> {
+    serde_json::from_slice(payload).map_err(|e| ContractError::Payload(e.to_string()))
 }
 
 impl Event {
     /// The event type name, as stored in the outbox and sent in the `event_type` header.
     pub fn event_type(&self) -> &'static str {
-        match self {
-            Event::CustomerRegistered(_) => "CustomerRegistered",
-            Event::CustomerContactChanged(_) => "CustomerContactChanged",
-            Event::CustomerAddressChanged(_) => "CustomerAddressChanged",
-            Event::OrderPlaced(_) => "OrderPlaced",
-            Event::OrderPaid(_) => "OrderPaid",
-            Event::OrderShipped(_) => "OrderShipped",
-            Event::OrderDelivered(_) => "OrderDelivered",
-            Event::OrderCancelled(_) => "OrderCancelled",
-            Event::OrderRefunded(_) => "OrderRefunded",
-        }
+        self.kind().name()
     }
 
     /// Current schema version of this event type's payload (what producers write).
     pub fn schema_version(&self) -> i32 {
-        crate::catalog::current_version(self.event_type())
+        crate::catalog::spec_of(self.kind()).current_version()
     }
 
     /// Aggregate type the event belongs to (selects the topic).
     pub fn aggregate_type(&self) -> &'static str {
-        match self {
-            Event::CustomerRegistered(_)
-            | Event::CustomerContactChanged(_)
-            | Event::CustomerAddressChanged(_) => CUSTOMER_AGGREGATE,
-            _ => ORDER_AGGREGATE,
-        }
+        self.kind().aggregate_type()
     }
 
     /// Aggregate id (the Kafka key: events of one aggregate stay in order).
@@ -341,45 +396,30 @@ impl Event {
         }
     }
 
-    /// The JSON payload stored in the outbox's `payload` column.
-    pub fn to_payload(&self) -> serde_json::Value {
-        // Plain structs of strings, integers and options always serialize.
-        each_payload!(self, p => serde_json::to_value(p))
-            .expect("event payloads are always serializable")
-    }
-
     /// Decodes a payload of the given type and schema version, upcasting old
-    /// versions to the current one. Unknown fields are ignored.
+    /// versions to the current one (the catalog's upcasters). Unknown fields
+    /// are ignored.
     pub fn from_payload(
         event_type: &str,
         schema_version: i32,
         payload: &[u8],
     ) -> Result<Self, ContractError> {
-        fn parse<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, ContractError> {
-            serde_json::from_slice(payload).map_err(|e| ContractError::Payload(e.to_string()))
-        }
-        let current = crate::catalog::try_current_version(event_type)
+        let kind = EventType::parse(event_type)
             .ok_or_else(|| ContractError::UnknownEventType(event_type.to_owned()))?;
-        let event = match (event_type, schema_version) {
-            ("OrderPlaced", 1) => Event::OrderPlaced(upcast::order_placed_v1(parse(payload)?)),
-            (_, v) if v != current => {
-                return Err(ContractError::UnknownVersion {
-                    event_type: event_type.to_owned(),
-                    version: v,
-                })
-            }
-            ("CustomerRegistered", _) => Event::CustomerRegistered(parse(payload)?),
-            ("CustomerContactChanged", _) => Event::CustomerContactChanged(parse(payload)?),
-            ("CustomerAddressChanged", _) => Event::CustomerAddressChanged(parse(payload)?),
-            ("OrderPlaced", _) => Event::OrderPlaced(parse(payload)?),
-            ("OrderPaid", _) => Event::OrderPaid(parse(payload)?),
-            ("OrderShipped", _) => Event::OrderShipped(parse(payload)?),
-            ("OrderDelivered", _) => Event::OrderDelivered(parse(payload)?),
-            ("OrderCancelled", _) => Event::OrderCancelled(parse(payload)?),
-            ("OrderRefunded", _) => Event::OrderRefunded(parse(payload)?),
-            _ => return Err(ContractError::UnknownEventType(event_type.to_owned())),
-        };
-        Ok(event)
+        let spec = crate::catalog::spec_of(kind);
+        if schema_version == spec.current_version() {
+            return kind.decode_current(payload);
+        }
+        match spec.versions.iter().find(|v| v.version == schema_version) {
+            Some(crate::catalog::VersionSpec {
+                upcast: Some(upcast),
+                ..
+            }) => upcast(payload),
+            _ => Err(ContractError::UnknownVersion {
+                event_type: event_type.to_owned(),
+                version: schema_version,
+            }),
+        }
     }
 }
 

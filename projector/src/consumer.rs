@@ -23,7 +23,8 @@ use crate::settings::{GroupProtocol, Settings};
 /// Why the projector stopped other than by the shutdown signal.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
-    #[error("kafka: {0}")]
+    /// What failed is the source: print the chain ([`service::chain`], `{:#}`).
+    #[error("kafka")]
     Kafka(#[from] KafkaError),
     /// The brokers refused the projector's Kafka user: retrying cannot help,
     /// its login or its ACLs must change.

@@ -18,10 +18,22 @@
 //!   with capped retries, store offsets, stop cleanly on the shutdown signal.
 //! - [`operator`]: the dead-letter life cycle (list, show, replay, discard)
 //!   and the backlog of parked events, for the CLI and the gauges.
+//! - [`dead_letter_report`]: what `projector dead-letters …` prints, rendered
+//!   by pure functions (text or `--json`).
+//! - [`position`]: the consumer positions kept in the read database.
+//! - [`rebuild`]: `projector rebuild`, a shadow copy built from the topics
+//!   and swapped in atomically.
+//! - [`retention`]: `projector inbox prune`.
+//! - [`trace`]: each applied record's span, continuing the writer's trace.
 //! - [`settings`]: typed settings (file + `PROJECTOR__*` environment).
+//! - [`app`]: what the binary does with parsed arguments (connect, migrate,
+//!   run, rebuild, prune); `main` only parses, dispatches, prints and exits.
+//!   Errors print with their causes, each once ([`service::chain`]).
 
+pub mod app;
 pub mod batch;
 pub mod consumer;
+pub mod dead_letter_report;
 pub mod operator;
 pub mod position;
 pub mod read_model;

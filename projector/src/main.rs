@@ -1,11 +1,16 @@
-//! `projector`: thin entry point; see the library for the design.
+//! `projector`: thin entry point; see the library for the design. Parses the
+//! arguments, loads the settings, dispatches to [`projector::app`] and
+//! [`projector::dead_letter_report`], prints what they return, and exits 0,
+//! or 1 with the error and its causes, each once.
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use projector::operator::{self, Replayed};
+use projector::dead_letter_report as report;
+use projector::operator::Page;
 use projector::record::Decoder;
 use projector::settings::Settings;
+use projector::{app, rebuild::RebuildSpec};
 
 /// Consumes outbox events from Kafka into the read database (CQRS read side).
 #[derive(Debug, Parser)]
@@ -114,8 +119,8 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(Cli::parse())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // One readable chain; the server's message, code and detail included.
-            eprintln!("error: {e:#}");
+            // One readable chain, each cause once; the server's message, code and detail included.
+            eprintln!("error: {}", service::chain(&*e));
             std::process::ExitCode::FAILURE
         }
     }
@@ -135,106 +140,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref()).context(
         "loading projector settings (pass --config FILE or set PROJECTOR_CONFIG / PROJECTOR__* variables)",
     )?;
-    let mut client = projector::consumer::connect(&settings)
-        .await
-        .map_err(service::DbError)
-        .with_context(|| {
-            format!(
-                "connecting to the read database at {}",
-                settings.database.describe()
-            )
-        })?;
+    let mut client = app::connect(&settings).await?;
     let decoder = Decoder::default();
     match cli.command {
         Some(Command::DeadLetters(command)) => {
-            return dead_letters(&mut client, &decoder, command, cli.json).await;
+            dead_letters(&mut client, &decoder, command, cli.json).await
         }
-        Some(Command::Migrate) => return migrate(&mut client).await,
+        Some(Command::Migrate) => app::migrate(&mut client).await,
         Some(Command::Rebuild {
             max_pause,
             deadline,
             keep_old,
         }) => {
             drop(client);
-            let spec = projector::rebuild::RebuildSpec {
+            let spec = RebuildSpec {
                 max_pause,
                 deadline,
                 keep_old,
             };
-            let started = std::time::Instant::now();
-            let progress =
-                |m: &str| eprintln!("[{:>6.1}s] rebuild: {m}", started.elapsed().as_secs_f64());
-            let report = projector::rebuild::rebuild(&settings, &spec, &progress)
-                .await
-                .context("rebuilding the read models (the live tables are unchanged unless the swap committed)")?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).context("serializing the report")?
-                );
-            } else {
-                println!(
-                    "rebuilt {} tables from {} events ({} duplicates turned away): caught up in {:.1} s, \
-                     live paused {} ms for the swap, {:.1} s in all{}",
-                    report.tables_swapped.len(),
-                    report.events_applied,
-                    report.duplicates_skipped,
-                    report.catch_up_seconds,
-                    report.pause_ms,
-                    report.total_seconds,
-                    report
-                        .retired_schema
-                        .as_deref()
-                        .map(|s| format!("; old tables kept in schema {s}"))
-                        .unwrap_or_default()
-                );
-            }
-            return Ok(());
+            print!("{}", app::rebuild(&settings, &spec, cli.json).await?);
+            Ok(())
         }
         Some(Command::Inbox(InboxCommand::Prune { older_than, batch })) => {
-            let deleted = projector::retention::prune_inbox(&client, older_than, batch, |n| {
-                eprintln!("inbox prune: {n} rows deleted so far")
-            })
-            .await
-            .map_err(service::DbError)
-            .context("pruning the inbox")?;
-            if cli.json {
-                println!("{}", serde_json::json!({ "deleted": deleted }));
-            } else {
-                println!(
-                    "inbox prune: {deleted} rows applied more than {} ago deleted",
-                    humantime::format_duration(older_than)
-                );
-            }
-            return Ok(());
-        }
-        Some(Command::Run) | None if cli.migrate_only => return migrate(&mut client).await,
-        Some(Command::Run) | None => {
-            let pending = projector::pending_migrations(&mut client)
-                .await
-                .context("reading the read database's migration history")?;
-            anyhow::ensure!(
-                pending.is_empty(),
-                "the read database lacks migrations {pending:?}; run `projector migrate` as the owner role \
-                 (the service's own role may not change the schema)"
+            print!(
+                "{}",
+                app::prune_inbox(&client, older_than, batch, cli.json).await?
             );
+            Ok(())
         }
+        Some(Command::Run) | None if cli.migrate_only => app::migrate(&mut client).await,
+        Some(Command::Run) | None => app::serve(settings, client, decoder).await,
     }
-    drop(client);
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(settings.metrics_addr)
-        .install()
-        .with_context(|| format!("serving metrics on {}", settings.metrics_addr))?;
-    projector::consumer::run(settings, decoder, shutdown_signal()).await?;
-    Ok(())
-}
-
-async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<()> {
-    let applied = projector::migrate(client)
-        .await
-        .context("migrating the read database")?;
-    tracing::info!(applied, "read database migrated");
-    Ok(())
 }
 
 async fn dead_letters(
@@ -245,161 +181,24 @@ async fn dead_letters(
 ) -> anyhow::Result<()> {
     match command {
         DeadLetterCommand::List { all, limit, after } => {
-            let letters = operator::list(&*client, all, operator::Page { after, limit }).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&letters)?);
-                return Ok(());
-            }
-            let backlog = operator::backlog(&*client)
-                .await
-                .map_err(service::DbError)?;
-            println!(
-                "{} open dead letters, {} parked events in {} aggregates",
-                backlog.dead_letters_open, backlog.parked_events, backlog.parked_aggregates
+            print!(
+                "{}",
+                report::list(&*client, all, Page { after, limit }, json).await?
             );
-            for d in &letters {
-                println!(
-                    "#{:<5} {:<9} {}/{}@{}  {} {} v{}  {}  parked behind: {}\n       reason: {}",
-                    d.id,
-                    d.status,
-                    d.topic,
-                    d.partition,
-                    d.offset,
-                    d.aggregate_type.as_deref().unwrap_or("?"),
-                    d.aggregate_id.as_deref().unwrap_or("?"),
-                    d.aggregate_version.map_or("?".into(), |v| v.to_string()),
-                    d.event_type.as_deref().unwrap_or("?"),
-                    d.parked_behind,
-                    d.reason
-                );
-            }
-            if letters.len() as i64 == limit {
-                if let Some(last) = letters.last() {
-                    println!("(more may follow: --after {})", last.id);
-                }
-            }
         }
-        DeadLetterCommand::Show { id } => {
-            let d = operator::show(&*client, id).await?;
-            let r = &d.record;
-            let text = |b: &Option<Vec<u8>>| match b {
-                None => "(null)".to_owned(),
-                Some(b) => match std::str::from_utf8(b) {
-                    Ok(s) => format!("{s:?}"),
-                    Err(_) => format!(
-                        "(not UTF-8, {} bytes) {}",
-                        b.len(),
-                        String::from_utf8_lossy(b)
-                    ),
-                },
-            };
-            if json {
-                let headers: Vec<_> = r
-                    .headers
-                    .iter()
-                    .map(|h| serde_json::json!({"name": String::from_utf8_lossy(&h.name), "value": h.value.as_deref().map(String::from_utf8_lossy)}))
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "dead_letter": d.summary,
-                        "key": r.key.as_deref().map(String::from_utf8_lossy),
-                        "headers": headers,
-                        "value": r.payload.as_deref().map(String::from_utf8_lossy),
-                    }))?
-                );
-                return Ok(());
-            }
-            let s = &d.summary;
-            println!(
-                "dead letter #{} ({}, {} attempts, failed {})",
-                s.id, s.status, s.attempts, s.failed_at
-            );
-            println!("reason:   {}", s.reason);
-            println!("record:   {}/{}@{}", s.topic, s.partition, s.offset);
-            println!("key:      {}", text(&r.key));
-            for h in &r.headers {
-                println!(
-                    "header:   {} = {}",
-                    text(&Some(h.name.clone())),
-                    text(&h.value)
-                );
-            }
-            println!("value:    {}", text(&r.payload));
-            println!("parked behind it: {}", s.parked_behind);
-            if let Some(resolution) = &s.resolution {
-                println!("resolution: {resolution}");
-            }
-        }
-        DeadLetterCommand::Replay { id, all } => {
-            let ids = match (id, all) {
-                (Some(id), _) => vec![id],
-                (None, _) => operator::open_ids(&*client).await?,
-            };
-            let mut failing = 0;
-            for id in ids {
-                let result = operator::replay(client, decoder, id).await?;
-                if matches!(result, Replayed::StillFailing { .. }) {
-                    failing += 1;
-                }
-                if json {
-                    println!("{}", serde_json::json!({"id": id, "replay": result}));
-                    continue;
-                }
-                match result {
-                    Replayed::Applied { released } => {
-                        println!("#{id}: applied; {released} parked events released")
-                    }
-                    Replayed::AlreadyApplied => println!("#{id}: already applied; marked replayed"),
-                    Replayed::Parked => println!("#{id}: parked behind a missing earlier version"),
-                    Replayed::StillFailing { reason } => println!("#{id}: still failing: {reason}"),
-                }
-            }
-            if failing > 0 {
-                anyhow::bail!("{failing} dead letters still fail; fix the cause (e.g. deploy an upcaster) and replay again, or discard them");
-            }
+        DeadLetterCommand::Show { id } => print!("{}", report::show(&*client, id, json).await?),
+        // `--all` (no id): every open one.
+        DeadLetterCommand::Replay { id, all: _ } => {
+            report::replay(client, decoder, id, json, |line| print!("{line}")).await?;
         }
         DeadLetterCommand::Discard {
             id,
             reason,
             skip_version,
-        } => {
-            let result = operator::discard(client, decoder, id, &reason, skip_version).await?;
-            if json {
-                println!("{}", serde_json::to_string(&result)?);
-            } else {
-                println!(
-                    "#{id}: discarded; {} parked events released, {} still parked{}",
-                    result.released,
-                    result.still_parked,
-                    if result.still_parked > 0 && !skip_version {
-                        " (they wait for the discarded version; `--skip-version` applies them without it)"
-                    } else {
-                        ""
-                    }
-                );
-            }
-        }
+        } => print!(
+            "{}",
+            report::discard(client, decoder, id, &reason, skip_version, json).await?
+        ),
     }
     Ok(())
-}
-
-/// Resolves on SIGTERM or ctrl-c.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown signal received; finishing the current batch");
 }

@@ -13,6 +13,39 @@ use service::DbError;
 use crate::batch::{self, apply_in, stored_record, BatchError};
 use crate::record::{Decoder, Record};
 
+/// Where a dead letter is in its life: `open` until an operator replays it
+/// (`replayed`) or gives it up (`discarded`); the names `dead_letters.status`
+/// holds (its CHECK constraint lists them), bound as parameters, never
+/// spelled in SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterStatus {
+    Open,
+    Replayed,
+    Discarded,
+}
+
+impl DeadLetterStatus {
+    pub const ALL: [DeadLetterStatus; 3] = [Self::Open, Self::Replayed, Self::Discarded];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Replayed => "replayed",
+            Self::Discarded => "discarded",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
+impl std::fmt::Display for DeadLetterStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
     #[error("dead letter {0} does not exist (see `projector dead-letters list --all`)")]
@@ -25,7 +58,7 @@ pub enum OperatorError {
         version: i64,
         why: String,
     },
-    #[error("read database: {0}")]
+    #[error("read database")]
     Database(#[from] DbError),
 }
 
@@ -54,10 +87,10 @@ pub async fn backlog(
 ) -> Result<Backlog, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT (SELECT count(*) FROM dead_letters WHERE status = 'open'), \
+            "SELECT (SELECT count(*) FROM dead_letters WHERE status = $1), \
                     (SELECT count(*) FROM parked_events), \
                     (SELECT count(*) FROM (SELECT DISTINCT aggregate_type, aggregate_id FROM parked_events) a)",
-            &[],
+            &[&DeadLetterStatus::Open.as_str()],
         )
         .await?;
     Ok(Backlog {
@@ -139,10 +172,15 @@ pub async fn list(
     let rows = client
         .query(
             &format!(
-                "SELECT {SUMMARY} FROM dead_letters d WHERE ($1 OR d.status = 'open') AND d.id > $2 \
+                "SELECT {SUMMARY} FROM dead_letters d WHERE ($1 OR d.status = $4) AND d.id > $2 \
                  ORDER BY d.id LIMIT $3"
             ),
-            &[&all, &page.after, &page.limit],
+            &[
+                &all,
+                &page.after,
+                &page.limit,
+                &DeadLetterStatus::Open.as_str(),
+            ],
         )
         .await?;
     Ok(rows.iter().map(summary).collect())
@@ -190,7 +228,7 @@ async fn lock_open(
         .await?
         .ok_or(OperatorError::NotFound(id))?;
     let status: String = row.get(0);
-    if status != "open" {
+    if DeadLetterStatus::parse(&status) != Some(DeadLetterStatus::Open) {
         return Err(OperatorError::NotOpen { id, status });
     }
     Ok(row)
@@ -248,8 +286,8 @@ pub async fn replay(
     };
     if let Some(resolution) = resolution {
         tx.execute(
-            "UPDATE dead_letters SET status = 'replayed', resolution = $2, resolved_at = now() WHERE id = $1",
-            &[&id, &resolution],
+            "UPDATE dead_letters SET status = $3, resolution = $2, resolved_at = now() WHERE id = $1",
+            &[&id, &resolution, &DeadLetterStatus::Replayed.as_str()],
         )
         .await?;
     }
@@ -262,7 +300,10 @@ pub async fn open_ids(
     client: &impl tokio_postgres::GenericClient,
 ) -> Result<Vec<i64>, OperatorError> {
     let rows = client
-        .query("SELECT id FROM dead_letters WHERE status = 'open' ORDER BY topic, kafka_partition, kafka_offset", &[])
+        .query(
+            "SELECT id FROM dead_letters WHERE status = $1 ORDER BY topic, kafka_partition, kafka_offset",
+            &[&DeadLetterStatus::Open.as_str()],
+        )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
@@ -344,8 +385,8 @@ pub async fn discard(
         }
     );
     tx.execute(
-        "UPDATE dead_letters SET status = 'discarded', resolution = $2, resolved_at = now() WHERE id = $1",
-        &[&id, &resolution],
+        "UPDATE dead_letters SET status = $3, resolution = $2, resolved_at = now() WHERE id = $1",
+        &[&id, &resolution, &DeadLetterStatus::Discarded.as_str()],
     )
     .await?;
     let still_parked: i64 = match &aggregate {
@@ -363,4 +404,26 @@ pub async fn discard(
         still_parked,
         released,
     })
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::DeadLetterStatus;
+
+    /// The names are the ones the table's CHECK constraint admits, all of them.
+    #[test]
+    fn the_statuses_are_the_ones_the_table_admits() {
+        let migration = include_str!("../../sql/read/V3__parking_and_dead_letter_life_cycle.sql");
+        let names: Vec<String> = DeadLetterStatus::ALL
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect();
+        assert!(
+            migration.contains(&format!("CHECK (status IN ({}))", names.join(", "))),
+            "sql/read/V3 lists other statuses than {names:?}"
+        );
+        for s in DeadLetterStatus::ALL {
+            assert_eq!(DeadLetterStatus::parse(s.as_str()), Some(s));
+        }
+    }
 }

@@ -50,11 +50,14 @@ pub const SHADOW: &str = "rebuild";
 /// Attempt the swap once the copy is this close (records, all partitions).
 pub const SWAP_WITHIN: i64 = 2_000;
 
+/// Why a rebuild stopped; the live tables are unchanged unless the swap
+/// committed. A variant with a cause says only its own part: what failed is
+/// its source (print the chain: [`service::chain`], `{:#}`).
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
-    #[error("read database: {0}")]
+    #[error("read database")]
     Database(#[from] service::DbError),
-    #[error("migrating the shadow schema: {0}")]
+    #[error("migrating the shadow schema")]
     Migration(#[from] refinery::Error),
     #[error("the copy's consumer stopped: {0}")]
     Consumer(String),

@@ -70,9 +70,9 @@ impl Record {
         }
     }
 
-    /// The aggregate type, from the topic name `outbox.event.<type>`.
+    /// The aggregate type, from the topic name ([`outbox_events::aggregate_of_topic`]).
     pub fn aggregate_type(&self) -> &str {
-        self.topic.rsplit('.').next().unwrap_or(&self.topic)
+        outbox_events::aggregate_of_topic(&self.topic).unwrap_or(&self.topic)
     }
 
     /// The value of header `name` as text, if present exactly once and UTF-8.

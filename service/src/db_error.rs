@@ -67,8 +67,22 @@ pub fn is_retryable(error: &tokio_postgres::Error) -> bool {
 
 /// A database error that displays the server's severity, message, SQLSTATE,
 /// detail, hint and constraint; or the client-side cause when there is no server message.
-#[derive(Debug, thiserror::Error)]
-pub struct DbError(#[from] pub tokio_postgres::Error);
+///
+/// It ends a chain of errors: its message already tells everything the
+/// `tokio_postgres::Error` inside holds (which displays as a bare `db error`,
+/// its substance in its sources), so it reports no `source()`: a chain printer
+/// (anyhow's `{:#}`, [`crate::chain`]) would tell the same failure twice. Code
+/// that needs the SQLSTATE or the kind reads the error inside, `.0`.
+#[derive(Debug)]
+pub struct DbError(pub tokio_postgres::Error);
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self(error)
+    }
+}
+
+impl std::error::Error for DbError {}
 
 impl DbError {
     pub fn class(&self) -> ErrorClass {
@@ -124,5 +138,46 @@ pub struct DbErrorRef<'a>(&'a tokio_postgres::Error);
 impl fmt::Display for DbErrorRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt_db_error(self.0, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client-side error: an unparsable connection string.
+    fn client_error() -> tokio_postgres::Error {
+        "port=none"
+            .parse::<tokio_postgres::Config>()
+            .expect_err("not a port")
+    }
+
+    #[test]
+    fn shows_the_cause_inside_and_ends_the_chain() {
+        let error = DbError(client_error());
+        let text = error.to_string();
+        assert!(text.starts_with("invalid connection string: "), "{text}");
+        assert!(text.contains("port"), "the cause is told: {text}");
+        assert!(
+            std::error::Error::source(&error).is_none(),
+            "its message already holds its cause"
+        );
+        assert_eq!(crate::chain(&error).to_string(), text);
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the order")]
+    struct Reading(#[source] DbError);
+
+    #[test]
+    fn a_chain_through_it_tells_the_cause_once() {
+        let error = Reading(DbError(client_error()));
+        let text = crate::chain(&error).to_string();
+        assert_eq!(
+            text.matches("invalid connection string").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.starts_with("reading the order: invalid connection string: "));
     }
 }

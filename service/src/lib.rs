@@ -11,9 +11,13 @@
 //!   detail, and classified as infrastructure (retry), data (the input's fault)
 //!   or other (a bug or schema mismatch).
 //! - [`pipeline`]: statements sent back to back on one connection, in order.
+//! - [`error_chain`]: [`chain`] shows an error with its causes, each once, for
+//!   the binaries' last word and for log fields (which show `Display` only).
+//!   Every error type here says only its own part; its cause is its `source()`.
 //! - [`init_tracing`]: structured logs on stderr, filtered by `RUST_LOG`.
 
 pub mod db_error;
+pub mod error_chain;
 pub mod pipeline;
 
 use std::path::Path;
@@ -26,7 +30,8 @@ use serde::Deserialize;
 pub enum SettingsError {
     #[error("settings file {path} does not exist")]
     MissingFile { path: String },
-    #[error("invalid settings: {0}")]
+    /// The cause (which key, what was wrong) is the source: print the chain.
+    #[error("invalid settings")]
     Invalid(#[from] config::ConfigError),
 }
 
@@ -149,6 +154,7 @@ impl DatabaseSettings {
 pub mod telemetry;
 
 pub use db_error::{classify, is_retryable, show as show_db_error, DbError, ErrorClass};
+pub use error_chain::{chain, DisplayChain};
 
 /// Logs only, no tracer (tools that start no spans worth keeping).
 pub fn init_tracing(default_filter: &str) {

@@ -60,7 +60,8 @@ pub use state::{DbParams, Role, Shape, StackState, OWNER_USER};
 /// Errors of the stack. Each message says what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
-    #[error("{what}: {source}")]
+    // The cause is the source: `{:#}` (the binary's error line) prints it once.
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
@@ -327,14 +328,42 @@ impl Stack {
     }
 
     /// Starts every component that is not running, in order, each awaited.
+    /// Returns once the relay streams: on its first start the connector
+    /// snapshots the outbox table (`snapshot.mode=when_needed`, no offsets
+    /// yet) before it attaches to the slot, and a command committed during
+    /// that snapshot is read by both, so it would be published twice.
     pub fn up(&self, progress: &dyn Fn(&str)) -> Result<()> {
         for component in Component::ALL {
             self.start(component, progress)?;
             if component == Component::Postgres {
                 self.migrate(progress)?;
             }
+            if component == Component::Connect {
+                self.await_relay_streaming(progress)?;
+            }
         }
         Ok(())
+    }
+
+    /// Waits (up to 120 s) until Debezium is attached to the replication slot.
+    fn await_relay_streaming(&self, progress: &dyn Fn(&str)) -> Result<()> {
+        let streaming = || postgres::slot(self).is_ok_and(|s| s.is_some_and(|s| s.active));
+        if streaming() {
+            return Ok(());
+        }
+        progress("waiting for the relay to stream (its first start snapshots the outbox table)");
+        let deadline = Duration::from_secs(120);
+        if wait_until(deadline, Duration::from_millis(200), streaming) {
+            return Ok(());
+        }
+        Err(StackError::NotReady {
+            component: Component::Connect,
+            seconds: deadline.as_secs(),
+            detail: format!(
+                "the connector is not attached to slot outbox_slot; last log lines:\n{}",
+                self.tail_log(Component::Connect, 15)
+            ),
+        })
     }
 
     /// Applies both databases' migrations with the services' own binaries

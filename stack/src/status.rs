@@ -156,8 +156,7 @@ fn projector_health(stack: &Stack) -> Result<String, String> {
                 Some(l[start..end].to_owned())
             };
             let topic = label("topic")?;
-            let topic = topic
-                .strip_prefix("outbox.event.")
+            let topic = outbox_events::aggregate_of_topic(&topic)
                 .unwrap_or(&topic)
                 .to_owned();
             Some(format!(

@@ -465,3 +465,84 @@ fn documents_name_only_tests_and_files_that_exist() {
         wrong.join("\n")
     );
 }
+
+/// The measured figures of a document: numbers with a unit of measurement
+/// (`1,390 events/s`, `2.61×`, `898 ms`, `17.2 s`, `437 MB`, `40 %`) in its
+/// plain prose, i.e. outside code spans and fenced blocks (where settings
+/// and command output are quoted literally) and outside generated sections
+/// (between `<!-- ...begin/start -->` and `<!-- ...end -->` markers).
+/// Returns (figures in prose with their line, text of the generated sections
+/// and fenced command output, where figures may be quoted from).
+fn figures(text: &str) -> (Vec<(usize, String)>, String) {
+    let unit = regex::Regex::new(
+        r"(?:^|[^\w.,])(\d[\d,]*(?:\.\d+)?)\s?(events/s|ms|s|×|%|MB|GB|GiB|CPU-seconds|tps|min)(?:[^\w]|$)",
+    )
+    .unwrap();
+    let mut prose = Vec::new();
+    let mut generated = String::new();
+    let mut in_generated = false;
+    let mut in_fence = false;
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("<!--") && (line.contains("begin") || line.contains(":start")) {
+            in_generated = true;
+            continue;
+        }
+        if trimmed.starts_with("<!--") && line.contains("end -->") {
+            in_generated = false;
+            continue;
+        }
+        if trimmed.starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        if in_generated || in_fence {
+            generated.push_str(line);
+            generated.push('\n');
+            continue;
+        }
+        // Code spans quote settings and commands, not measurements.
+        let plain: String = line
+            .split('`')
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 0)
+            .map(|(_, part)| part)
+            .collect::<Vec<_>>()
+            .join(" ");
+        for m in unit.captures_iter(&plain) {
+            prose.push((n + 1, format!("{} {}", &m[1], &m[2])));
+        }
+    }
+    (prose, generated)
+}
+
+/// Figures in the benchmark and reliability documents are written by the
+/// commands that measure them (between markers, or as quoted command output):
+/// the prose around them names none that those do not print. The number is
+/// looked up without its thousands separators and unit spacing.
+#[test]
+fn documents_quote_measured_figures_only_from_what_the_commands_wrote() {
+    let normalize = |s: &str| s.replace(',', "");
+    let number = regex::Regex::new(r"\d[\d,]*(?:\.\d+)?").unwrap();
+    let mut wrong = Vec::new();
+    for doc in ["docs/benchmarks.md", "docs/reliability.md"] {
+        let text = std::fs::read_to_string(repo().join(doc)).unwrap();
+        let (prose, generated) = figures(&text);
+        // Every number the generated parts print, as written there.
+        let printed: BTreeSet<String> = number
+            .find_iter(&generated)
+            .map(|m| normalize(m.as_str()))
+            .collect();
+        for (line, figure) in prose {
+            let value = normalize(figure.split(' ').next().unwrap());
+            if !printed.contains(&value) {
+                wrong.push(format!("{doc}:{line}: {figure}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "figures in prose that no generated section or command output prints \
+         (quote them from it, or write them with the command that measures them): {wrong:#?}"
+    );
+}

@@ -12,9 +12,18 @@
 //! - [`load`]: a load generator on the same `store::execute`, many commands
 //!   per process through a connection pool (`writer load`).
 //! - [`cli`]: the clap interface and its output (human or `--json`).
+//! - [`app`]: what the binary does with parsed arguments: validate, connect,
+//!   run, and report a failure (the error with its causes once, a hint, the
+//!   exit code). `main` only parses, dispatches and exits.
+//! - [`db`]: one command's connection to the write database; `migrate
+//!   --wait-for-db` retries it with a capped backoff.
+//! - [`retention`]: `writer outbox prune`, deleting published outbox rows
+//!   past the retention window.
 //! - [`settings`]: typed settings (file + `WRITER__*` environment).
 
+pub mod app;
 pub mod cli;
+pub mod db;
 pub mod domain;
 pub mod input;
 pub mod load;

@@ -387,7 +387,7 @@ pub async fn run(pool: deadpool_postgres::Pool, spec: &LoadSpec, live: Arc<Live>
                         live.refused.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "command failed");
+                        tracing::warn!(error = %service::chain(&e), "command failed");
                         tally.failed += 1;
                         live.failed.fetch_add(1, Ordering::Relaxed);
                     }

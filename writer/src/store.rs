@@ -34,7 +34,8 @@ pub enum StoreError {
         reason: String,
     },
     /// The database failed; [`StoreError::is_retryable`] says whether to try again.
-    #[error("write database: {0}")]
+    /// What failed is the source: print the chain ([`service::chain`], `{:#}`).
+    #[error("write database")]
     Database(#[from] service::DbError),
 }
 
@@ -383,6 +384,8 @@ async fn write_all_and_commit(tx: Tx<'_>, writes: &[Write]) -> Result<(), StoreE
 /// The state rows `envelope` changes.
 fn apply_to_state(writes: &mut Vec<Write>, envelope: &Envelope, now: DateTime<Utc>) {
     let v = envelope.aggregate_version;
+    // The status an order event leads to: the contract's one mapping.
+    let status = OrderStatus::after(envelope.event.kind()).map(OrderStatus::as_str);
     let address_json = |a: &Address| serde_json::to_value(a).unwrap_or_default();
     match &envelope.event {
         Event::CustomerRegistered(e) => {
@@ -412,8 +415,8 @@ fn apply_to_state(writes: &mut Vec<Write>, envelope: &Envelope, now: DateTime<Ut
             write(
                 writes,
                 "INSERT INTO orders (order_id, customer_id, status, currency, total_cents, shipping_address, version, created_at, updated_at) \
-                 VALUES ($1, $2, 'placed', $3, $4, $5, $6, $7, $7)",
-                vec![b(e.order_id), b(e.customer_id.clone()), b(e.currency.clone()), b(e.total_cents), b(shipping), b(v), b(now)],
+                 VALUES ($1, $2, $8, $3, $4, $5, $6, $7, $7)",
+                vec![b(e.order_id), b(e.customer_id.clone()), b(e.currency.clone()), b(e.total_cents), b(shipping), b(v), b(now), b(status)],
             );
             for (i, line) in e.lines.iter().enumerate() {
                 write(
@@ -425,28 +428,28 @@ fn apply_to_state(writes: &mut Vec<Write>, envelope: &Envelope, now: DateTime<Ut
         }
         Event::OrderPaid(e) => write(
             writes,
-            "UPDATE orders SET status = 'paid', payment_reference = $4, version = $2, updated_at = $3 WHERE order_id = $1",
-            vec![b(e.order_id), b(v), b(now), b(e.payment_reference.clone())],
+            "UPDATE orders SET status = $5, payment_reference = $4, version = $2, updated_at = $3 WHERE order_id = $1",
+            vec![b(e.order_id), b(v), b(now), b(e.payment_reference.clone()), b(status)],
         ),
         Event::OrderShipped(e) => write(
             writes,
-            "UPDATE orders SET status = 'shipped', carrier = $2, tracking_number = $3, version = $4, updated_at = $5 WHERE order_id = $1",
-            vec![b(e.order_id), b(e.carrier.clone()), b(e.tracking_number.clone()), b(v), b(now)],
+            "UPDATE orders SET status = $6, carrier = $2, tracking_number = $3, version = $4, updated_at = $5 WHERE order_id = $1",
+            vec![b(e.order_id), b(e.carrier.clone()), b(e.tracking_number.clone()), b(v), b(now), b(status)],
         ),
         Event::OrderDelivered(e) => write(
             writes,
-            "UPDATE orders SET status = 'delivered', version = $2, updated_at = $3 WHERE order_id = $1",
-            vec![b(e.order_id), b(v), b(now)],
+            "UPDATE orders SET status = $4, version = $2, updated_at = $3 WHERE order_id = $1",
+            vec![b(e.order_id), b(v), b(now), b(status)],
         ),
         Event::OrderCancelled(e) => write(
             writes,
-            "UPDATE orders SET status = 'cancelled', cancel_reason = $4, version = $2, updated_at = $3 WHERE order_id = $1",
-            vec![b(e.order_id), b(v), b(now), b(e.reason.clone())],
+            "UPDATE orders SET status = $5, cancel_reason = $4, version = $2, updated_at = $3 WHERE order_id = $1",
+            vec![b(e.order_id), b(v), b(now), b(e.reason.clone()), b(status)],
         ),
         Event::OrderRefunded(e) => write(
             writes,
-            "UPDATE orders SET status = 'refunded', refunded_cents = $2, refund_reason = $3, version = $4, updated_at = $5 WHERE order_id = $1",
-            vec![b(e.order_id), b(e.amount_cents), b(e.reason.clone()), b(v), b(now)],
+            "UPDATE orders SET status = $6, refunded_cents = $2, refund_reason = $3, version = $4, updated_at = $5 WHERE order_id = $1",
+            vec![b(e.order_id), b(e.amount_cents), b(e.reason.clone()), b(v), b(now), b(status)],
         ),
     }
 }

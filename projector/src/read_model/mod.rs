@@ -12,7 +12,7 @@
 //! `n - 1` (see [`crate::batch`]). Events of different aggregates interleave
 //! freely, so every model converges whatever the interleaving: customer details
 //! and order facts are stored independently and joined on write, under a
-//! per-customer lock the core takes (see [`Plan::customer_locks`]).
+//! per-customer lock the core takes first in each batch ([`locks`]).
 
 pub mod customer_summary;
 pub mod order_view;
@@ -71,6 +71,26 @@ impl Plan {
             _ => None,
         }
     }
+}
+
+/// The locks the read models need for `applied` (the events a batch
+/// applies), as one statement to run before any of their steps: an advisory
+/// lock per customer whose rows those events join across aggregates
+/// ([`Plan::customer_locks`]), taken in one order so that two instances
+/// never deadlock on them. `None` when no event needs one.
+pub fn locks<'a>(applied: impl Iterator<Item = &'a Envelope>) -> Option<Step> {
+    let mut customers: Vec<String> = applied
+        .filter_map(|e| Plan::customer_locks(e).map(str::to_owned))
+        .collect();
+    customers.sort();
+    customers.dedup();
+    (!customers.is_empty()).then(|| {
+        Step::new(
+            "SELECT count(pg_advisory_xact_lock(h)) FROM \
+             (SELECT DISTINCT hashtextextended(c, 0) AS h FROM unnest($1::text[]) AS c ORDER BY 1) s",
+            vec![p(customers)],
+        )
+    })
 }
 
 /// Plans one new event for every read model. `Err` is a rejection: the event

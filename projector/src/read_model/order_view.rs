@@ -5,7 +5,7 @@
 //! operator's explicit `discard --skip-version`), so each step only records the
 //! version it applied; a step whose order row is missing is rejected.
 
-use outbox_events::{Envelope, Event};
+use outbox_events::{Envelope, Event, OrderStatus};
 use uuid::Uuid;
 
 use super::{p, Param, Step};
@@ -13,6 +13,8 @@ use super::{p, Param, Step};
 pub fn plan(envelope: &Envelope, steps: &mut Vec<Step>) -> Result<(), String> {
     let v = envelope.aggregate_version;
     let at = envelope.occurred_at;
+    // The status each order event leads to: the contract's one mapping.
+    let status = OrderStatus::after(envelope.event.kind());
     match &envelope.event {
         Event::CustomerRegistered(e) => {
             customer_details(steps, &e.customer_id, &e.name, &e.email, v)
@@ -37,10 +39,10 @@ pub fn plan(envelope: &Envelope, steps: &mut Vec<Step>) -> Result<(), String> {
                 Step::new(
                     "INSERT INTO order_view (order_id, customer_id, customer_name, customer_email, status, currency, total_cents, \
                      lines, line_count, shipping_address, placed_at, last_version) \
-                     SELECT $1, $2, c.name, c.email, 'placed', $3, $4, $5, $6, $7, $8, 1 \
+                     SELECT $1, $2, c.name, c.email, $9, $3, $4, $5, $6, $7, $8, 1 \
                      FROM (SELECT 1) one LEFT JOIN order_view_customers c ON c.customer_id = $2 \
                      ON CONFLICT (order_id) DO NOTHING",
-                    vec![p(e.order_id), p(e.customer_id.clone()), p(e.currency.clone()), p(e.total_cents), p(lines), p(line_count), p(shipping), p(at)],
+                    vec![p(e.order_id), p(e.customer_id.clone()), p(e.currency.clone()), p(e.total_cents), p(lines), p(line_count), p(shipping), p(at), p(status.map(OrderStatus::as_str))],
                 )
                 .expect(1, "insert the order into order_view (already there)"),
             );
@@ -49,35 +51,40 @@ pub fn plan(envelope: &Envelope, steps: &mut Vec<Step>) -> Result<(), String> {
             steps,
             e.order_id,
             v,
-            "status = 'paid', payment_reference = $3, paid_at = $4",
+            status,
+            "payment_reference = $3, paid_at = $4",
             vec![p(e.payment_reference.clone()), p(at)],
         ),
         Event::OrderShipped(e) => step(
             steps,
             e.order_id,
             v,
-            "status = 'shipped', carrier = $3, tracking_number = $4, shipped_at = $5",
+            status,
+            "carrier = $3, tracking_number = $4, shipped_at = $5",
             vec![p(e.carrier.clone()), p(e.tracking_number.clone()), p(at)],
         ),
         Event::OrderDelivered(e) => step(
             steps,
             e.order_id,
             v,
-            "status = 'delivered', delivered_at = $3",
+            status,
+            "delivered_at = $3",
             vec![p(at)],
         ),
         Event::OrderCancelled(e) => step(
             steps,
             e.order_id,
             v,
-            "status = 'cancelled', cancel_reason = $3, cancelled_at = $4",
+            status,
+            "cancel_reason = $3, cancelled_at = $4",
             vec![p(e.reason.clone()), p(at)],
         ),
         Event::OrderRefunded(e) => step(
             steps,
             e.order_id,
             v,
-            "status = 'refunded', refunded_cents = $3, refund_reason = $4, refunded_at = $5",
+            status,
+            "refunded_cents = $3, refund_reason = $4, refunded_at = $5",
             vec![p(e.amount_cents), p(e.reason.clone()), p(at)],
         ),
     }
@@ -105,13 +112,24 @@ fn customer_details(
 
 /// An order step: `SET <set>` on the order's row, which must exist.
 /// `$1` is the order id, `$2` the version, `$3...` are `params`.
-fn step(steps: &mut Vec<Step>, order_id: Uuid, version: i64, set: &str, params: Vec<Param>) {
+/// `UPDATE order_view SET {set}` for one order event, which also moves the
+/// order to `status` (its parameter follows `params`).
+fn step(
+    steps: &mut Vec<Step>,
+    order_id: Uuid,
+    version: i64,
+    status: Option<OrderStatus>,
+    set: &str,
+    params: Vec<Param>,
+) {
     let mut all = vec![p(order_id), p(version)];
     all.extend(params);
+    all.push(p(status.map(OrderStatus::as_str)));
+    let status_param = all.len();
     steps.push(
         Step::new(
             format!(
-                "UPDATE order_view SET {set}, last_version = $2, updated_at = now() \
+                "UPDATE order_view SET {set}, status = ${status_param}, last_version = $2, updated_at = now() \
                  WHERE order_id = $1"
             ),
             all,

@@ -9,4 +9,3 @@ mod failure_isolation;
 mod helpers;
 mod positions;
 mod read_models;
-mod tracing;

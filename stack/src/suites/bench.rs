@@ -806,10 +806,110 @@ pub fn render_markdown(
             x.component, x.cpu_seconds_per_million_events, x.peak_rss_mb
         ));
     }
+    md.push_str(&render_targets(r));
     if let Some(before) = baseline {
         md.push_str(&render_comparison(r, before));
     }
     md.push_str(&format!("\n![latency and catch-up]({plot})\n"));
+    md
+}
+
+/// The performance targets (docs/benchmarks.md, "Targets") against this run:
+/// each one's figure and whether it was met. Throughputs are compared as
+/// ratios to this run's pgbench at 4 clients.
+fn render_targets(r: &Results) -> String {
+    let mut md = String::from("\n### Targets\n\n| target | this run | |\n|---|---|---|\n");
+    let verdict = |met: bool| if met { "met" } else { "missed" };
+    let mut row = |target: &str, figure: String, met: Option<bool>| {
+        md.push_str(&format!(
+            "| {target} | {figure} | {} |\n",
+            met.map_or("not measured", verdict)
+        ));
+    };
+    let latency = |rate: u64| r.latency.iter().find(|l| l.offered_rate == rate);
+    for (rate, p50, p99) in [(1000, Some(50.0), 150.0), (2000, None, 300.0)] {
+        let target = match p50 {
+            Some(p50) => format!(
+                "end to end at {rate} events/s: p50 ≤ {p50:.0} ms, p99 ≤ {p99:.0} ms, ≥ {:.0}/s achieved",
+                rate as f64 * 0.99
+            ),
+            None => format!(
+                "end to end at {rate} events/s: p99 ≤ {p99:.0} ms, ≥ {:.0}/s achieved",
+                rate as f64 * 0.99
+            ),
+        };
+        match latency(rate) {
+            Some(l) => row(
+                &target,
+                format!(
+                    "{:.0}/s achieved, p50 {:.0} ms, p99 {:.0} ms",
+                    l.achieved_rate, l.p50_ms, l.p99_ms
+                ),
+                Some(
+                    l.achieved_rate >= rate as f64 * 0.99
+                        && p50.is_none_or(|p| l.p50_ms <= p)
+                        && l.p99_ms <= p99,
+                ),
+            ),
+            None => row(&target, "–".into(), None),
+        }
+    }
+    row(
+        "relay, 100k-event backlog: ≥ 15000 events/s",
+        format!("{:.0} events/s", r.relay_events_per_second),
+        Some(r.relay_events_per_second >= 15_000.0),
+    );
+    let pgbench4 = r
+        .writer
+        .iter()
+        .find(|w| w.clients == 4)
+        .map_or(0.0, |w| w.pgbench_tps);
+    match r.catch_up.iter().find(|c| c.batch_size == 1000) {
+        Some(c) if pgbench4 > 0.0 => row(
+            "projector catch-up at batch 1000: ≥ 5× pgbench at 4 clients",
+            format!(
+                "{:.0} events/s, {}",
+                c.events_per_second,
+                ratio(c.events_per_second, pgbench4)
+            ),
+            Some(c.events_per_second >= 5.0 * pgbench4),
+        ),
+        _ => row(
+            "projector catch-up at batch 1000: ≥ 5× pgbench at 4 clients",
+            "–".into(),
+            None,
+        ),
+    }
+    row(
+        "writer ≥ 1.0× pgbench (same statements) at each client count",
+        r.writer
+            .iter()
+            .map(|w| ratio(w.writer_commands_per_second, w.pgbench_tps))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        Some(
+            !r.writer.is_empty()
+                && r.writer
+                    .iter()
+                    .all(|w| w.writer_commands_per_second >= w.pgbench_tps),
+        ),
+    );
+    row(
+        "projector SIGKILL → lag < 1 s again: ≤ 3 s",
+        r.recovery_seconds
+            .map_or("–".into(), |s| format!("{s:.1} s")),
+        r.recovery_seconds.map(|s| s <= 3.0),
+    );
+    let cpu: f64 = r
+        .resources
+        .iter()
+        .map(|x| x.cpu_seconds_per_million_events)
+        .sum();
+    row(
+        "CPU-seconds per million events, all components: ≤ 450",
+        format!("{cpu:.0}"),
+        (!r.resources.is_empty()).then_some(cpu <= 450.0),
+    );
     md
 }
 

@@ -1,6 +1,7 @@
 //! The scripted scenario of `./dev/demo`: orders through the writer CLI,
 //! awaited in the read model, shown with psql.
 
+use outbox_events::OrderStatus;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -160,7 +161,7 @@ pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> 
             })
             .sum();
         let amount = format!("{}.{:02}", total / 100, total % 100);
-        let mut status = "placed";
+        let mut status = OrderStatus::Placed;
         for step in steps.iter() {
             let reference = format!("pay-{customer}");
             let tracking = format!("TRK-{customer}");
@@ -204,11 +205,11 @@ pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> 
             stack.writer(&args)?;
             scenario.commands += 1;
             status = match *step {
-                "pay" => "paid",
-                "ship" => "shipped",
-                "deliver" => "delivered",
-                "cancel" => "cancelled",
-                _ => "refunded",
+                "pay" => OrderStatus::Paid,
+                "ship" => OrderStatus::Shipped,
+                "deliver" => OrderStatus::Delivered,
+                "cancel" => OrderStatus::Cancelled,
+                _ => OrderStatus::Refunded,
             };
         }
         progress(&format!(
@@ -221,7 +222,7 @@ pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> 
         ));
         scenario
             .expected
-            .insert(id.clone(), (status.into(), steps.len() as i64 + 1));
+            .insert(id.clone(), (status.as_str().into(), steps.len() as i64 + 1));
         if steps.is_empty() {
             // Two commands the writer must refuse, changing nothing.
             for args in [

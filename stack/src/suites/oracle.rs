@@ -17,13 +17,15 @@
 //! - no dead letters, no parked events.
 //!
 //! # Layout
-//! - [`MODELS`]: per read model, the expected rows (write DB) and the actual
+//! - [`models`]: per read model, the expected rows (write DB) and the actual
 //!   rows (read DB), both as `|`-separated text keyed by the first columns.
 //! - [`check`]: runs every check; an [`OracleReport`] says exactly what differs.
 
 use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
+
+use outbox_events::{EventType, OrderStatus, ORDER_AGGREGATE};
 
 use crate::{Result, Stack, StackError, READ_DB, WRITE_DB};
 
@@ -58,86 +60,98 @@ struct Model {
     name: &'static str,
     /// Leading columns that identify a row.
     key_columns: usize,
-    expected: &'static str,
+    expected: String,
     actual: &'static str,
 }
 
-/// Time of an order's event of type `$1`, from the outbox (the event's own time).
-macro_rules! order_event_at {
-    ($t:literal) => {
-        concat!(
-            "(SELECT x.occurred_at FROM outbox x WHERE x.aggregate_type = 'order' \
-             AND x.aggregate_id = o.order_id::text AND x.event_type = '",
-            $t,
-            "')"
-        )
-    };
+/// Time of an order's event of type `kind`, from the outbox (the event's own time).
+fn order_event_at(kind: EventType) -> String {
+    format!(
+        "(SELECT x.occurred_at FROM outbox x WHERE x.aggregate_type = '{ORDER_AGGREGATE}' \
+         AND x.aggregate_id = o.order_id::text AND x.event_type = '{kind}')"
+    )
 }
 
-const MODELS: [Model; 3] = [
-    Model {
-        name: "order_view",
-        key_columns: 1,
-        expected: concat!(
-            "SELECT o.order_id, o.customer_id, o.status, o.currency, o.total_cents, \
-               (SELECT jsonb_agg(jsonb_build_object('sku', l.sku, 'quantity', l.quantity, \
-                  'unit_price_cents', l.unit_price_cents) ORDER BY l.line_no) \
-                FROM order_lines l WHERE l.order_id = o.order_id), \
-               (SELECT count(*) FROM order_lines l WHERE l.order_id = o.order_id), \
-               o.payment_reference, o.carrier, o.tracking_number, o.cancel_reason, \
-               o.refund_reason, o.refunded_cents, o.shipping_address, c.name, c.email, o.version, ",
-            order_event_at!("OrderPlaced"),
-            ", ",
-            order_event_at!("OrderPaid"),
-            ", ",
-            order_event_at!("OrderShipped"),
-            ", ",
-            order_event_at!("OrderDelivered"),
-            ", ",
-            order_event_at!("OrderCancelled"),
-            ", ",
-            order_event_at!("OrderRefunded"),
-            " FROM orders o LEFT JOIN customers c ON c.customer_id = o.customer_id ORDER BY 1"
-        ),
-        actual: "SELECT order_id, customer_id, status, currency, total_cents, lines, line_count, \
-                   payment_reference, carrier, tracking_number, cancel_reason, refund_reason, \
-                   refunded_cents, shipping_address, customer_name, customer_email, last_version, \
-                   placed_at, paid_at, shipped_at, delivered_at, cancelled_at, refunded_at \
-                 FROM order_view ORDER BY 1",
-    },
-    Model {
-        name: "customer_summary",
-        key_columns: 1,
-        expected: "SELECT c.customer_id, c.name, c.email, c.city, c.country, c.version, \
-                     (SELECT count(*) FROM orders o WHERE o.customer_id = c.customer_id), \
-                     (SELECT count(*) FROM orders o WHERE o.customer_id = c.customer_id \
-                        AND o.status IN ('placed', 'paid', 'shipped')), \
-                     coalesce((SELECT jsonb_object_agg(v.currency, v.cents) FROM ( \
-                        SELECT o.currency, sum(o.total_cents) - coalesce(sum(o.refunded_cents), 0) AS cents \
-                        FROM orders o WHERE o.customer_id = c.customer_id AND o.payment_reference IS NOT NULL \
-                        GROUP BY o.currency) v), '{}'::jsonb), \
-                     (SELECT max(x.occurred_at) FROM orders o JOIN outbox x \
-                        ON x.aggregate_type = 'order' AND x.aggregate_id = o.order_id::text \
-                        AND x.event_type = 'OrderPlaced' WHERE o.customer_id = c.customer_id) \
-                   FROM customers c ORDER BY 1",
-        actual: "SELECT customer_id, name, email, city, country, customer_version, orders_placed, \
-                   open_orders, lifetime_value, last_order_at FROM customer_summary ORDER BY 1",
-    },
-    Model {
-        name: "product_sales_daily",
-        key_columns: 3,
-        expected: "SELECT (x.occurred_at AT TIME ZONE 'UTC')::date, l.sku, o.currency, \
-                     sum(l.quantity), sum(l.quantity::bigint * l.unit_price_cents) \
-                   FROM orders o JOIN order_lines l ON l.order_id = o.order_id \
-                   JOIN outbox x ON x.aggregate_type = 'order' AND x.aggregate_id = o.order_id::text \
-                     AND x.event_type = 'OrderPlaced' \
-                   WHERE o.status NOT IN ('cancelled', 'refunded') \
-                   GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-        // Rows taken back to zero stay in the table; they carry no sale.
-        actual: "SELECT day, sku, currency, units, revenue_cents FROM product_sales_daily \
-                 WHERE units <> 0 OR revenue_cents <> 0 ORDER BY 1, 2, 3",
-    },
-];
+/// `'a', 'b'`: statuses as an SQL list.
+fn sql_list(statuses: impl IntoIterator<Item = OrderStatus>) -> String {
+    statuses
+        .into_iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every read model the oracle checks, its SQL built from the contract's
+/// vocabularies (event types, aggregate types, order statuses).
+fn models() -> [Model; 3] {
+    let open = sql_list(OrderStatus::ALL.into_iter().filter(|s| s.is_open()));
+    let no_sale = sql_list(OrderStatus::ALL.into_iter().filter(|s| !s.is_sale()));
+    let placed = EventType::OrderPlaced;
+    [
+        Model {
+            name: "order_view",
+            key_columns: 1,
+            expected: format!(
+                "SELECT o.order_id, o.customer_id, o.status, o.currency, o.total_cents, \
+                   (SELECT jsonb_agg(jsonb_build_object('sku', l.sku, 'quantity', l.quantity, \
+                      'unit_price_cents', l.unit_price_cents) ORDER BY l.line_no) \
+                    FROM order_lines l WHERE l.order_id = o.order_id), \
+                   (SELECT count(*) FROM order_lines l WHERE l.order_id = o.order_id), \
+                   o.payment_reference, o.carrier, o.tracking_number, o.cancel_reason, \
+                   o.refund_reason, o.refunded_cents, o.shipping_address, c.name, c.email, o.version, \
+                   {}, {}, {}, {}, {}, {} \
+                 FROM orders o LEFT JOIN customers c ON c.customer_id = o.customer_id ORDER BY 1",
+                order_event_at(EventType::OrderPlaced),
+                order_event_at(EventType::OrderPaid),
+                order_event_at(EventType::OrderShipped),
+                order_event_at(EventType::OrderDelivered),
+                order_event_at(EventType::OrderCancelled),
+                order_event_at(EventType::OrderRefunded),
+            ),
+            actual: "SELECT order_id, customer_id, status, currency, total_cents, lines, line_count, \
+                       payment_reference, carrier, tracking_number, cancel_reason, refund_reason, \
+                       refunded_cents, shipping_address, customer_name, customer_email, last_version, \
+                       placed_at, paid_at, shipped_at, delivered_at, cancelled_at, refunded_at \
+                     FROM order_view ORDER BY 1",
+        },
+        Model {
+            name: "customer_summary",
+            key_columns: 1,
+            expected: format!(
+                "SELECT c.customer_id, c.name, c.email, c.city, c.country, c.version, \
+                   (SELECT count(*) FROM orders o WHERE o.customer_id = c.customer_id), \
+                   (SELECT count(*) FROM orders o WHERE o.customer_id = c.customer_id \
+                      AND o.status IN ({open})), \
+                   coalesce((SELECT jsonb_object_agg(v.currency, v.cents) FROM ( \
+                      SELECT o.currency, sum(o.total_cents) - coalesce(sum(o.refunded_cents), 0) AS cents \
+                      FROM orders o WHERE o.customer_id = c.customer_id AND o.payment_reference IS NOT NULL \
+                      GROUP BY o.currency) v), '{{}}'::jsonb), \
+                   (SELECT max(x.occurred_at) FROM orders o JOIN outbox x \
+                      ON x.aggregate_type = '{ORDER_AGGREGATE}' AND x.aggregate_id = o.order_id::text \
+                      AND x.event_type = '{placed}' WHERE o.customer_id = c.customer_id) \
+                 FROM customers c ORDER BY 1"
+            ),
+            actual: "SELECT customer_id, name, email, city, country, customer_version, orders_placed, \
+                       open_orders, lifetime_value, last_order_at FROM customer_summary ORDER BY 1",
+        },
+        Model {
+            name: "product_sales_daily",
+            key_columns: 3,
+            expected: format!(
+                "SELECT (x.occurred_at AT TIME ZONE 'UTC')::date, l.sku, o.currency, \
+                   sum(l.quantity), sum(l.quantity::bigint * l.unit_price_cents) \
+                 FROM orders o JOIN order_lines l ON l.order_id = o.order_id \
+                 JOIN outbox x ON x.aggregate_type = '{ORDER_AGGREGATE}' AND x.aggregate_id = o.order_id::text \
+                   AND x.event_type = '{placed}' \
+                 WHERE o.status NOT IN ({no_sale}) \
+                 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            ),
+            // Rows taken back to zero stay in the table; they carry no sale.
+            actual: "SELECT day, sku, currency, units, revenue_cents FROM product_sales_daily \
+                     WHERE units <> 0 OR revenue_cents <> 0 ORDER BY 1, 2, 3",
+        },
+    ]
+}
 
 /// One row that differs between the oracle and a read model.
 #[derive(Debug, Clone, Serialize)]
@@ -305,8 +319,8 @@ fn count(stack: &Stack, db: &str, sql: &str) -> Result<usize> {
 /// Runs every check against the stack as it is now.
 pub fn check(stack: &Stack) -> Result<OracleReport> {
     let mut report = OracleReport::default();
-    for model in &MODELS {
-        let expected = stack.psql(WRITE_DB, model.expected)?;
+    for model in &models() {
+        let expected = stack.psql(WRITE_DB, &model.expected)?;
         let actual = stack.psql(READ_DB, model.actual)?;
         compare(model, &expected, &actual, &mut report);
     }
@@ -419,7 +433,7 @@ mod tests {
         let model = Model {
             name: "m",
             key_columns: 1,
-            expected: "",
+            expected: String::new(),
             actual: "",
         };
         let mut report = OracleReport::default();

@@ -449,22 +449,27 @@ fn compose_uses_the_same_connector_sql_and_topics_as_the_local_stack() {
     assert!(repo.join("sql/write/V1__orders_and_outbox.sql").exists());
     assert!(repo.join("sql/read/V1__order_view_and_inbox.sql").exists());
     // Topics: one list for both stacks; compose's projector consumes the same ones.
+    // Both are the contract's (outbox_events): one topic per aggregate type,
+    // named as the Event Router routes them.
     let topics = stack::read_topics(&repo).unwrap();
-    for topic in [
-        "outbox.event.order",
-        "outbox.event.customer",
-        "__debezium-heartbeat.outbox",
-    ] {
-        assert!(
-            topics.iter().any(|t| t == topic),
-            "debezium/topics.txt lacks {topic}"
-        );
-    }
+    assert!(
+        topics.iter().any(|t| t == "__debezium-heartbeat.outbox"),
+        "debezium/topics.txt lacks the heartbeat topic"
+    );
     let consumed: Vec<&str> = topics
         .iter()
         .map(String::as_str)
         .filter(|t| !t.starts_with("__"))
         .collect();
+    assert_eq!(
+        consumed,
+        outbox_events::outbox_topics(),
+        "debezium/topics.txt"
+    );
+    assert_eq!(
+        config["transforms.outbox.route.topic.replacement"],
+        format!("{}${{routedByValue}}", outbox_events::TOPIC_PREFIX)
+    );
     assert!(
         compose.contains(&format!("PROJECTOR__KAFKA__TOPICS: {}", consumed.join(","))),
         "compose's projector must consume {consumed:?}"
@@ -1234,7 +1239,8 @@ fn reconcile_names_a_removed_and_a_forged_event_and_exits_1() {
                  DELETE FROM aggregate_versions WHERE aggregate_type = 'order' AND aggregate_id = '{order}'; \
                  INSERT INTO inbox (event_id, event_type, aggregate_type, aggregate_id, aggregate_version, topic, \
                    kafka_partition, kafka_offset, occurred_at) \
-                 VALUES ('{forged}', 'OrderPaid', 'order', '{order}', 2, 'outbox.event.order', 0, 999999, now())"
+                 VALUES ('{forged}', 'OrderPaid', 'order', '{order}', 2, '{topic}', 0, 999999, now())",
+                topic = outbox_events::topic_for(outbox_events::ORDER_AGGREGATE)
             ),
         )
         .unwrap();
@@ -1289,7 +1295,7 @@ fn each_kafka_user_can_do_its_job_and_nothing_else() {
     stack
         .up(&|m| eprintln!("[kafka-users] {m}"))
         .expect("stack up");
-    let outbox_topic = "outbox.event.order";
+    let outbox_topic = &outbox_events::topic_for(outbox_events::ORDER_AGGREGATE);
     let client = |user: Option<KafkaUser>| {
         let mut config = ClientConfig::new();
         config
@@ -1987,7 +1993,7 @@ fn status_names_each_unhealthy_cause_and_the_watchdog_restarts_a_failed_task() {
         }
         futures::executor::block_on(
             producer.send(
-                FutureRecord::to("outbox.event.order")
+                FutureRecord::to(&outbox_events::topic_for(outbox_events::ORDER_AGGREGATE))
                     .key(key)
                     .payload(value)
                     .headers(owned),

@@ -40,11 +40,16 @@ pub enum Rejection {
     },
     #[error("cannot refund order {0}: it was never paid")]
     NotPaid(Uuid),
-    #[error("{what} of {amount} does not match the order total of {total} {currency}")]
+    // Amounts stay cents here; only the message formats them.
+    #[error(
+        "{what} of {} does not match the order total of {} {currency}",
+        crate::input::format_money(*amount_cents),
+        crate::input::format_money(*total_cents)
+    )]
     AmountMismatch {
         what: &'static str,
-        amount: String,
-        total: String,
+        amount_cents: i64,
+        total_cents: i64,
         currency: String,
     },
     #[error("nothing to change: customer {0} already has these details")]

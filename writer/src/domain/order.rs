@@ -4,8 +4,7 @@
 //! cancelled`; a paid-then-cancelled or a delivered (returned) order can be
 //! `refunded`, in full.
 
-use std::fmt;
-
+pub use outbox_events::OrderStatus;
 use outbox_events::{
     Event, OrderCancelled, OrderDelivered, OrderLine, OrderPaid, OrderPlaced, OrderRefunded,
     OrderShipped,
@@ -13,49 +12,6 @@ use outbox_events::{
 use uuid::Uuid;
 
 use super::{CustomerState, Rejection};
-use crate::input::format_money;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderStatus {
-    Placed,
-    Paid,
-    Shipped,
-    Delivered,
-    Cancelled,
-    Refunded,
-}
-
-impl OrderStatus {
-    pub const ALL: [OrderStatus; 6] = [
-        OrderStatus::Placed,
-        OrderStatus::Paid,
-        OrderStatus::Shipped,
-        OrderStatus::Delivered,
-        OrderStatus::Cancelled,
-        OrderStatus::Refunded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Placed => "placed",
-            OrderStatus::Paid => "paid",
-            OrderStatus::Shipped => "shipped",
-            OrderStatus::Delivered => "delivered",
-            OrderStatus::Cancelled => "cancelled",
-            OrderStatus::Refunded => "refunded",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == raw)
-    }
-}
-
-impl fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What the rules need to know about an existing order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,8 +130,8 @@ pub fn decide(
         } else {
             Err(Rejection::AmountMismatch {
                 what,
-                amount: format_money(amount),
-                total: format_money(state.total_cents),
+                amount_cents: amount,
+                total_cents: state.total_cents,
                 currency: state.currency.clone(),
             })
         }
@@ -414,8 +370,8 @@ mod tests {
         // The rejections that are not about the state.
         let mismatch = |what: &'static str, amount: i64| Rejection::AmountMismatch {
             what,
-            amount: format_money(amount),
-            total: format_money(1000),
+            amount_cents: amount,
+            total_cents: 1000,
             currency: "EUR".into(),
         };
         assert_eq!(

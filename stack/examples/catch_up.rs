@@ -8,7 +8,7 @@
 //! the projector spends its time. Run with a release build:
 //!
 //! ```sh
-//! cargo run --release -p projector --example catch_up -- 20000
+//! cargo run --release -p stack --example catch_up -- 20000
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -111,7 +111,7 @@ fn history(orders: usize) -> Vec<Envelope> {
 }
 
 fn record(e: &Envelope, offset: i64) -> Record {
-    Record::from_envelope(e, format!("outbox.event.{}", e.aggregate_type), 0, offset)
+    Record::from_envelope(e, outbox_events::topic_for(&e.aggregate_type), 0, offset)
 }
 
 #[tokio::main]

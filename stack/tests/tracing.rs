@@ -1,18 +1,36 @@
 //! One trace from command to read model: the writer's command span and the
 //! projector's apply span share the trace id, and the writer's span is the
 //! apply span's parent, through the `traceparent` stored in the outbox.
+//!
+//! A test across both sides, so it lives here with the end-to-end suites
+//! rather than in either side's tests (the read side must not depend on the
+//! write side's code).
+#![allow(clippy::unwrap_used)] // test helpers fail loudly by design
+
+use std::sync::OnceLock;
 
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use outbox_events::Address;
+use stack::{Component, Stack};
 use tracing_subscriber::layer::SubscriberExt;
 use writer::domain::{Command, CustomerCommand};
 
-use crate::helpers::{stack, TestEnv};
+/// PostgreSQL, once for this test binary.
+fn stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let stack = Stack::for_tests("tracing").expect("test stack");
+        stack
+            .start(Component::Postgres, &|_| {})
+            .expect("postgres starts");
+        stack
+    })
+}
 
-/// A write database of its own, migrated by the writer's own code.
-async fn write_pool() -> deadpool_postgres::Pool {
-    let name = format!("w_{}", uuid::Uuid::new_v4().simple());
+/// A database of its own, owned by the owner role; its connection settings.
+fn database(prefix: &str) -> tokio_postgres::Config {
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
     stack()
         .admin_sql(
             "postgres",
@@ -27,8 +45,13 @@ async fn write_pool() -> deadpool_postgres::Pool {
         .user(&params.user)
         .password(&params.password)
         .dbname(&params.dbname);
+    config
+}
+
+/// A write database of its own, migrated by the writer's own code.
+async fn write_pool() -> deadpool_postgres::Pool {
     let pool = deadpool_postgres::Pool::builder(deadpool_postgres::Manager::new(
-        config,
+        database("w"),
         tokio_postgres::NoTls,
     ))
     .max_size(1)
@@ -38,6 +61,14 @@ async fn write_pool() -> deadpool_postgres::Pool {
         .await
         .unwrap();
     pool
+}
+
+/// A read database of its own, migrated by the projector's own code.
+async fn read_client() -> tokio_postgres::Client {
+    let (mut client, connection) = database("r").connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    projector::migrate(&mut client).await.unwrap();
+    client
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -85,11 +116,24 @@ async fn the_writers_command_span_is_the_parent_of_the_projectors_apply_span() {
 
     // The projector: the record as the Event Router publishes it (the outbox
     // column as a header), applied with the service loop's spans.
-    let mut env = TestEnv::new().await;
-    let record = env.record(&envelope, 0);
+    let mut read = read_client().await;
+    let record = projector::record::Record::from_envelope(
+        &envelope,
+        outbox_events::topic_for(&envelope.aggregate_type),
+        0,
+        0,
+    );
     assert_eq!(record.header("traceparent"), Some(stored.as_str()));
     let spans = projector::trace::event_spans(std::slice::from_ref(&record));
-    env.apply(&[record]).await.unwrap();
+    let checkpoint = projector::position::Checkpoint::new("tracing").unfenced();
+    projector::batch::apply_batch(
+        &mut read,
+        &projector::record::Decoder::default(),
+        &[record],
+        &checkpoint,
+    )
+    .await
+    .unwrap();
     drop(spans);
     provider.force_flush().unwrap();
 
