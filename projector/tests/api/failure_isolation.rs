@@ -46,118 +46,124 @@ fn random_bytes(rng: &mut StdRng, max: usize) -> Vec<u8> {
     (0..n).map(|_| rng.random()).collect()
 }
 
-/// A malformed record of kind `kind` (random bytes or a real event broken one way).
-fn bad_record(rng: &mut StdRng, kind: usize) -> Sent {
-    let order = Uuid::new_v4();
-    let good = placed(order);
-    let headers = |e: &Envelope| -> Vec<(String, Option<Vec<u8>>)> {
-        e.to_headers()
+/// A real event as the Event Router publishes it, to break one way: its key,
+/// headers and payload (the order's `OrderPlaced`).
+struct Base {
+    good: Envelope,
+    key: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Base {
+    fn new() -> Self {
+        let order = Uuid::new_v4();
+        let good = placed(order);
+        let headers = good
+            .to_headers()
             .into_iter()
             .map(|(k, v)| (k.to_owned(), Some(v.into_bytes())))
-            .collect()
-    };
-    let payload = |e: &Envelope| Some(e.event.to_payload().to_string().into_bytes());
-    let key = Some(order.to_string().into_bytes());
-    let set = |h: &mut Vec<(String, Option<Vec<u8>>)>, name: &str, value: &[u8]| {
-        for (k, v) in h.iter_mut() {
+            .collect();
+        Self {
+            good,
+            key: Some(order.to_string().into_bytes()),
+            headers,
+        }
+    }
+
+    /// The record with the good payload (what was broken is elsewhere).
+    fn sent_good(self) -> Sent {
+        let value = Some(self.good.event.to_payload().to_string().into_bytes());
+        self.sent(value)
+    }
+
+    /// Header `name` set to `value`.
+    fn with_header(mut self, name: &str, value: &[u8]) -> Self {
+        for (k, v) in &mut self.headers {
             if k == name {
                 *v = Some(value.to_vec());
             }
         }
-    };
-    let mut h = headers(&good);
-    let with_payload = |json: String| Some(json.into_bytes());
-    match kind % 13 {
-        0 => {
-            let names = [
-                header::EVENT_ID,
-                header::EVENT_TYPE,
-                "x-junk",
-                "aggregate_version",
-                "ümlaut",
-            ];
-            let headers = (0..rng.random_range(0..5))
-                .map(|_| {
-                    let name = names[rng.random_range(0..names.len())].to_owned();
-                    let value = rng.random_bool(0.8).then(|| random_bytes(rng, 40));
-                    (name, value)
-                })
-                .collect();
-            Sent {
-                key: rng.random_bool(0.8).then(|| random_bytes(rng, 40)),
-                headers,
-                value: rng.random_bool(0.9).then(|| random_bytes(rng, 300)),
-                kind: "random bytes",
-            }
+        self
+    }
+
+    /// The record with its headers and `value` (its kind is named by [`bad_record`]).
+    fn sent(self, value: Option<Vec<u8>>) -> Sent {
+        Sent {
+            key: self.key,
+            headers: self.headers,
+            value,
+            kind: "",
         }
-        1 => {
-            set(&mut h, header::EVENT_TYPE, b"Order\xff\xfePlaced");
-            Sent {
-                key,
-                headers: h,
-                value: payload(&good),
-                kind: "header not UTF-8",
-            }
+    }
+
+    /// The record with the good headers and the payload changed by `change`.
+    fn sent_with_payload(self, change: impl FnOnce(&mut serde_json::Value)) -> Sent {
+        let mut p = self.good.event.to_payload();
+        change(&mut p);
+        self.sent(Some(p.to_string().into_bytes()))
+    }
+}
+
+/// Every kind of bad record: its name and how to make one (random bytes, or a
+/// real event broken one way).
+/// Makes one bad record out of a good one.
+type Breaker = fn(&mut StdRng, Base) -> Sent;
+
+const BAD_RECORDS: &[(&str, Breaker)] = &[
+    ("random bytes", |rng, _| {
+        let names = [
+            header::EVENT_ID,
+            header::EVENT_TYPE,
+            "x-junk",
+            "aggregate_version",
+            "ümlaut",
+        ];
+        let headers = (0..rng.random_range(0..5))
+            .map(|_| {
+                let name = names[rng.random_range(0..names.len())].to_owned();
+                let value = rng.random_bool(0.8).then(|| random_bytes(rng, 40));
+                (name, value)
+            })
+            .collect();
+        Sent {
+            key: rng.random_bool(0.8).then(|| random_bytes(rng, 40)),
+            headers,
+            value: rng.random_bool(0.9).then(|| random_bytes(rng, 300)),
+            kind: "",
         }
-        2 => {
-            h.push((
-                header::EVENT_ID.into(),
-                Some(Uuid::new_v4().to_string().into_bytes()),
-            ));
-            Sent {
-                key,
-                headers: h,
-                value: payload(&good),
-                kind: "duplicated header",
-            }
-        }
-        3 => {
-            let drop = rng.random_range(0..5);
-            h.remove(drop);
-            Sent {
-                key,
-                headers: h,
-                value: payload(&good),
-                kind: "missing header",
-            }
-        }
-        4 => {
-            set(&mut h, header::EVENT_TYPE, b"OrderTeleported");
-            Sent {
-                key,
-                headers: h,
-                value: payload(&good),
-                kind: "unknown event type",
-            }
-        }
-        5 => {
-            set(&mut h, header::SCHEMA_VERSION, b"99");
-            Sent {
-                key,
-                headers: h,
-                value: payload(&good),
-                kind: "unknown schema version",
-            }
-        }
-        6 => Sent {
-            key,
-            headers: h,
-            value: with_payload("[1, 2, {\"order_id\": null}]".into()),
-            kind: "wrong shape",
-        },
-        7 => {
-            let mut p = good.event.to_payload();
-            p["customer_id"] = serde_json::json!("c-\u{0}-nul");
-            Sent {
-                key,
-                headers: h,
-                value: with_payload(p.to_string()),
-                kind: "NUL in text",
-            }
-        }
-        8 => {
-            let mut p = good.event.to_payload();
-            if rng.random_bool(0.5) {
+    }),
+    ("header not UTF-8", |_, b| {
+        b.with_header(header::EVENT_TYPE, b"Order\xff\xfePlaced")
+            .sent_good()
+    }),
+    ("duplicated header", |_, mut b| {
+        b.headers.push((
+            header::EVENT_ID.into(),
+            Some(Uuid::new_v4().to_string().into_bytes()),
+        ));
+        b.sent_good()
+    }),
+    ("missing header", |rng, mut b| {
+        b.headers.remove(rng.random_range(0..5));
+        b.sent_good()
+    }),
+    ("unknown event type", |_, b| {
+        b.with_header(header::EVENT_TYPE, b"OrderTeleported")
+            .sent_good()
+    }),
+    ("unknown schema version", |_, b| {
+        b.with_header(header::SCHEMA_VERSION, b"99").sent_good()
+    }),
+    ("wrong shape", |_, b| {
+        b.sent(Some(b"[1, 2, {\"order_id\": null}]".to_vec()))
+    }),
+    ("NUL in text", |_, b| {
+        b.sent_with_payload(|p| p["customer_id"] = serde_json::json!("c-\u{0}-nul"))
+    }),
+    ("absurd numbers", |rng, b| {
+        let overflow = rng.random_bool(0.5);
+        b.sent_with_payload(|p| {
+            if overflow {
                 p["lines"][0]["quantity"] = serde_json::json!(1u64 << 40);
                 p["total_cents"] = serde_json::json!(9_000_000_000_000_000_000u64);
             } else {
@@ -166,49 +172,32 @@ fn bad_record(rng: &mut StdRng, kind: usize) -> Sent {
                 p["lines"][0]["unit_price_cents"] =
                     serde_json::json!(outbox_events::MAX_AMOUNT_CENTS);
             }
-            Sent {
-                key,
-                headers: h,
-                value: with_payload(p.to_string()),
-                kind: "absurd numbers",
-            }
-        }
-        9 => {
-            // 300 kB, valid in every way the contract checks, but a SKU that no
-            // index row can hold: the read database itself refuses it.
-            let mut p = good.event.to_payload();
-            let sku: String = (0..300_000)
-                .map(|_| char::from(rng.random_range(b'a'..=b'z')))
-                .collect();
-            p["lines"][0]["sku"] = serde_json::json!(sku);
-            Sent {
-                key,
-                headers: h,
-                value: with_payload(p.to_string()),
-                kind: "very large value the database refuses",
-            }
-        }
-        10 => Sent {
-            key: Some(b"\xc3\x28not-utf8".to_vec()),
-            headers: h,
-            value: payload(&good),
-            kind: "key not UTF-8",
-        },
-        11 => {
-            set(&mut h, header::AGGREGATE_VERSION, b"-7");
-            Sent {
-                key,
-                headers: h,
-                value: payload(&good),
-                kind: "negative version",
-            }
-        }
-        _ => Sent {
-            key,
-            headers: h,
-            value: None,
-            kind: "no value",
-        },
+        })
+    }),
+    ("very large value the database refuses", |rng, b| {
+        // 300 kB, valid in every way the contract checks, but a SKU that no
+        // index row can hold: the read database itself refuses it.
+        let sku: String = (0..300_000)
+            .map(|_| char::from(rng.random_range(b'a'..=b'z')))
+            .collect();
+        b.sent_with_payload(|p| p["lines"][0]["sku"] = serde_json::json!(sku))
+    }),
+    ("key not UTF-8", |_, mut b| {
+        b.key = Some(b"\xc3\x28not-utf8".to_vec());
+        b.sent_good()
+    }),
+    ("negative version", |_, b| {
+        b.with_header(header::AGGREGATE_VERSION, b"-7").sent_good()
+    }),
+    ("no value", |_, b| b.sent(None)),
+];
+
+/// A malformed record of the `kind`-th kind of [`BAD_RECORDS`] (modulo their number).
+fn bad_record(rng: &mut StdRng, kind: usize) -> Sent {
+    let (name, make) = BAD_RECORDS[kind % BAD_RECORDS.len()];
+    Sent {
+        kind: name,
+        ..make(rng, Base::new())
     }
 }
 
