@@ -104,11 +104,11 @@ impl Base {
     }
 }
 
-/// Every kind of bad record: its name and how to make one (random bytes, or a
-/// real event broken one way).
 /// Makes one bad record out of a good one.
 type Breaker = fn(&mut StdRng, Base) -> Sent;
 
+/// Every kind of bad record: its name and how to make one (random bytes, or a
+/// real event broken one way).
 const BAD_RECORDS: &[(&str, Breaker)] = &[
     ("random bytes", |rng, _| {
         let names = [
