@@ -153,6 +153,23 @@ async fn a_retry_with_the_same_key_returns_the_first_result_and_writes_nothing()
     assert_eq!(db.count("outbox WHERE event_type = 'OrderPaid'").await, 1);
 }
 
+/// `order place` of one line for customer `c-1` with idempotency key `key`, JSON output.
+fn keyed_place<'a>(key: &'a str, line: &'a str) -> [&'a str; 11] {
+    [
+        "--json",
+        "--idempotency-key",
+        key,
+        "order",
+        "place",
+        "--customer",
+        "c-1",
+        "--currency",
+        "EUR",
+        "--line",
+        line,
+    ]
+}
+
 /// Settings that let a command wait for the test's lock instead of giving up
 /// after the default 5 s.
 const PATIENT: [(&str, &str); 1] = [("WRITER__DATABASE__LOCK_TIMEOUT_MS", "60000")];
@@ -164,19 +181,7 @@ const PATIENT: [(&str, &str); 1] = [("WRITER__DATABASE__LOCK_TIMEOUT_MS", "60000
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_first_attempts_with_one_key_commit_once_and_return_that_result() {
     let db = TestDb::new().await;
-    let place = [
-        "--json",
-        "--idempotency-key",
-        "first-race",
-        "order",
-        "place",
-        "--customer",
-        "c-1",
-        "--currency",
-        "EUR",
-        "--line",
-        "A:1:2.50",
-    ];
+    let place = keyed_place("first-race", "A:1:2.50");
     // Nobody may claim a key while this transaction holds the table in SHARE mode.
     let mut holder = db.session().await;
     let gate = holder.transaction().await.unwrap();
@@ -229,19 +234,7 @@ async fn concurrent_first_attempts_with_one_key_commit_once_and_return_that_resu
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retry_after_the_first_attempt_was_killed_mid_command_commits_once() {
     let db = TestDb::new().await;
-    let place = [
-        "--json",
-        "--idempotency-key",
-        "killed-once",
-        "order",
-        "place",
-        "--customer",
-        "c-1",
-        "--currency",
-        "EUR",
-        "--line",
-        "K:3:1.00",
-    ];
+    let place = keyed_place("killed-once", "K:3:1.00");
     let before = db.snapshot().await;
     // The customer's row locked: the command claims its key, then waits to share-lock it.
     let mut holder = db.session().await;
