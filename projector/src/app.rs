@@ -15,7 +15,7 @@ use crate::record::Decoder;
 use crate::settings::Settings;
 
 /// One connection to the read database, for a command or the start-up checks.
-pub async fn connect(settings: &Settings) -> anyhow::Result<tokio_postgres::Client> {
+pub async fn connect(settings: &Settings) -> anyhow::Result<crate::consumer::ReadDb> {
     crate::consumer::connect(settings)
         .await
         .map_err(service::DbError)
@@ -41,7 +41,7 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<()> 
 /// ([`shutdown_signal`]).
 pub async fn serve(
     settings: Settings,
-    mut client: tokio_postgres::Client,
+    mut client: crate::consumer::ReadDb,
     decoder: Decoder,
 ) -> anyhow::Result<()> {
     let pending = crate::pending_migrations(&mut client)

@@ -37,6 +37,11 @@ pub enum ProjectorError {
         group: String,
         code: rdkafka::types::RDKafkaErrorCode,
     },
+    /// librdkafka's consumer cannot go on (e.g. another instance joined
+    /// with this one's `kafka.group_instance_id` and fenced it): only a new
+    /// process can, so this one stops.
+    #[error("the Kafka consumer failed for good; restart the process (a second instance with the same kafka.group_instance_id fences the first)")]
+    Fatal(#[source] KafkaError),
 }
 
 /// Errors no retry can cure: the brokers refused who the projector is.
@@ -171,9 +176,10 @@ fn partition_lag(p: &rdkafka::statistics::Partition) -> i64 {
 
 impl ConsumerContext for ProjectorContext {
     /// librdkafka's default rebalance with one change: an assignment starts
-    /// at the stored positions. With the KIP-848 protocol (the default here)
-    /// rebalances are incremental: only the partitions that move are assigned
-    /// or revoked, the others keep being consumed.
+    /// at the stored positions. Rebalances are incremental (the classic
+    /// protocol's cooperative-sticky assignor, the default here, or KIP-848):
+    /// only the partitions that move are assigned or revoked, the others keep
+    /// being consumed.
     fn rebalance(
         &self,
         consumer: &rdkafka::consumer::BaseConsumer<Self>,
@@ -257,9 +263,15 @@ pub fn build_consumer(settings: &Settings) -> Result<StreamConsumer<ProjectorCon
             );
     }
     if kafka.group_protocol == GroupProtocol::Classic {
+        if let Some(instance) = &kafka.group_instance_id {
+            config.set("group.instance.id", instance);
+        }
         // With KIP-848 the session and heartbeat are the broker's
         // (group.consumer.*); librdkafka refuses them from the client.
         config
+            // Incremental rebalances, as under KIP-848: a member joining or
+            // leaving moves only the partitions that change hands.
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
             // A third of the session: a restarted instance's group settles quickly.
             .set(
@@ -281,19 +293,27 @@ pub fn build_consumer(settings: &Settings) -> Result<StreamConsumer<ProjectorCon
 }
 
 /// Connects to the read database; the connection task logs when it ends.
-pub async fn connect(settings: &Settings) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+///
+/// The client keeps a statement cache for its connection (deadpool's
+/// wrapper, without a pool): a batch's statements are parsed and planned
+/// once per connection instead of once per batch, and a cached statement
+/// costs no round trip to prepare. A new connection starts a new cache.
+pub async fn connect(settings: &Settings) -> Result<ReadDb, tokio_postgres::Error> {
     let (client, connection) = settings
         .database
         .pg_config("projector")
         .connect(tokio_postgres::NoTls)
         .await?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %service::show_db_error(&e), "read database connection closed");
         }
     });
-    Ok(client)
+    Ok(ReadDb::new(client, task))
 }
+
+/// A connection to the read database with its statement cache.
+pub type ReadDb = deadpool_postgres::ClientWrapper;
 
 /// Most time between two attempts at the same batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -369,6 +389,11 @@ pub async fn run_with(
                 tracing::error!(%error, "projector stopping");
                 return Err(error);
             }
+            Poll::Fatal(e) => {
+                let error = ProjectorError::Fatal(e);
+                tracing::error!(error = %service::chain(&error), "projector stopping");
+                return Err(error);
+            }
         };
         // Ended after the commit: each covers its record's transaction.
         let spans = crate::trace::event_spans(&batch);
@@ -415,6 +440,7 @@ enum Poll {
     Shutdown,
     /// The brokers refused the projector's user (see [`refusal`]).
     Refused(KafkaError),
+    Fatal(KafkaError),
 }
 
 /// How long without records before the loop looks at its assignment.
@@ -433,6 +459,9 @@ async fn next_batch(
             message = consumer.recv() => match message {
                 Ok(message) => break message,
                 Err(e) if refusal(&e).is_some() => return Poll::Refused(e),
+                Err(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) => {
+                    return Poll::Fatal(e)
+                }
                 // librdkafka recovers from broker outages by itself; keep polling.
                 Err(e) => {
                     let delay = backoff.next();
@@ -472,7 +501,7 @@ async fn next_batch(
 async fn apply_with_retry(
     settings: &Settings,
     decoder: &Decoder,
-    client: &mut tokio_postgres::Client,
+    client: &mut ReadDb,
     batch: &[Record],
     checkpoint: &Checkpoint,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
@@ -545,7 +574,7 @@ impl Backoff {
 async fn connect_with_retry(
     settings: &Settings,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
-) -> Option<tokio_postgres::Client> {
+) -> Option<ReadDb> {
     let mut backoff = Backoff::default();
     loop {
         match connect(settings).await {

@@ -47,7 +47,7 @@ pub async fn show(
 /// oldest first; `emit` gets each result's line as soon as it is known.
 /// Fails if any still fails, after trying them all.
 pub async fn replay(
-    client: &mut tokio_postgres::Client,
+    client: &mut crate::consumer::ReadDb,
     decoder: &Decoder,
     id: Option<i64>,
     json: bool,
@@ -55,7 +55,7 @@ pub async fn replay(
 ) -> anyhow::Result<()> {
     let ids = match id {
         Some(id) => vec![id],
-        None => operator::open_ids(&*client).await?,
+        None => operator::open_ids(&**client).await?,
     };
     let mut failing = 0;
     for id in ids {
@@ -73,7 +73,7 @@ pub async fn replay(
 
 /// `dead-letters discard`: gives up on dead letter `id`, recording `reason`.
 pub async fn discard(
-    client: &mut tokio_postgres::Client,
+    client: &mut crate::consumer::ReadDb,
     decoder: &Decoder,
     id: i64,
     reason: &str,

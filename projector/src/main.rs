@@ -174,7 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn dead_letters(
-    client: &mut tokio_postgres::Client,
+    client: &mut projector::consumer::ReadDb,
     decoder: &Decoder,
     command: DeadLetterCommand,
     json: bool,
@@ -183,10 +183,10 @@ async fn dead_letters(
         DeadLetterCommand::List { all, limit, after } => {
             print!(
                 "{}",
-                report::list(&*client, all, Page { after, limit }, json).await?
+                report::list(&**client, all, Page { after, limit }, json).await?
             );
         }
-        DeadLetterCommand::Show { id } => print!("{}", report::show(&*client, id, json).await?),
+        DeadLetterCommand::Show { id } => print!("{}", report::show(&**client, id, json).await?),
         // `--all` (no id): every open one.
         DeadLetterCommand::Replay { id, all: _ } => {
             report::replay(client, decoder, id, json, |line| print!("{line}")).await?;

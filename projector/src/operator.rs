@@ -251,7 +251,7 @@ pub enum Replayed {
 /// Re-applies dead letter `id` with today's code (`decoder`), then the parked
 /// events behind it, in order.
 pub async fn replay(
-    client: &mut tokio_postgres::Client,
+    client: &mut crate::consumer::ReadDb,
     decoder: &Decoder,
     id: i64,
 ) -> Result<Replayed, OperatorError> {
@@ -322,7 +322,7 @@ pub struct Discarded {
 /// discarded version as if it had been applied (its effect is lost, on
 /// purpose) and the parked events apply in order.
 pub async fn discard(
-    client: &mut tokio_postgres::Client,
+    client: &mut crate::consumer::ReadDb,
     decoder: &Decoder,
     id: i64,
     reason: &str,

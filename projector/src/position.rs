@@ -11,7 +11,8 @@
 
 use std::collections::HashMap;
 
-use tokio_postgres::{GenericClient, Transaction};
+use deadpool_postgres::Transaction;
+use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::batch::Outcome;
@@ -100,15 +101,12 @@ pub(crate) async fn record(
         &duplicates,
         &stale,
     ];
-    let positions = tx.execute(
+    let (position_sql, run_sql) = (
         "INSERT INTO consumer_positions (group_id, topic, kafka_partition, next_offset) \
          SELECT $1, t, p, o FROM unnest($2::text[], $3::int[], $4::bigint[]) AS x(t, p, o) \
          ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE SET \
            next_offset = greatest(consumer_positions.next_offset, EXCLUDED.next_offset), \
            updated_at = now()",
-        &position_params,
-    );
-    let run = tx.execute(
         "INSERT INTO projector_runs AS r (run_id, group_id, batches, events_applied, duplicates_skipped, stale_skipped) \
          VALUES ($1, $2, 1, $3, $4, $5) \
          ON CONFLICT (run_id) DO UPDATE SET batches = r.batches + 1, \
@@ -116,10 +114,14 @@ pub(crate) async fn record(
            duplicates_skipped = r.duplicates_skipped + EXCLUDED.duplicates_skipped, \
            stale_skipped = r.stale_skipped + EXCLUDED.stale_skipped, \
            updated_at = now()",
-        &run_params,
     );
-    // Pipelined: both statements travel together.
-    futures::try_join!(positions, run)?;
+    // From the connection's cache; both statements travel together.
+    let (position_statement, run_statement) =
+        futures::try_join!(tx.prepare_cached(position_sql), tx.prepare_cached(run_sql))?;
+    futures::try_join!(
+        tx.execute(&position_statement, &position_params),
+        tx.execute(&run_statement, &run_params)
+    )?;
     Ok(())
 }
 
@@ -136,13 +138,15 @@ pub(crate) async fn fence(
         .collect();
     let topics: Vec<&str> = partitions.iter().map(|p| p.0).collect();
     let numbers: Vec<i32> = partitions.iter().map(|p| p.1).collect();
-    let rows = tx
-        .query(
+    let statement = tx
+        .prepare_cached(
             "SELECT c.topic, c.kafka_partition, c.next_offset FROM consumer_positions c \
              JOIN unnest($2::text[], $3::int[]) AS x(t, p) ON c.topic = x.t AND c.kafka_partition = x.p \
              WHERE c.group_id = $1 ORDER BY c.topic, c.kafka_partition FOR UPDATE OF c",
-            &[&checkpoint.group_id, &topics, &numbers],
         )
+        .await?;
+    let rows = tx
+        .query(&statement, &[&checkpoint.group_id, &topics, &numbers])
         .await?;
     Ok(rows
         .iter()

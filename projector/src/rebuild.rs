@@ -139,8 +139,8 @@ pub async fn rebuild(
     // Refused before any work, not after the copy: an object of someone
     // else's (a dashboard's view) that the retired tables would take along.
     if !spec.keep_old {
-        let live: Vec<String> = table_names(&admin, "public").await?;
-        let foreign = foreign_dependents(&admin, &live).await?;
+        let live: Vec<String> = table_names(&*admin, "public").await?;
+        let foreign = foreign_dependents(&*admin, &live).await?;
         if !foreign.is_empty() {
             return Err(RebuildError::ForeignDependents(foreign));
         }
@@ -182,8 +182,8 @@ pub async fn rebuild(
             let result = (&mut copy).await;
             return Err(RebuildError::Consumer(format!("{result:?}")));
         }
-        let live = positions(&admin, "public", &live_group).await?;
-        let shadow = positions(&admin, SHADOW, &group).await?;
+        let live = positions(&*admin, "public", &live_group).await?;
+        let shadow = positions(&*admin, SHADOW, &group).await?;
         let lacking = behind(&live, &shadow);
         if last_report.elapsed() >= Duration::from_secs(2) {
             let applied: i64 = admin
@@ -243,7 +243,7 @@ pub async fn rebuild(
             // The tables by name, then the schema without CASCADE: anything
             // else in it (a view created meanwhile) makes the drop fail loudly
             // and the retired schema stays, rather than being dropped unseen.
-            let names = table_names(&admin, &retired).await?;
+            let names = table_names(&*admin, &retired).await?;
             let mut drop = String::new();
             if !names.is_empty() {
                 let list: Vec<String> = names

@@ -24,11 +24,25 @@ pub struct KafkaSettings {
     pub group_id: String,
     /// Topics to consume, e.g. `["outbox.event.order"]`.
     pub topics: Vec<String>,
-    /// The consumer group protocol: `consumer` (KIP-848: the broker assigns,
-    /// rebalances are incremental, a member's session is the broker's
-    /// `group.consumer.session.timeout.ms`) or `classic`.
+    /// The consumer group protocol: `classic` (the default: cooperative
+    /// incremental rebalances, and static membership with
+    /// [`Self::group_instance_id`], which gives a killed and restarted
+    /// instance its partitions back at once) or `consumer` (KIP-848: the
+    /// broker assigns, a member's session is the broker's
+    /// `group.consumer.session.timeout.ms`; a restarted instance waits for
+    /// its old session to expire, with or without an instance id).
     #[serde(default)]
     pub group_protocol: GroupProtocol,
+    /// Static membership (KIP-345), classic protocol only: this instance's
+    /// stable name in the group, one per instance (e.g. `projector-1`). A
+    /// killed instance that restarts under the same name takes its
+    /// partitions back at once, without a rebalance, instead of waiting for
+    /// its old session to expire; the price is that an instance that stops
+    /// for good keeps its partitions until `session_timeout_ms` (it does not
+    /// leave the group). Two running instances with one name: the older is
+    /// fenced and stops (a fatal error).
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
     /// Session timeout of the classic protocol only.
     #[serde(default = "default_session_timeout")]
     pub session_timeout_ms: u32,
@@ -36,8 +50,8 @@ pub struct KafkaSettings {
     /// projector's floor on latency.
     #[serde(default = "default_fetch_wait_max_ms")]
     pub fetch_wait_max_ms: u32,
-    /// librdkafka's `max.poll.interval.ms`, which under KIP-848 is also the
-    /// member's rebalance timeout: a member that does not complete a
+    /// librdkafka's `max.poll.interval.ms`, which is also the member's
+    /// rebalance timeout (under either protocol): a member that does not complete a
     /// reassignment within it is fenced and its partitions go to another.
     /// The chaos suite saw a member stuck after a coordinator failover hold
     /// its partitions unread for the whole interval (then 300 s); a batch
@@ -75,8 +89,8 @@ fn default_max_poll_interval_ms() -> u32 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupProtocol {
-    #[default]
     Consumer,
+    #[default]
     Classic,
 }
 

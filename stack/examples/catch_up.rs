@@ -151,8 +151,11 @@ async fn main() {
             tokio_postgres::connect(&db.conn_string(), tokio_postgres::NoTls)
                 .await
                 .unwrap();
-        tokio::spawn(connection);
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
         projector::migrate(&mut client).await.unwrap();
+        let mut client = projector::consumer::ReadDb::new(client, task);
         let decoder = Decoder::default();
         let checkpoint = projector::position::Checkpoint::new("catch-up");
         let start = Instant::now();

@@ -89,8 +89,9 @@ pub struct NodeSettings {
     /// The first member of a group gets its partitions at once.
     #[serde(rename = "group.initial.rebalance.delay.ms")]
     pub initial_rebalance_delay_ms: u32,
-    /// KIP-848 groups (the projector's): a dead member's partitions move after
-    /// this long without a heartbeat. The broker's minimum (45 s by default)
+    /// KIP-848 groups (the projector's with `kafka.group_protocol =
+    /// "consumer"`; the classic protocol's session is the client's): a dead
+    /// member's partitions move after this long without a heartbeat. The broker's minimum (45 s by default)
     /// is lowered so a killed projector is replaced within seconds.
     #[serde(rename = "group.consumer.min.session.timeout.ms")]
     pub consumer_min_session_timeout_ms: u32,
@@ -519,7 +520,8 @@ fn admin(stack: &Stack) -> Result<AdminClient<DefaultClientContext>> {
 }
 
 /// Creates the topics of `debezium/topics.txt` that are missing, with their
-/// configs, [`PARTITIONS`] partitions and the cluster's replication factor.
+/// configs, the stack's partitions ([`crate::Shape::partitions`]) and the
+/// cluster's replication factor.
 pub fn create_topics(stack: &Stack, progress: &dyn Fn(&str)) -> Result<()> {
     // Only what is missing: a restart of a degraded cluster (a node still
     // down) must not depend on an admin request it cannot serve.
@@ -532,9 +534,10 @@ pub fn create_topics(stack: &Stack, progress: &dyn Fn(&str)) -> Result<()> {
             .iter()
             .filter_map(|c| c.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
             .collect();
-        if create_topic(stack, &topic, PARTITIONS, &configs)? {
+        let partitions = stack.state.shape.partitions;
+        if create_topic(stack, &topic, partitions, &configs)? {
             progress(&format!(
-                "topic {topic} ({PARTITIONS} partitions, replication factor {})",
+                "topic {topic} ({partitions} partitions, replication factor {})",
                 stack.state.shape.replication_factor()
             ));
         }
@@ -641,10 +644,29 @@ pub struct ReadRecord {
 
 impl TopicReader {
     pub fn open(stack: &Stack, topics: &[String]) -> Result<Self> {
+        Self::open_at(stack, topics, Offset::Beginning, "500")
+    }
+
+    /// A reader of what is committed from now on: [`Self::watch`]. A fetch
+    /// waiting on the broker returns as soon as a transaction's commit makes
+    /// records visible, so its longest wait (100 ms, librdkafka's default
+    /// 500) only bounds how often an idle reader asks: it adds no latency,
+    /// and little work for the broker whose CPU the benchmark measures.
+    pub fn open_at_end(stack: &Stack, topics: &[String]) -> Result<Self> {
+        Self::open_at(stack, topics, Offset::End, "100")
+    }
+
+    fn open_at(
+        stack: &Stack,
+        topics: &[String],
+        start: Offset,
+        fetch_wait_ms: &str,
+    ) -> Result<Self> {
         let consumer: BaseConsumer = client_config(stack)
             .set("group.id", format!("stack-reader-{}", uuid::Uuid::new_v4()))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", fetch_wait_ms)
             .create()
             .map_err(|e| StackError::Kafka(format!("consumer: {e}")))?;
         let metadata = consumer
@@ -659,7 +681,7 @@ impl TopicReader {
         {
             for p in topic.partitions() {
                 partitions.push((topic.name().to_owned(), p.id()));
-                tpl.add_partition_offset(topic.name(), p.id(), Offset::Beginning)
+                tpl.add_partition_offset(topic.name(), p.id(), start)
                     .map_err(|e| StackError::Kafka(e.to_string()))?;
             }
         }
@@ -724,6 +746,35 @@ impl TopicReader {
                 None => {}
             }
         }
+    }
+
+    /// Until `stop` is set: each record's event id (header `id`) and the
+    /// wall-clock time this reader received it, i.e. when the relay's
+    /// transaction made it visible to a `read_committed` consumer.
+    pub fn watch(
+        &mut self,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<Vec<(String, std::time::SystemTime)>> {
+        let mut seen = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    let at = std::time::SystemTime::now();
+                    let id = message.headers().and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == outbox_events::header::EVENT_ID)
+                            .and_then(|h| h.value)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    });
+                    if let Some(id) = id {
+                        seen.push((id, at));
+                    }
+                }
+                Some(Err(e)) => return Err(StackError::Kafka(format!("reading: {e}"))),
+                None => {}
+            }
+        }
+        Ok(seen)
     }
 
     fn reached(&self, ends: &BTreeMap<(String, i32), i64>) -> Result<bool> {

@@ -45,7 +45,7 @@ pub mod status;
 pub mod suites;
 pub mod tools;
 
-pub use suites::{bench, chaos, demo, oracle, reconcile};
+pub use suites::{bench, chaos, demo, oracle, reconcile, scale};
 
 use std::fmt;
 use std::fs;

@@ -86,6 +86,39 @@ enum Command {
         /// saved (its `benchmarks.json`), e.g. after the report's layout changed.
         #[arg(long, value_name = "BENCHMARKS_JSON", conflicts_with = "quick")]
         render: Option<PathBuf>,
+        /// Measure only these parts (comma-separated: backlog, writer, e2e,
+        /// recovery), e.g. for one lever's run; pgbench at 4 clients, the
+        /// yardstick, is measured in every run.
+        #[arg(long, value_delimiter = ',', value_parser = parse_phase)]
+        phases: Option<Vec<stack::bench::Phase>>,
+        /// Projector instances in one consumer group (catch-up, end to end,
+        /// recovery).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4))]
+        projectors: u32,
+        /// Partitions of each outbox topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: u32,
+        /// Kafka nodes: 1, or 3 (replication factor 3, min.insync.replicas=2).
+        #[arg(long, default_value_t = 1)]
+        brokers: u8,
+        /// Batch sizes of the catch-up runs (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        batches: Option<Vec<usize>>,
+        /// Measure scale-out (1, 2, 3 projectors; 3 and 12 partitions; three
+        /// Kafka nodes) and growth (the writer and catch-up with histories of
+        /// 10k, 100k and 1M events) instead, each on fresh stacks of its own;
+        /// writes its own section of `benchmarks.md`. Long: most of an hour.
+        #[arg(long, conflicts_with_all = ["render", "phases"])]
+        scale: bool,
+        /// What this run changes against the previous one (a lever's name),
+        /// recorded with its figures for the levers table.
+        #[arg(long, default_value = "")]
+        lever: String,
+        /// Measure nothing: write the levers table of `benchmarks.md` from the
+        /// runs saved in a folder (`*.json`, in file-name order; the first is
+        /// the baseline).
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["render", "scale", "quick"])]
+        render_levers: Option<PathBuf>,
     },
     /// Compare the write side with the read side, event by event; exit 1 on
     /// any difference (for cron or CI).
@@ -222,8 +255,59 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     {
         return render_bench(figures, out.clone());
     }
-    if let Command::Bench { quick, out, .. } = &cli.command {
-        return bench(cli.state_dir.clone(), *quick, out.clone());
+    if let Command::Bench {
+        render_levers: Some(dir),
+        out,
+        ..
+    } = &cli.command
+    {
+        let out = out
+            .clone()
+            .unwrap_or_else(|| stack::repo_root().join("docs"));
+        let path = stack::bench::write_levers(dir, &out)?;
+        println!("levers table written to {}", path.display());
+        return Ok(());
+    }
+    if let Command::Bench {
+        scale: true,
+        quick,
+        out,
+        ..
+    } = &cli.command
+    {
+        return bench_scale(cli.state_dir.clone(), *quick, out.clone());
+    }
+    if let Command::Bench {
+        quick,
+        out,
+        phases,
+        projectors,
+        partitions,
+        brokers,
+        batches,
+        lever,
+        ..
+    } = &cli.command
+    {
+        let mut spec = if *quick {
+            stack::bench::BenchSpec::quick()
+        } else {
+            stack::bench::BenchSpec::full()
+        };
+        if let Some(phases) = phases {
+            spec.phases.clone_from(phases);
+        }
+        if let Some(batches) = batches {
+            spec.catch_up_batches.clone_from(batches);
+        }
+        spec.projectors = *projectors;
+        let shape = stack::Shape {
+            brokers: *brokers,
+            partitions: *partitions,
+            ..stack::Shape::default()
+        }
+        .validate()?;
+        return bench(cli.state_dir.clone(), &spec, shape, lever, out.clone());
     }
     if let Command::Chaos {
         duration,
@@ -248,6 +332,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             shape: stack::Shape {
                 brokers,
                 connect_workers,
+                ..stack::Shape::default()
             }
             .validate()?,
         };
@@ -264,6 +349,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             stack::Shape {
                 brokers: brokers.unwrap_or(1),
                 connect_workers: connect_workers.unwrap_or(1),
+                ..stack::Shape::default()
             }
             .validate()?,
         ),
@@ -472,28 +558,62 @@ fn render_bench(figures: &std::path::Path, out: Option<PathBuf>) -> anyhow::Resu
     Ok(())
 }
 
-fn bench(state_dir: Option<PathBuf>, quick: bool, out: Option<PathBuf>) -> anyhow::Result<()> {
+fn bench_scale(
+    state_dir: Option<PathBuf>,
+    quick: bool,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let dir = state_dir.unwrap_or_else(|| stack::repo_root().join("target/bench-stack"));
-    let stack = Stack::open_fresh(&dir, stack::default_bin_dir(), stack::Shape::default())?;
+    let spec = if quick {
+        stack::scale::ScaleSpec::quick()
+    } else {
+        stack::scale::ScaleSpec::full()
+    };
+    let progress = Progress::new();
+    let step = |m: &str| progress.step(m);
+    let open = |shape: stack::Shape, name: &str| {
+        Stack::open_fresh(dir.join(name), stack::default_bin_dir(), shape)
+    };
+    let results = stack::scale::run(&spec, &open, &step);
+    progress.finish();
+    let results = results
+        .context("the scale benchmark failed (its stacks' logs are in the state directory)")?;
+    let out = out.unwrap_or_else(|| stack::repo_root().join("docs"));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = format!("cargo run --release -p stack -- {}", args.join(" "));
+    let path = stack::scale::write_report(&results, &out, &command)?;
+    println!("{}", stack::scale::render_markdown(&results, &command));
+    println!("written to {}", path.display());
+    Ok(())
+}
+
+fn parse_phase(s: &str) -> Result<stack::bench::Phase, String> {
+    s.parse().map_err(|e: stack::StackError| e.to_string())
+}
+
+fn bench(
+    state_dir: Option<PathBuf>,
+    spec: &stack::bench::BenchSpec,
+    shape: stack::Shape,
+    lever: &str,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let dir = state_dir.unwrap_or_else(|| stack::repo_root().join("target/bench-stack"));
+    let stack = Stack::open_fresh(&dir, stack::default_bin_dir(), shape)?;
     let progress = Progress::new();
     let step = |m: &str| progress.step(m);
     stack.up(&step)?;
-    let spec = if quick {
-        stack::bench::BenchSpec::quick()
-    } else {
-        stack::bench::BenchSpec::full()
-    };
-    let results = stack::bench::run(&stack, &spec, &step);
+    let results = stack::bench::run(&stack, spec, &step);
     step("stopping the benchmark stack");
     stack.down(&|_| {})?;
     progress.finish();
-    let results =
+    let mut results =
         results.context("the benchmark failed (its stack's logs are in the state directory)")?;
+    results.lever = lever.to_owned();
     let out = out.unwrap_or_else(|| stack::repo_root().join("docs"));
-    let command = format!(
-        "cargo run --release -p stack -- bench{}",
-        if quick { " --quick" } else { "" }
-    );
+    // The command as given (its options say what was measured).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = format!("cargo run --release -p stack -- {}", args.join(" "));
     let path = stack::bench::write_report(&results, &out, &command)?;
     println!(
         "{}",

@@ -16,11 +16,19 @@ const LOG_FILTER: &str = "info,rdkafka=warn";
 /// Starts the main instance (not waiting for it).
 pub fn start(stack: &Stack) -> Result<()> {
     let mut command = bins::projector_command(stack)?;
-    command.env("RUST_LOG", LOG_FILTER);
+    command
+        .env("PROJECTOR__KAFKA__GROUP_INSTANCE_ID", instance_id(1))
+        .env("RUST_LOG", LOG_FILTER);
     stack.spawn_unit(Component::Projector.name(), command)
 }
 
 fn replica_unit(n: u32) -> String {
+    format!("projector-{n}")
+}
+
+/// Instance `n`'s name in the consumer group (static membership: a killed
+/// instance restarted under its name takes its partitions back at once).
+fn instance_id(n: u32) -> String {
     format!("projector-{n}")
 }
 
@@ -33,6 +41,7 @@ pub fn start_replica(stack: &Stack, n: u32) -> Result<String> {
     let mut command = bins::projector_command(stack)?;
     command
         .env("PROJECTOR__METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("PROJECTOR__KAFKA__GROUP_INSTANCE_ID", instance_id(n))
         .env("RUST_LOG", LOG_FILTER);
     stack.spawn_unit(&unit, command)?;
     fs::write(
@@ -55,6 +64,28 @@ pub fn start_replica(stack: &Stack, n: u32) -> Result<String> {
         });
     }
     Ok(url)
+}
+
+/// Waits until the instance serving `metrics_url` consumes partitions
+/// (its per-partition lag gauges appear with its first assignment): the
+/// group has settled after it joined.
+pub fn await_assignment(metrics_url: &str, limit: Duration) -> Result<()> {
+    let assigned = || {
+        ureq::get(metrics_url)
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .is_some_and(|text| text.contains("projector_partition_lag{"))
+    };
+    if process::wait_until(limit, Duration::from_millis(250), assigned) {
+        Ok(())
+    } else {
+        Err(StackError::NotReady {
+            component: Component::Projector,
+            seconds: limit.as_secs(),
+            detail: format!("{metrics_url} reports no assigned partition"),
+        })
+    }
 }
 
 /// The pid of replica `n`, if it runs.

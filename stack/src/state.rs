@@ -148,6 +148,15 @@ pub struct Shape {
     pub brokers: u8,
     /// Kafka Connect workers in the one distributed group.
     pub connect_workers: u8,
+    /// Partitions of each outbox topic (created once, with the stack). An
+    /// aggregate's events share a partition (the key is its id), so this is
+    /// the most projector instances that can share the work.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+}
+
+fn default_partitions() -> u32 {
+    crate::kafka::PARTITIONS
 }
 
 impl Default for Shape {
@@ -155,6 +164,7 @@ impl Default for Shape {
         Self {
             brokers: 1,
             connect_workers: 1,
+            partitions: default_partitions(),
         }
     }
 }
@@ -165,6 +175,12 @@ impl Shape {
             return Err(StackError::BadInput(format!(
                 "--brokers {}: a stack runs 1 or 3 Kafka nodes",
                 self.brokers
+            )));
+        }
+        if !(1..=64).contains(&self.partitions) {
+            return Err(StackError::BadInput(format!(
+                "--partitions {}: 1 to 64",
+                self.partitions
             )));
         }
         if !(1..=3).contains(&self.connect_workers) {

@@ -64,11 +64,13 @@ async fn write_pool() -> deadpool_postgres::Pool {
 }
 
 /// A read database of its own, migrated by the projector's own code.
-async fn read_client() -> tokio_postgres::Client {
+async fn read_client() -> projector::consumer::ReadDb {
     let (mut client, connection) = database("r").connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
     projector::migrate(&mut client).await.unwrap();
-    client
+    projector::consumer::ReadDb::new(client, task)
 }
 
 #[tokio::test(flavor = "current_thread")]

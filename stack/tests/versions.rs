@@ -356,6 +356,7 @@ fn local_broker_settings() -> BTreeMap<String, String> {
     let shape = Shape {
         brokers: 1,
         connect_workers: 1,
+        ..stack::Shape::default()
     };
     let dir = std::env::temp_dir().join(format!("versions-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary folder");

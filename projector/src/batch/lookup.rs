@@ -2,9 +2,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use deadpool_postgres::Transaction;
 use outbox_events::Envelope;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::policy::AggregateKey;
@@ -63,15 +63,17 @@ pub(super) async fn lookup(
     let by_id: [&(dyn ToSql + Sync); 1] = [&ids];
     let by_aggregate: [&(dyn ToSql + Sync); 2] = [&types, &agg_ids];
     let by_version: [&(dyn ToSql + Sync); 4] = [&types, &agg_ids, &batch_versions, &window];
+    // All four pipelined.
+    let query = |sql, params| cached_query(tx, sql, params);
     let (inbox, versions, parked, releasable) = tokio::try_join!(
-        tx.query("SELECT event_id FROM inbox WHERE event_id = ANY($1)", &by_id),
-        tx.query(
+        query("SELECT event_id FROM inbox WHERE event_id = ANY($1)", &by_id),
+        query(
             "SELECT aggregate_type, aggregate_id, version FROM aggregate_versions \
              WHERE (aggregate_type, aggregate_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
             &by_aggregate,
         ),
-        tx.query("SELECT event_id FROM parked_events WHERE event_id = ANY($1)", &by_id),
-        tx.query(&releasable_sql, &by_version),
+        query("SELECT event_id FROM parked_events WHERE event_id = ANY($1)", &by_id),
+        query(&releasable_sql, &by_version),
     )?;
     Ok(Lookup {
         in_inbox: inbox.iter().map(|r| r.get(0)).collect(),
@@ -82,4 +84,14 @@ pub(super) async fn lookup(
         parked_ids: parked.iter().map(|r| r.get(0)).collect(),
         releasable,
     })
+}
+
+/// `sql` with the connection's cached statement (prepared on first use).
+async fn cached_query(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.query(&statement, params).await
 }

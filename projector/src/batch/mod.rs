@@ -47,9 +47,9 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use deadpool_postgres::Transaction;
 use outbox_events::header;
 use service::{DbError, ErrorClass};
-use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::position::Checkpoint;
@@ -166,7 +166,7 @@ impl From<tokio_postgres::Error> for Failure {
 /// Applies `records` in one read-database transaction, together with the
 /// positions they advance and the run's tallies ([`crate::position`]).
 pub async fn apply_batch(
-    client: &mut tokio_postgres::Client,
+    client: &mut crate::consumer::ReadDb,
     decoder: &Decoder,
     records: &[Record],
     checkpoint: &Checkpoint,

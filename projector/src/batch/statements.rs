@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
+use deadpool_postgres::Transaction;
 use outbox_events::header;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::policy::{Aggregate, AggregateKey, Candidate, Decided};
@@ -235,7 +235,9 @@ pub(super) async fn execute(tx: &Transaction<'_>, steps: &[Step]) -> Result<(), 
     let mut sqls: Vec<&str> = steps.iter().map(|s| s.sql.as_str()).collect();
     sqls.sort_unstable();
     sqls.dedup();
-    let prepared = futures::future::try_join_all(sqls.iter().map(|sql| tx.prepare(sql))).await?;
+    // From the connection's cache; the misses are prepared pipelined.
+    let prepared =
+        futures::future::try_join_all(sqls.iter().map(|sql| tx.prepare_cached(sql))).await?;
     let statements: HashMap<&str, tokio_postgres::Statement> =
         sqls.into_iter().zip(prepared).collect();
     let params: Vec<Vec<&(dyn ToSql + Sync)>> = steps

@@ -385,7 +385,7 @@ async fn a_gap_parks_the_aggregate_until_the_missing_version_arrives() {
     assert_eq!(env.order_view(order).await, Some(("placed".into(), 1)));
     assert_eq!(env.order_view(other).await, Some(("placed".into(), 1)));
     assert_eq!(customer_row(&env).await, ("V1".into(), "Bonn".into(), 1));
-    let backlog = operator::backlog(&env.client).await.unwrap();
+    let backlog = operator::backlog(&*env.client).await.unwrap();
     assert_eq!((backlog.parked_events, backlog.parked_aggregates), (4, 2));
 
     // Redelivering a parked event changes nothing.
@@ -410,7 +410,7 @@ async fn a_gap_parks_the_aggregate_until_the_missing_version_arrives() {
     assert_eq!(env.order_view(order).await, Some(("delivered".into(), 4)));
     assert_eq!(customer_row(&env).await, ("V4".into(), "Köln".into(), 4));
     assert_eq!(
-        operator::backlog(&env.client).await.unwrap(),
+        operator::backlog(&*env.client).await.unwrap(),
         operator::Backlog::default()
     );
     // The same policy for both: stale copies are skipped and counted.
@@ -494,7 +494,7 @@ async fn a_dead_letter_replayed_after_an_upcaster_lands_applies_and_releases_wha
         }
     );
 
-    let letters = operator::list(&env.client, false, operator::Page::default())
+    let letters = operator::list(&*env.client, false, operator::Page::default())
         .await
         .unwrap();
     assert_eq!(letters.len(), 1);
@@ -528,13 +528,13 @@ async fn a_dead_letter_replayed_after_an_upcaster_lands_applies_and_releases_wha
     assert_eq!(result, Replayed::Applied { released: 1 });
     assert_eq!(env.order_view(order).await, Some(("shipped".into(), 3)));
     assert!(
-        operator::list(&env.client, false, operator::Page::default())
+        operator::list(&*env.client, false, operator::Page::default())
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        operator::list(&env.client, true, operator::Page::default())
+        operator::list(&*env.client, true, operator::Page::default())
             .await
             .unwrap()[0]
             .status,
@@ -582,11 +582,11 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
             ..Default::default()
         }
     );
-    let letters = operator::list(&env.client, false, operator::Page::default())
+    let letters = operator::list(&*env.client, false, operator::Page::default())
         .await
         .unwrap();
     // One page at a time: the first, then the one after it, then nothing.
-    let page = |after: i64| operator::list(&env.client, false, operator::Page { after, limit: 1 });
+    let page = |after: i64| operator::list(&*env.client, false, operator::Page { after, limit: 1 });
     let first = page(0).await.unwrap();
     let second = page(first[0].id).await.unwrap();
     assert_eq!([first[0].id, second[0].id], [letters[0].id, letters[1].id]);
@@ -627,7 +627,7 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
     assert_eq!((skip.released, skip.still_parked), (1, 0));
     assert_eq!(env.order_view(skipped).await, Some(("shipped".into(), 3)));
 
-    let all = operator::list(&env.client, true, operator::Page::default())
+    let all = operator::list(&*env.client, true, operator::Page::default())
         .await
         .unwrap();
     assert!(all.iter().all(|d| d.status == "discarded"));
@@ -917,5 +917,66 @@ async fn a_schema_drift_is_logged_and_retried_never_dead_lettered_and_caught_up_
     }
     assert_eq!(count("SELECT count(*) FROM dead_letters").await, 0);
     process.stop();
+    let _ = std::fs::remove_file(&log_path);
+}
+
+/// Static membership: two running instances under one name cannot both
+/// consume. The broker fences the older when the newer joins; the older
+/// stops with a non-zero exit and says why (librdkafka's fatal error, which
+/// no retry cures), and the newer applies what follows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_instance_under_the_same_name_fences_the_first_which_exits_and_says_why() {
+    let env = TestEnv::new().await;
+    let name = format!("{}-1", env.settings.kafka.group_id);
+    let log_path = std::env::temp_dir().join(format!("{}-first.log", env.settings.kafka.group_id));
+    let mut first =
+        ProjectorProcess::spawn_named(&env, &name, std::fs::File::create(&log_path).unwrap());
+    let before = Uuid::new_v4();
+    env.publish(&placed(before)).await;
+    await_count(
+        &env.client,
+        "SELECT count(*) FROM inbox",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let mut second = ProjectorProcess::spawn_named(&env, &name, std::process::Stdio::null());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = first.exit_status() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first instance still runs 60 s after a second joined under its name:\n{}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        !status.success(),
+        "the fenced instance exits non-zero: {status}\n{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("the Kafka consumer failed for good")
+            && l.contains("group_instance_id")),
+        "its log says why, at ERROR:\n{log}"
+    );
+
+    let after = Uuid::new_v4();
+    env.publish(&placed(after)).await;
+    await_count(
+        &env.client,
+        "SELECT count(*) FROM inbox",
+        2,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(second.is_running(), "the newer instance goes on");
+    assert_eq!(env.order_view(after).await, Some(("placed".into(), 1)));
+    second.stop();
     let _ = std::fs::remove_file(&log_path);
 }

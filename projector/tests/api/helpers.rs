@@ -32,7 +32,7 @@ pub struct TestEnv {
     /// The order topic.
     pub topic: String,
     pub customer_topic: String,
-    pub client: tokio_postgres::Client,
+    pub client: projector::consumer::ReadDb,
     /// This test's run of the live projection (positions, tallies).
     pub checkpoint: projector::position::Checkpoint,
     producer: FutureProducer,
@@ -320,9 +320,34 @@ impl ProjectorProcess {
         filter: &str,
         stderr: impl Into<std::process::Stdio>,
     ) -> Self {
+        Self::spawn_with(env, filter, stderr, &[])
+    }
+
+    /// [`ProjectorProcess::spawn_logging`] as a static member of the group
+    /// named `instance` (`kafka.group_instance_id`).
+    pub fn spawn_named(
+        env: &TestEnv,
+        instance: &str,
+        stderr: impl Into<std::process::Stdio>,
+    ) -> Self {
+        Self::spawn_with(
+            env,
+            "info,rdkafka=warn",
+            stderr,
+            &[("PROJECTOR__KAFKA__GROUP_INSTANCE_ID", instance)],
+        )
+    }
+
+    fn spawn_with(
+        env: &TestEnv,
+        filter: &str,
+        stderr: impl Into<std::process::Stdio>,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let s = &env.settings;
         let binary = stack().bin_dir.join("projector");
         let child = std::process::Command::new(&binary)
+            .envs(extra.iter().copied())
             .env("PROJECTOR__DATABASE__HOST", &s.database.host)
             .env("PROJECTOR__DATABASE__PORT", s.database.port.to_string())
             .env("PROJECTOR__DATABASE__USER", &s.database.user)
@@ -359,7 +384,12 @@ impl ProjectorProcess {
 
     /// Still running (it has not exited, for whatever reason).
     pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("poll the projector").is_none()
+        self.exit_status().is_none()
+    }
+
+    /// How it exited, once it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("poll the projector")
     }
 
     /// SIGKILL: no final commit, no clean leave.

@@ -48,6 +48,59 @@ pub struct BenchSpec {
     pub batch_one_seconds: u64,
     pub recovery_seconds: u64,
     pub clients: Vec<usize>,
+    /// Batch sizes of the catch-up runs.
+    pub catch_up_batches: Vec<usize>,
+    /// What to measure ([`Phase::ALL`] for a whole run).
+    pub phases: Vec<Phase>,
+    /// Projector instances in one consumer group: in each catch-up run, and
+    /// (the main one and replicas) during the end-to-end and recovery runs.
+    pub projectors: u32,
+}
+
+/// A part of a run. A lever's run (`stack bench --phases …`) measures what
+/// the lever can move; the writer-vs-pgbench row at 4 clients, the
+/// machine's yardstick, is measured in every run (the writer phase measures
+/// every client count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The relay draining a backlog, then catch-up runs over it.
+    Backlog,
+    Writer,
+    EndToEnd,
+    Recovery,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 4] = [
+        Phase::Backlog,
+        Phase::Writer,
+        Phase::EndToEnd,
+        Phase::Recovery,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Backlog => "backlog",
+            Phase::Writer => "writer",
+            Phase::EndToEnd => "e2e",
+            Phase::Recovery => "recovery",
+        }
+    }
+}
+
+impl std::str::FromStr for Phase {
+    type Err = StackError;
+    fn from_str(s: &str) -> Result<Self> {
+        Phase::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                StackError::BadInput(format!(
+                    "phase {s:?}: one of {}",
+                    Phase::ALL.map(Phase::name).join(", ")
+                ))
+            })
+    }
 }
 
 impl BenchSpec {
@@ -55,12 +108,16 @@ impl BenchSpec {
         Self {
             backlog: 100_000,
             writer_seconds: 15,
-            rates: vec![100, 500, 1000, 2000],
+            // Fine enough steps to find the knee (p99 ≤ 500 ms, sustained).
+            rates: vec![100, 250, 500, 750, 1000, 1500, 2000],
             rate_seconds: 20,
             sustained_seconds: 60,
             batch_one_seconds: 30,
             recovery_seconds: 30,
             clients: vec![1, 4, 16],
+            catch_up_batches: vec![1, 100, 1000],
+            phases: Phase::ALL.to_vec(),
+            projectors: 1,
         }
     }
 
@@ -75,6 +132,9 @@ impl BenchSpec {
             batch_one_seconds: 3,
             recovery_seconds: 8,
             clients: vec![1, 4],
+            catch_up_batches: vec![1, 100, 1000],
+            phases: Phase::ALL.to_vec(),
+            projectors: 1,
         }
     }
 }
@@ -107,6 +167,19 @@ pub struct LatencyRow {
     pub p95_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Where the milliseconds go, per event (p50 and p99): from the commit
+    /// (`occurred_at`) until a `read_committed` reader of the topics
+    /// received it (the relay: WAL, Debezium's poll, Connect's transaction),
+    /// and from then until the projector applied it (its fetch, batch and
+    /// read-database transaction). Absent in runs older than the split.
+    #[serde(default)]
+    pub relay_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub relay_p99_ms: Option<f64>,
+    #[serde(default)]
+    pub projector_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub projector_p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +204,10 @@ pub struct Results {
     /// The offered rate (events/s) during which `resources` were sampled.
     pub resources_rate: u64,
     pub recovery_seconds: Option<f64>,
+    /// What the run changed against the one before it (`stack bench
+    /// --lever TEXT`): the levers table names each run by it.
+    #[serde(default)]
+    pub lever: String,
 }
 
 fn fail(step: &str, detail: impl Into<String>) -> StackError {
@@ -143,21 +220,81 @@ fn fail(step: &str, detail: impl Into<String>) -> StackError {
 /// Runs every phase on `stack` (which must be up) and returns the figures.
 pub fn run(stack: &Stack, spec: &BenchSpec, progress: &dyn Fn(&str)) -> Result<Results> {
     let mut results = Results {
-        machine: machine(),
-        measured_at: chrono_like_now(),
+        machine: machine(Some(stack.state.shape), Some(spec.projectors)),
+        measured_at: now_utc(),
         ..Results::default()
     };
+    register_customers(stack)?;
+    let on = |phase| spec.phases.contains(&phase);
+    if on(Phase::Backlog) {
+        relay_and_catch_up(stack, spec, &mut results, progress)?;
+    }
+    let yardstick_only = BenchSpec {
+        clients: vec![4],
+        ..spec.clone()
+    };
+    writer_vs_pgbench(
+        stack,
+        if on(Phase::Writer) {
+            spec
+        } else {
+            &yardstick_only
+        },
+        &mut results,
+        progress,
+    )?;
+    for n in 2..=spec.projectors {
+        progress(&format!("starting projector replica {n}"));
+        let url = crate::projector::start_replica(stack, n)?;
+        crate::projector::await_assignment(&url, Duration::from_secs(60))?;
+    }
+    if on(Phase::EndToEnd) {
+        end_to_end(stack, spec, &mut results, progress)?;
+    }
+    if on(Phase::Recovery) {
+        recovery(stack, spec, &mut results, progress)?;
+    }
+    for n in 2..=spec.projectors {
+        crate::projector::stop_replica(stack, n);
+    }
+    Ok(results)
+}
+
+/// The customers `bench-c-1` .. `bench-c-100` that the load and
+/// `bench/*.sql` place orders for.
+pub(crate) fn register_customers(stack: &Stack) -> Result<()> {
     stack.psql(
         crate::WRITE_DB,
         "INSERT INTO customers (customer_id, name, email, street, city, postal_code, country, version, created_at, updated_at) \
          SELECT 'bench-c-' || i, 'Bench', 'bench@example.com', '1 Main St', 'Berlin', '10115', 'DE', 1, now(), now() \
          FROM generate_series(1, 100) i ON CONFLICT DO NOTHING",
     )?;
-    relay_and_catch_up(stack, spec, &mut results, progress)?;
-    writer_vs_pgbench(stack, spec, &mut results, progress)?;
-    end_to_end(stack, spec, &mut results, progress)?;
-    recovery(stack, spec, &mut results, progress)?;
-    Ok(results)
+    Ok(())
+}
+
+/// Waits until the topics hold every outbox row: `seen` counts the records
+/// `reader` (opened before any event was written) has read so far.
+pub(crate) fn await_published(
+    stack: &Stack,
+    reader: &mut crate::kafka::TopicReader,
+    seen: &mut u64,
+    limit: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        *seen += reader.read_to_end(Duration::from_secs(120))?.len() as u64;
+        let committed = outbox_events(stack)? as u64;
+        if *seen >= committed {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(fail(
+                "relay",
+                format!("{seen} of {committed} events on the topics after {limit:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// `writer load` as a child process; `--json` report on stdout.
@@ -201,12 +338,12 @@ fn load_report(child: Child, step: &str) -> Result<serde_json::Value> {
     serde_json::from_slice(&out.stdout).map_err(|e| fail(step, format!("writer load report: {e}")))
 }
 
-fn sql_number(stack: &Stack, db: &str, sql: &str) -> Result<f64> {
+pub(crate) fn sql_number(stack: &Stack, db: &str, sql: &str) -> Result<f64> {
     let out = stack.psql(db, sql)?;
     Ok(out.trim().parse().unwrap_or(0.0))
 }
 
-fn outbox_events(stack: &Stack) -> Result<f64> {
+pub(crate) fn outbox_events(stack: &Stack) -> Result<f64> {
     sql_number(stack, crate::WRITE_DB, "SELECT count(*) FROM outbox")
 }
 
@@ -244,7 +381,7 @@ fn await_caught_up(stack: &Stack, step: &str, limit: Duration) -> Result<()> {
     ))
 }
 
-fn relay_and_catch_up(
+pub(crate) fn relay_and_catch_up(
     stack: &Stack,
     spec: &BenchSpec,
     results: &mut Results,
@@ -308,11 +445,12 @@ fn relay_and_catch_up(
     }
 
     let total = outbox_events(stack)? as u64;
-    for batch in [1usize, 100, 1000] {
+    for &batch in &spec.catch_up_batches {
         progress(&format!(
-            "catch-up: a fresh projector re-reads {total} events with batch size {batch}"
+            "catch-up: {} fresh projector(s) re-read {total} events with batch size {batch}",
+            spec.projectors
         ));
-        let row = catch_up(stack, spec, batch, total)?;
+        let (row, _) = catch_up(stack, spec, batch, total)?;
         results.catch_up.push(row);
     }
     stack.start(Component::Projector, &|_| {})?;
@@ -324,7 +462,13 @@ fn relay_and_catch_up(
 }
 
 /// A projector of its own (group, read database, batch size) over the whole topics.
-fn catch_up(stack: &Stack, spec: &BenchSpec, batch: usize, total: u64) -> Result<CatchUpRow> {
+/// Returns the row and the read database it filled (left for inspection).
+pub(crate) fn catch_up(
+    stack: &Stack,
+    spec: &BenchSpec,
+    batch: usize,
+    total: u64,
+) -> Result<(CatchUpRow, String)> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let dbname = format!("bench_{batch}_{}", &id[..8]);
     stack.admin_sql(
@@ -332,24 +476,27 @@ fn catch_up(stack: &Stack, spec: &BenchSpec, batch: usize, total: u64) -> Result
         &format!("CREATE DATABASE {dbname} OWNER {}", crate::OWNER_USER),
     )?;
     stack.migrate_read_db(&dbname)?;
-    let log = stack
-        .state_dir
-        .join(format!("logs/bench-projector-{batch}.log"));
-    let log_file = fs::File::create(&log).map_err(crate::io_err("creating the bench log"))?;
-    let mut child = crate::bins::projector_command(stack)?
-        .env("PROJECTOR__DATABASE__DBNAME", &dbname)
-        .env(
-            "PROJECTOR__KAFKA__GROUP_ID",
-            format!("projector-bench-{batch}-{id}"),
-        )
-        .env("PROJECTOR__BATCH__MAX_RECORDS", batch.to_string())
-        .env("PROJECTOR__METRICS_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .spawn()
-        .map_err(crate::io_err("starting a bench projector"))?;
-    let projector_pid = child.id() as i32;
+    let group = format!("projector-bench-{batch}-{id}");
+    let mut children = Vec::new();
+    for n in 1..=spec.projectors {
+        let log = stack
+            .state_dir
+            .join(format!("logs/bench-projector-{batch}-{n}.log"));
+        let log_file = fs::File::create(&log).map_err(crate::io_err("creating the bench log"))?;
+        let child = crate::bins::projector_command(stack)?
+            .env("PROJECTOR__DATABASE__DBNAME", &dbname)
+            .env("PROJECTOR__KAFKA__GROUP_ID", &group)
+            .env("PROJECTOR__BATCH__MAX_RECORDS", batch.to_string())
+            .env("PROJECTOR__METRICS_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(crate::io_err("starting a bench projector"))?;
+        children.push(child);
+    }
+    let log = stack.state_dir.join("logs/bench-projector-*.log");
+    let projector_pids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
     let broker_pid = stack.pid(Component::Broker).unwrap_or(0);
     let cpu = |pids: &[i32]| {
         pids.iter()
@@ -358,7 +505,7 @@ fn catch_up(stack: &Stack, spec: &BenchSpec, batch: usize, total: u64) -> Result
             .sum::<u64>()
     };
     let postgres_before = postgres_ticks(stack);
-    let before = (cpu(&[broker_pid]), cpu(&[projector_pid]), Instant::now());
+    let before = (cpu(&[broker_pid]), cpu(&projector_pids), Instant::now());
     let cap = if batch == 1 {
         Duration::from_secs(spec.batch_one_seconds)
     } else {
@@ -385,7 +532,9 @@ fn catch_up(stack: &Stack, spec: &BenchSpec, batch: usize, total: u64) -> Result
             break (n, span);
         }
         if started.elapsed() > cap + Duration::from_secs(900) {
-            let _ = child.kill();
+            for child in &mut children {
+                let _ = child.kill();
+            }
             return Err(fail(
                 "catch-up",
                 format!(
@@ -405,26 +554,29 @@ fn catch_up(stack: &Stack, spec: &BenchSpec, batch: usize, total: u64) -> Result
         .sum();
     let (broker_cpu_percent, projector_cpu_percent, postgres_cpu_percent) = (
         share(cpu(&[broker_pid]).saturating_sub(before.0)),
-        share(cpu(&[projector_pid]).saturating_sub(before.1)),
+        share(cpu(&projector_pids).saturating_sub(before.1)),
         share(postgres_delta),
     );
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(projector_pid),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = child.wait();
+    for (pid, mut child) in projector_pids.into_iter().zip(children) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = child.wait();
+    }
     let (events, span) = stats;
-    Ok(CatchUpRow {
+    let row = CatchUpRow {
         batch_size: batch,
         events,
         events_per_second: events.saturating_sub(1) as f64 / span.max(0.001),
         broker_cpu_percent,
         projector_cpu_percent,
         postgres_cpu_percent,
-    })
+    };
+    Ok((row, dbname))
 }
 
-fn writer_vs_pgbench(
+pub(crate) fn writer_vs_pgbench(
     stack: &Stack,
     spec: &BenchSpec,
     results: &mut Results,
@@ -493,7 +645,11 @@ fn writer_vs_pgbench(
             writer_commands_per_second: writer,
             pgbench_tps: tps,
         });
-        await_caught_up(stack, "after writer vs pgbench", Duration::from_secs(900))?;
+        // Their events applied before the next run (unless the live projector
+        // is stopped on purpose: `stack bench --scale` grows a history first).
+        if stack.pid(Component::Projector).is_some() {
+            await_caught_up(stack, "after writer vs pgbench", Duration::from_secs(900))?;
+        }
     }
     Ok(())
 }
@@ -551,7 +707,7 @@ fn ticks_per_second() -> f64 {
     100.0
 }
 
-fn end_to_end(
+pub(crate) fn end_to_end(
     stack: &Stack,
     spec: &BenchSpec,
     results: &mut Results,
@@ -586,6 +742,7 @@ fn end_to_end(
                         .and_then(|pid| proc_sample(pid).map(|s| (c, pid, s)))
                 })
                 .collect();
+        let watcher = Watcher::start(stack)?;
         let child = full_mix_at(stack, rate, seconds)?;
         let writer_pid = child.id() as i32;
         let sampler = std::thread::spawn(move || {
@@ -603,6 +760,7 @@ fn end_to_end(
             .trim()
             .to_owned();
         await_caught_up(stack, "end to end", Duration::from_secs(900))?;
+        let split = watcher.split(stack, &start, &end)?;
         let events = report["events"].as_u64().unwrap_or(0);
         let row = stack.psql(
             crate::READ_DB,
@@ -629,6 +787,10 @@ fn end_to_end(
                 p95_ms: v[2],
                 p99_ms: v[3],
                 max_ms: v[4],
+                relay_p50_ms: split.map(|s| s.0),
+                relay_p99_ms: split.map(|s| s.1),
+                projector_p50_ms: split.map(|s| s.2),
+                projector_p99_ms: split.map(|s| s.3),
             });
         }
         if rate == sustained && events > 0 {
@@ -653,6 +815,79 @@ fn end_to_end(
         }
     }
     Ok(())
+}
+
+/// A `read_committed` reader of the topics on a thread of its own during an
+/// end-to-end run: when each event became visible to consumers.
+struct Watcher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<Vec<(String, std::time::SystemTime)>>>,
+}
+
+impl Watcher {
+    fn start(stack: &Stack) -> Result<Self> {
+        let mut reader =
+            crate::kafka::TopicReader::open_at_end(stack, &crate::kafka::outbox_topics(stack)?)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || reader.watch(&flag));
+        // The reader resolves "the end" at its first fetch: before the load.
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(Self { stop, thread })
+    }
+
+    /// p50 and p99 of commit → visible and of visible → applied (ms), over
+    /// the events that occurred in [`start`, `end`).
+    fn split(self, stack: &Stack, start: &str, end: &str) -> Result<Option<(f64, f64, f64, f64)>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = self
+            .thread
+            .join()
+            .map_err(|_| fail("end to end", "the topic watcher panicked"))??;
+        let visible: std::collections::HashMap<String, f64> = seen
+            .into_iter()
+            .filter_map(|(id, at)| {
+                at.duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| (id, d.as_secs_f64() * 1000.0))
+            })
+            .collect();
+        let rows = stack.psql(
+            crate::READ_DB,
+            &format!(
+                "SELECT event_id, extract(epoch FROM occurred_at) * 1000, extract(epoch FROM applied_at) * 1000 \
+                 FROM inbox WHERE occurred_at >= '{start}' AND occurred_at < '{end}'"
+            ),
+        )?;
+        let (mut relay, mut projector) = (Vec::new(), Vec::new());
+        for line in rows.lines() {
+            let f: Vec<&str> = line.split('|').collect();
+            let (Some(id), Some(occurred), Some(applied)) = (
+                f.first(),
+                f.get(1).and_then(|v| v.parse::<f64>().ok()),
+                f.get(2).and_then(|v| v.parse::<f64>().ok()),
+            ) else {
+                continue;
+            };
+            if let Some(at) = visible.get(*id) {
+                relay.push(at - occurred);
+                projector.push(applied - at);
+            }
+        }
+        if relay.is_empty() {
+            return Ok(None);
+        }
+        let pct = |v: &mut Vec<f64>, q: f64| {
+            v.sort_by(f64::total_cmp);
+            v[((v.len() - 1) as f64 * q).round() as usize]
+        };
+        Ok(Some((
+            pct(&mut relay, 0.5),
+            pct(&mut relay, 0.99),
+            pct(&mut projector, 0.5),
+            pct(&mut projector, 0.99),
+        )))
+    }
 }
 
 fn recovery(
@@ -688,7 +923,9 @@ fn recovery(
 }
 
 /// What the figures were measured on.
-fn machine() -> String {
+/// What a run measured on; `shape` and `projectors` when one stack of one
+/// shape ran it all.
+pub(crate) fn machine(shape: Option<crate::Shape>, projectors: Option<u32>) -> String {
     let version = |pom: &str, property: &str| {
         crate::tools::pinned_version(&crate::repo_root(), pom, property)
             .unwrap_or_else(|| "?".into())
@@ -713,15 +950,31 @@ fn machine() -> String {
         "release"
     };
     format!(
-        "{cores} cores ({cpu}), {mem_gib:.0} GiB, Linux {}, {profile} build; PostgreSQL 15, Apache Kafka {kafka} (KRaft, one node), \
-         Kafka Connect {kafka} distributed with exactly-once source + Debezium {debezium}, every component on this one machine",
+        "{cores} cores ({cpu}), {mem_gib:.0} GiB, Linux {}, {profile} build; PostgreSQL 15, Apache Kafka {kafka} (KRaft{nodes}), \
+         Kafka Connect {kafka} distributed with exactly-once source + Debezium {debezium}{projectors}, every component on this one machine",
         kernel.trim(),
+        nodes = match shape {
+            None => String::new(),
+            Some(shape) if shape.brokers == 1 => format!(", one node, {} partitions per topic", shape.partitions),
+            Some(shape) => format!(
+                ", {} nodes, replication factor {}, min.insync.replicas={}, {} partitions per topic",
+                shape.brokers,
+                shape.replication_factor(),
+                shape.min_insync_replicas(),
+                shape.partitions
+            ),
+        },
+        projectors = match projectors {
+            None => String::new(),
+            Some(1) => ", one projector instance".to_owned(),
+            Some(n) => format!(", {n} projector instances"),
+        },
         kafka = version("kafka/pom.xml", "kafka.version"),
         debezium = version("debezium/pom.xml", "debezium.version"),
     )
 }
 
-fn ratio(a: f64, b: f64) -> String {
+pub(crate) fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:.2}×", a / b)
     } else {
@@ -777,10 +1030,15 @@ pub fn render_markdown(
         ));
     }
     md.push_str("\n### End to end: commit → read model, per event\n\n");
-    md.push_str("| offered events/s | achieved | seconds | events | p50 ms | p95 ms | p99 ms | max ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str(
+        "The last four columns split each event's time: commit → visible on the topics (the relay) and \
+         visible → applied (the projector), p50 / p99 of each.\n\n",
+    );
+    md.push_str("| offered events/s | achieved | seconds | events | p50 ms | p95 ms | p99 ms | max ms | relay p50 | relay p99 | projector p50 | projector p99 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let ms = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.0}"));
     for l in &r.latency {
         md.push_str(&format!(
-            "| {} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+            "| {} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
             l.offered_rate,
             l.achieved_rate,
             l.seconds,
@@ -788,9 +1046,18 @@ pub fn render_markdown(
             l.p50_ms,
             l.p95_ms,
             l.p99_ms,
-            l.max_ms
+            l.max_ms,
+            ms(l.relay_p50_ms),
+            ms(l.relay_p99_ms),
+            ms(l.projector_p50_ms),
+            ms(l.projector_p99_ms),
         ));
     }
+    md.push_str(&format!(
+        "\nKnee (the highest offered rate sustained, ≥ {:.0} % achieved, with p99 ≤ {KNEE_P99_MS:.0} ms): **{}**.\n",
+        KNEE_ACHIEVED * 100.0,
+        knee(r).map_or("none of the rates".to_owned(), |k| format!("{k} events/s"))
+    ));
     md.push_str(&format!(
         "\n### Recovery\n\nProjector SIGKILLed and restarted under 1,000 events/s: lag back under 1 s after **{}**.\n",
         r.recovery_seconds.map_or("–".into(), |s| format!("{s:.1} s"))
@@ -812,6 +1079,24 @@ pub fn render_markdown(
     }
     md.push_str(&format!("\n![latency and catch-up]({plot})\n"));
     md
+}
+
+/// The knee's latency bound, and the share of the offered rate that counts
+/// as sustained.
+const KNEE_P99_MS: f64 = 500.0;
+const KNEE_ACHIEVED: f64 = 0.97;
+
+/// The highest offered rate of a run that the pipeline sustained with p99
+/// within [`KNEE_P99_MS`]; rates above a failing one do not count.
+pub fn knee(r: &Results) -> Option<u64> {
+    let mut rows: Vec<&LatencyRow> = r.latency.iter().collect();
+    rows.sort_by_key(|l| l.offered_rate);
+    rows.into_iter()
+        .take_while(|l| {
+            l.p99_ms <= KNEE_P99_MS && l.achieved_rate >= l.offered_rate as f64 * KNEE_ACHIEVED
+        })
+        .map(|l| l.offered_rate)
+        .last()
 }
 
 /// The performance targets (docs/benchmarks.md, "Targets") against this run:
@@ -854,6 +1139,19 @@ fn render_targets(r: &Results) -> String {
             None => row(&target, "–".into(), None),
         }
     }
+    let writer4 = r
+        .writer
+        .iter()
+        .find(|w| w.clients == 4)
+        .map_or(0.0, |w| w.writer_commands_per_second);
+    row(
+        "knee (p99 ≤ 500 ms, sustained) ≥ the writer's own limit at 4 clients",
+        format!(
+            "{}, writer {writer4:.0} commands/s",
+            knee(r).map_or("below every rate".to_owned(), |k| format!("{k} events/s"))
+        ),
+        (!r.latency.is_empty()).then(|| knee(r).is_some_and(|k| k as f64 >= writer4)),
+    );
     row(
         "relay, 100k-event backlog: ≥ 15000 events/s",
         format!("{:.0} events/s", r.relay_events_per_second),
@@ -913,8 +1211,8 @@ fn render_targets(r: &Results) -> String {
     md
 }
 
-/// The figures of this run beside those of a baseline run (the previous
-/// stack's `benchmarks-tansu.json`), with their ratio, and the ratio again
+/// The figures of this run beside those of a baseline run
+/// ([`BASELINE_FILE`]), with their ratio, and the ratio again
 /// with the machine's speed taken out: each run's pgbench at 4 clients (the
 /// same statements on the same box, measured in that run) is the yardstick,
 /// throughputs divided by it, times and CPU-seconds multiplied by it.
@@ -931,7 +1229,7 @@ fn render_comparison(now: &Results, before: &Results) -> String {
         0.0
     };
     let mut md = format!(
-        "\n### Side by side with the previous stack\n\nBefore: {}.\n\n\
+        "\n### Side by side with the baseline run\n\nBefore: {}.\n\n\
          pgbench at 4 clients, the machine's yardstick for throughput: {:.0} tps before, {:.0} now ({:.2}×). \
          The last column divides the throughputs of the pipeline's stages by it. CPU-seconds per event need no \
          such correction (the writer's and the projector's, unchanged code, show how comparable they are), \
@@ -1077,20 +1375,29 @@ fn md_rss(md: &mut String, component: &str, before: f64, now: f64) {
 }
 
 /// Latency percentiles against offered rate, and catch-up rate against batch size.
-pub fn render_svg(r: &Results, path: &Path) -> Result<()> {
+pub fn render_svg(r: &Results, before: Option<&Results>, path: &Path) -> Result<()> {
     use plotters::prelude::*;
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
         let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
         root.fill(&WHITE)?;
         let (left, right) = root.split_horizontally(500);
+        let before_latency: &[LatencyRow] = before.map_or(&[], |b| &b.latency);
         let max_rate = r
             .latency
             .iter()
+            .chain(before_latency)
             .map(|l| l.offered_rate)
             .max()
             .unwrap_or(100) as f64
             * 1.1;
-        let max_ms = r.latency.iter().map(|l| l.max_ms).fold(10.0, f64::max) * 1.1;
+        // Percentiles only (the max is in the table): the knee's p99 must stay readable.
+        let max_ms = r
+            .latency
+            .iter()
+            .chain(before_latency)
+            .map(|l| l.p99_ms)
+            .fold(10.0, f64::max)
+            * 1.1;
         let mut chart = ChartBuilder::on(&left)
             .caption("commit → read model latency", ("sans-serif", 18))
             .margin(12)
@@ -1103,12 +1410,25 @@ pub fn render_svg(r: &Results, path: &Path) -> Result<()> {
             .y_desc("ms")
             .draw()?;
         type Series = (&'static str, fn(&LatencyRow) -> f64, RGBColor);
-        let series: [Series; 4] = [
+        let series: [Series; 3] = [
             ("p50", |l| l.p50_ms, BLUE),
             ("p95", |l| l.p95_ms, GREEN),
             ("p99", |l| l.p99_ms, RED),
-            ("max", |l| l.max_ms, BLACK),
         ];
+        // The baseline run's curves, thin and pale, behind this run's.
+        if !before_latency.is_empty() {
+            for (name, value, color) in series {
+                let points: Vec<(f64, f64)> = before_latency
+                    .iter()
+                    .map(|l| (l.offered_rate as f64, value(l)))
+                    .collect();
+                let pale = color.mix(0.35);
+                chart
+                    .draw_series(LineSeries::new(points, pale.stroke_width(1)))?
+                    .label(format!("{name} before"))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], pale));
+            }
+        }
         for (name, value, color) in series {
             let points: Vec<(f64, f64)> = r
                 .latency
@@ -1131,9 +1451,11 @@ pub fn render_svg(r: &Results, path: &Path) -> Result<()> {
             .background_style(WHITE)
             .draw()?;
 
+        let before_catch_up: &[CatchUpRow] = before.map_or(&[], |b| &b.catch_up);
         let max_eps = r
             .catch_up
             .iter()
+            .chain(before_catch_up)
             .map(|c| c.events_per_second)
             .fold(100.0, f64::max)
             * 1.1;
@@ -1153,8 +1475,28 @@ pub fn render_svg(r: &Results, path: &Path) -> Result<()> {
             .iter()
             .map(|c| (c.batch_size as f64, c.events_per_second))
             .collect();
-        chart.draw_series(LineSeries::new(points.clone(), BLUE.stroke_width(2)))?;
+        if !before_catch_up.is_empty() {
+            let old: Vec<(f64, f64)> = before_catch_up
+                .iter()
+                .map(|c| (c.batch_size as f64, c.events_per_second))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(old, BLUE.mix(0.35).stroke_width(1)))?
+                .label("before")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE.mix(0.35)));
+        }
+        chart
+            .draw_series(LineSeries::new(points.clone(), BLUE.stroke_width(2)))?
+            .label("now")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
         chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, BLUE.filled())))?;
+        if !before_catch_up.is_empty() {
+            chart
+                .configure_series_labels()
+                .border_style(BLACK)
+                .background_style(WHITE)
+                .draw()?;
+        }
         root.present()?;
         Ok(())
     };
@@ -1167,13 +1509,13 @@ pub fn write_report(r: &Results, out_dir: &Path, command: &str) -> Result<PathBu
     fs::create_dir_all(out_dir)
         .map_err(crate::io_err(format!("creating {}", out_dir.display())))?;
     let svg = out_dir.join("benchmarks.svg");
-    render_svg(r, &svg)?;
+    let baseline = load_baseline(out_dir);
+    render_svg(r, baseline.as_ref(), &svg)?;
     let when = if r.measured_at.is_empty() {
-        chrono_like_now()
+        now_utc()
     } else {
         r.measured_at.clone()
     };
-    let baseline = load_baseline(out_dir);
     let generated = render_markdown(r, baseline.as_ref(), command, &when, "benchmarks.svg");
     let md_path = out_dir.join("benchmarks.md");
     const BEGIN: &str =
@@ -1195,15 +1537,120 @@ pub fn write_report(r: &Results, out_dir: &Path, command: &str) -> Result<PathBu
     Ok(md_path)
 }
 
-/// The previous stack's figures (Tansu, Connect standalone, Debezium 3.1.1),
-/// kept as `benchmarks-tansu.json` beside the report, if present.
+/// The baseline's file name.
+pub const BASELINE_FILE: &str = "benchmarks-before.json";
+
+/// The baseline run the report compares with, kept as
+/// `benchmarks-before.json` beside the report, if present (docs/: the last
+/// run before the performance work of issue 18).
 pub fn load_baseline(dir: &Path) -> Option<Results> {
-    let text = fs::read_to_string(dir.join("benchmarks-tansu.json")).ok()?;
+    let text = fs::read_to_string(dir.join(BASELINE_FILE)).ok()?;
     serde_json::from_str(&text).ok()
 }
 
+/// One row per run of `runs` (in order: the first is the baseline, each
+/// later one adds a lever), with the figures a lever can move, throughputs
+/// also as ratios to the run's own pgbench at 4 clients and CPU-seconds
+/// times it over the first run's (the machine's speed taken out).
+pub fn render_levers(runs: &[(String, Results)]) -> String {
+    let pgbench4 = |r: &Results| {
+        r.writer
+            .iter()
+            .find(|w| w.clients == 4)
+            .map_or(0.0, |w| w.pgbench_tps)
+    };
+    let base = runs.first().map_or(0.0, |(_, r)| pgbench4(r));
+    let mut md = String::from(
+        "| run | lever | pgbench tps (4 clients) | relay events/s (× pgbench) | catch-up b1000 events/s (× pgbench) | \
+         e2e 100/s p50 / p99 ms | e2e 1000/s achieved, p50 / p99 ms | recovery s | CPU s / 1M events (normalized) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let dash = || "–".to_owned();
+    for (name, r) in runs {
+        let pg = pgbench4(r);
+        let catch_up = r
+            .catch_up
+            .iter()
+            .find(|c| c.batch_size == 1000)
+            .map_or_else(dash, |c| {
+                format!(
+                    "{:.0} ({})",
+                    c.events_per_second,
+                    ratio(c.events_per_second, pg)
+                )
+            });
+        let at = |rate: u64| r.latency.iter().find(|l| l.offered_rate == rate);
+        let low = at(100).map_or_else(dash, |l| format!("{:.0} / {:.0}", l.p50_ms, l.p99_ms));
+        let high = at(1000).map_or_else(dash, |l| {
+            format!("{:.0}, {:.0} / {:.0}", l.achieved_rate, l.p50_ms, l.p99_ms)
+        });
+        let recovery = r.recovery_seconds.map_or_else(dash, |s| format!("{s:.1}"));
+        let cpu: f64 = r
+            .resources
+            .iter()
+            .map(|x| x.cpu_seconds_per_million_events)
+            .sum();
+        let cpu = if r.resources.is_empty() {
+            dash()
+        } else {
+            format!("{cpu:.0} ({:.0})", cpu * pg / base.max(f64::MIN_POSITIVE))
+        };
+        let relay = if r.relay_events_per_second > 0.0 {
+            format!(
+                "{:.0} ({})",
+                r.relay_events_per_second,
+                ratio(r.relay_events_per_second, pg)
+            )
+        } else {
+            dash()
+        };
+        md.push_str(&format!(
+            "| {name} | {} | {pg:.0} | {relay} | {catch_up} | {low} | {high} | {recovery} | {cpu} |\n",
+            if r.lever.is_empty() { "–" } else { &r.lever },
+        ));
+    }
+    md
+}
+
+/// Writes [`render_levers`] of the runs in `dir` (`*.json`, in file-name
+/// order) between the levers markers of `benchmarks.md` in `out_dir`.
+pub fn write_levers(dir: &Path, out_dir: &Path) -> Result<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(crate::io_err(format!("reading {}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let mut runs = Vec::new();
+    for file in files {
+        let text = fs::read_to_string(&file)
+            .map_err(crate::io_err(format!("reading {}", file.display())))?;
+        let results: Results = serde_json::from_str(&text)
+            .map_err(|e| fail("levers", format!("{}: {e}", file.display())))?;
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        runs.push((name, results));
+    }
+    let md_path = out_dir.join("benchmarks.md");
+    const BEGIN: &str =
+        "<!-- bench-levers:begin (generated by `stack bench --render-levers`; edit outside the markers) -->";
+    const END: &str = "<!-- bench-levers:end -->";
+    let generated = render_levers(&runs);
+    let existing = fs::read_to_string(&md_path).unwrap_or_default();
+    let text = match (existing.find(BEGIN), existing.find(END)) {
+        (Some(b), Some(e)) if b < e => {
+            format!("{}{BEGIN}\n{generated}{}", &existing[..b], &existing[e..])
+        }
+        _ => format!("{existing}\n{BEGIN}\n{generated}{END}\n"),
+    };
+    fs::write(&md_path, text).map_err(crate::io_err(format!("writing {}", md_path.display())))?;
+    Ok(md_path)
+}
+
 /// UTC date and time, from `date` (the stack avoids a time crate).
-fn chrono_like_now() -> String {
+pub(crate) fn now_utc() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()

@@ -6,3 +6,4 @@ pub mod chaos;
 pub mod demo;
 pub mod oracle;
 pub mod reconcile;
+pub mod scale;

@@ -600,6 +600,7 @@ fn the_chaos_suite_passes_twenty_kills_over_every_component() {
     let shape = stack::Shape {
         brokers: 3,
         connect_workers: 2,
+        ..stack::Shape::default()
     };
     let stack = Stack::for_tests_with("chaos", shape).expect("test stack");
     stack.up(&|m| eprintln!("[chaos] {m}")).expect("stack up");
@@ -675,6 +676,55 @@ fn the_chaos_suite_passes_twenty_kills_over_every_component() {
     }
     assert!(report.events_committed as u64 >= report.commands_committed);
     assert!(report.oracle.broker_records >= report.events_committed);
+}
+
+/// The scale benchmark's smoke run: one cell (12 partitions) with one and two
+/// projector instances, and the growth of a small history. It proves every
+/// part runs and reports its figures; it asserts no speed.
+#[test]
+fn the_scale_benchmark_runs_every_part_and_writes_its_report() {
+    let spec = stack::scale::ScaleSpec::quick();
+    let open = |shape: stack::Shape, name: &str| Stack::for_tests_with(name, shape);
+    let results =
+        stack::scale::run(&spec, &open, &|m| eprintln!("[scale] {m}")).expect("scale run");
+    let cells: Vec<(u8, u32, u32)> = results
+        .cells
+        .iter()
+        .map(|c| (c.brokers, c.partitions, c.projectors))
+        .collect();
+    assert_eq!(cells, [(1, 12, 1), (1, 12, 2)]);
+    for c in &results.cells {
+        assert!(
+            c.catch_up_events as f64 >= spec.backlog as f64 && c.catch_up_events_per_second > 0.0,
+            "{c:?}"
+        );
+        assert!(c.achieved_rate > 0.0 && c.p50_ms <= c.p99_ms, "{c:?}");
+    }
+    let sizes: Vec<u64> = results.writer_growth.iter().map(|w| w.orders).collect();
+    assert_eq!(sizes.len(), 2);
+    // Measured once the write database held each size.
+    assert!(sizes[0] >= 3_000 && sizes[1] >= 6_000, "{sizes:?}");
+    assert!(results
+        .writer_growth
+        .iter()
+        .all(|w| w.writer_commands_per_second > 0.0 && w.pgbench_tps > 0.0));
+    let history: Vec<u64> = results.history.iter().map(|h| h.events).collect();
+    assert_eq!(history, [3_000, 6_000]);
+    assert!(results
+        .history
+        .iter()
+        .all(|h| h.window_events > 0 && h.events_per_second > 0.0));
+    let out = std::env::temp_dir().join(format!("scale-report-{}", std::process::id()));
+    let md = stack::scale::write_report(&results, &out, "stack bench --scale --quick").unwrap();
+    let text = std::fs::read_to_string(md).unwrap();
+    for heading in [
+        "Scale-out",
+        "the writer with a larger write database",
+        "catch-up as the read database grows",
+    ] {
+        assert!(text.contains(heading), "{heading} missing from the report");
+    }
+    let _ = std::fs::remove_dir_all(out);
 }
 
 /// The benchmark's smoke run: every phase on a real stack, tiny sizes. It
