@@ -459,9 +459,9 @@ async fn next_batch(
             message = consumer.recv() => match message {
                 Ok(message) => break message,
                 Err(e) if refusal(&e).is_some() => return Poll::Refused(e),
-                Err(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) => {
-                    return Poll::Fatal(e)
-                }
+                // librdkafka raised a fatal error (e.g. FencedInstanceId): this
+                // consumer instance is unusable for good.
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => return Poll::Fatal(e),
                 // librdkafka recovers from broker outages by itself; keep polling.
                 Err(e) => {
                     let delay = backoff.next();
