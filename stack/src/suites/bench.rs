@@ -1231,9 +1231,9 @@ fn render_comparison(now: &Results, before: &Results) -> String {
     let mut md = format!(
         "\n### Side by side with the baseline run\n\nBefore: {}.\n\n\
          pgbench at 4 clients, the machine's yardstick for throughput: {:.0} tps before, {:.0} now ({:.2}×). \
-         The last column divides the throughputs of the pipeline's stages by it. CPU-seconds per event need no \
-         such correction (the writer's and the projector's, unchanged code, show how comparable they are), \
-         and latencies at a fixed offered rate get none.\n\n\
+         The last column divides the throughputs of the pipeline's stages by it and multiplies the CPU-seconds \
+         per event by it (a slower machine spends more of them on the same work); latencies at a fixed offered \
+         rate get no such correction.\n\n\
          | figure | before | now | now / before | same, machine-normalized |\n|---|---:|---:|---:|---:|\n",
         before.machine,
         pgbench4(before),
@@ -1247,7 +1247,7 @@ fn render_comparison(now: &Results, before: &Results) -> String {
         before.relay_events_per_second,
         now.relay_events_per_second,
         0,
-        true,
+        Norm::Throughput,
     );
     for c in &now.catch_up {
         if let Some(b) = before
@@ -1262,7 +1262,7 @@ fn render_comparison(now: &Results, before: &Results) -> String {
                 b.events_per_second,
                 c.events_per_second,
                 0,
-                true,
+                Norm::Throughput,
             );
         }
     }
@@ -1280,7 +1280,7 @@ fn render_comparison(now: &Results, before: &Results) -> String {
                 b.achieved_rate,
                 l.achieved_rate,
                 0,
-                false,
+                Norm::None,
             );
             push_row(
                 &mut md,
@@ -1289,7 +1289,7 @@ fn render_comparison(now: &Results, before: &Results) -> String {
                 b.p50_ms,
                 l.p50_ms,
                 0,
-                false,
+                Norm::None,
             );
             push_row(
                 &mut md,
@@ -1298,7 +1298,7 @@ fn render_comparison(now: &Results, before: &Results) -> String {
                 b.p99_ms,
                 l.p99_ms,
                 0,
-                false,
+                Norm::None,
             );
         }
     }
@@ -1310,7 +1310,7 @@ fn render_comparison(now: &Results, before: &Results) -> String {
             b,
             n,
             1,
-            false,
+            Norm::None,
         );
     }
     for x in &now.resources {
@@ -1322,7 +1322,7 @@ fn render_comparison(now: &Results, before: &Results) -> String {
                 b.cpu_seconds_per_million_events,
                 x.cpu_seconds_per_million_events,
                 0,
-                false,
+                Norm::Cost,
             );
             md_rss(&mut md, &x.component, b.peak_rss_mb, x.peak_rss_mb);
         }
@@ -1340,13 +1340,25 @@ fn render_comparison(now: &Results, before: &Results) -> String {
         total(before),
         total(now),
         0,
-        false,
+        Norm::Cost,
     );
     md
 }
 
 /// One row of the comparison; `throughput`: a stage's rate, also shown
 /// normalized (divided by the machine's speed); other figures are not.
+/// How a comparison row takes the machine's speed out.
+#[derive(Debug, Clone, Copy)]
+enum Norm {
+    /// Work per second: divided by the speed.
+    Throughput,
+    /// CPU-seconds per event: a slower machine spends more on the same work,
+    /// so multiplied by the speed.
+    Cost,
+    /// Latencies and sizes: not normalized.
+    None,
+}
+
 fn push_row(
     md: &mut String,
     speed: f64,
@@ -1354,12 +1366,12 @@ fn push_row(
     before: f64,
     now: f64,
     digits: usize,
-    throughput: bool,
+    norm: Norm,
 ) {
-    let normalized = if throughput {
-        ratio(now / speed.max(f64::MIN_POSITIVE), before)
-    } else {
-        String::new()
+    let normalized = match norm {
+        Norm::Throughput => ratio(now / speed.max(f64::MIN_POSITIVE), before),
+        Norm::Cost => ratio(now * speed, before),
+        Norm::None => String::new(),
     };
     md.push_str(&format!(
         "| {figure} | {before:.digits$} | {now:.digits$} | {} | {normalized} |\n",
