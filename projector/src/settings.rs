@@ -82,7 +82,12 @@ fn default_sasl_mechanism() -> String {
 }
 
 fn default_max_poll_interval_ms() -> u32 {
-    30_000
+    // Longer than the read-database outages a projector rides out: a static
+    // member past it rejoins under a new member id, and its next offset
+    // commit under the old one is fenced (fatal: the process exits for its
+    // supervisor to restart it). The 30 s used before failed the
+    // thirty-second outage test that way.
+    120_000
 }
 
 /// librdkafka's `group.protocol`.
