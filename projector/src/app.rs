@@ -15,8 +15,8 @@ use crate::record::Decoder;
 use crate::settings::Settings;
 
 /// One connection to the read database, for a command or the start-up checks.
-pub async fn connect(settings: &Settings) -> anyhow::Result<crate::consumer::ReadDb> {
-    crate::consumer::connect(settings)
+pub async fn connect(settings: &Settings) -> anyhow::Result<consumer::worker::Db> {
+    consumer::worker::connect(crate::SERVICE, settings)
         .await
         .map_err(service::DbError)
         .with_context(|| {
@@ -41,7 +41,7 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<()> 
 /// ([`shutdown_signal`]).
 pub async fn serve(
     settings: Settings,
-    mut client: crate::consumer::ReadDb,
+    mut client: consumer::worker::Db,
     decoder: Decoder,
 ) -> anyhow::Result<()> {
     let pending = crate::pending_migrations(&mut client)
@@ -57,7 +57,7 @@ pub async fn serve(
         .with_http_listener(settings.metrics_addr)
         .install()
         .with_context(|| format!("serving metrics on {}", settings.metrics_addr))?;
-    crate::consumer::run(settings, decoder, shutdown_signal()).await?;
+    consumer::worker::run(settings, crate::ReadModels, decoder, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn a_kafka_error_is_told_once() {
         let error =
-            crate::consumer::ProjectorError::Kafka(rdkafka::error::KafkaError::MessageConsumption(
+            consumer::worker::WorkerError::Kafka(rdkafka::error::KafkaError::MessageConsumption(
                 rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure,
             ));
         assert_eq!(error.to_string(), "kafka", "its own part only");

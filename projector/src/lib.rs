@@ -6,42 +6,37 @@
 //! effect. Kafka offsets are stored only after that transaction commits; a
 //! crash in between means redelivery, never loss.
 //!
+//! The machinery around the read models — batches, inbox, positions and the
+//! fence, the version policy with parking, dead letters, retries, metrics — is
+//! the consumer core (crate `consumer`), shared with the inventory service
+//! and the order reactor; the projector supplies its handler
+//! ([`read_model::ReadModels`]).
+//!
 //! # Layout
-//! - [`record`]: an owned copy of a Kafka record and its decoding into an
-//!   [`outbox_events::Envelope`].
-//! - [`batch`]: [`batch::apply_batch`], one step of the worker: one transaction
-//!   for a batch of records (inbox, version policy, parking, projections, dead
-//!   letters), pipelined, then an [`batch::Outcome`]. Tests drive it directly.
 //! - [`read_model`]: each projection owns its tables and one pure `plan`
-//!   function: an event in, the statements that apply it out.
-//! - [`consumer`]: the thin loop around `apply_batch`: poll a batch, apply it
-//!   with capped retries, store offsets, stop cleanly on the shutdown signal.
-//! - [`operator`]: the dead-letter life cycle (list, show, replay, discard)
-//!   and the backlog of parked events, for the CLI and the gauges.
-//! - [`dead_letter_report`]: what `projector dead-letters …` prints, rendered
-//!   by pure functions (text or `--json`).
-//! - [`position`]: the consumer positions kept in the read database.
+//!   function: an event in, the statements that apply it out; together the
+//!   projector's [`consumer::Handler`].
 //! - [`rebuild`]: `projector rebuild`, a shadow copy built from the topics
 //!   and swapped in atomically.
-//! - [`retention`]: `projector inbox prune`.
-//! - [`trace`]: each applied record's span, continuing the writer's trace.
-//! - [`settings`]: typed settings (file + `PROJECTOR__*` environment).
 //! - [`app`]: what the binary does with parsed arguments (connect, migrate,
 //!   run, rebuild, prune); `main` only parses, dispatches, prints and exits.
 //!   Errors print with their causes, each once ([`service::chain`]).
+//! - The core's modules, re-exported for the projector's callers:
+//!   [`batch`], [`worker`], [`operator`], [`dead_letter_report`],
+//!   [`position`], [`record`], [`retention`], [`trace`], [`settings`].
 
 pub mod app;
-pub mod batch;
-pub mod consumer;
-pub mod dead_letter_report;
-pub mod operator;
-pub mod position;
 pub mod read_model;
 pub mod rebuild;
-pub mod record;
-pub mod retention;
-pub mod settings;
-pub mod trace;
+
+pub use consumer::{
+    batch, dead_letter_report, operator, position, record, retention, settings, trace, worker,
+};
+pub use read_model::ReadModels;
+
+/// The projector's name: its metrics (`projector_*`), its environment
+/// (`PROJECTOR__*`) and its default consumer group.
+pub const SERVICE: &str = "projector";
 
 mod embedded {
     refinery::embed_migrations!("../sql/read");

@@ -137,7 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     // Held to the end: dropping it flushes the spans still to be exported.
     let _telemetry = service::telemetry::init("projector", default_log);
-    let settings = Settings::load(cli.config.as_deref()).context(
+    let settings = Settings::load(cli.config.as_deref(), projector::SERVICE).context(
         "loading projector settings (pass --config FILE or set PROJECTOR_CONFIG / PROJECTOR__* variables)",
     )?;
     let mut client = app::connect(&settings).await?;
@@ -174,7 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn dead_letters(
-    client: &mut projector::consumer::ReadDb,
+    client: &mut projector::worker::Db,
     decoder: &Decoder,
     command: DeadLetterCommand,
     json: bool,
@@ -189,7 +189,7 @@ async fn dead_letters(
         DeadLetterCommand::Show { id } => print!("{}", report::show(&**client, id, json).await?),
         // `--all` (no id): every open one.
         DeadLetterCommand::Replay { id, all: _ } => {
-            report::replay(client, decoder, id, json, |line| print!("{line}")).await?;
+            report::replay(client, &projector::ReadModels, decoder, id, json, |line| print!("{line}")).await?;
         }
         DeadLetterCommand::Discard {
             id,
@@ -197,7 +197,7 @@ async fn dead_letters(
             skip_version,
         } => print!(
             "{}",
-            report::discard(client, decoder, id, &reason, skip_version, json).await?
+            report::discard(client, &projector::ReadModels, decoder, id, &reason, skip_version, json).await?
         ),
     }
     Ok(())

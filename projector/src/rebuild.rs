@@ -10,7 +10,7 @@
 //!    is dropped) gets every read migration, so it holds every projection
 //!    table: read models, inbox, versions, parked events, dead letters,
 //!    positions.
-//! 2. **Catch-up.** The projector's own loop ([`crate::consumer::run_with`])
+//! 2. **Catch-up.** The projector's own loop ([`consumer::worker::run_with`])
 //!    runs in this process with `search_path=rebuild`, a consumer group of its
 //!    own (`<group>-rebuild-<time>`) starting at the beginning of the topics,
 //!    and its positions stored in the shadow schema. The topics keep every
@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
-use crate::consumer;
+use consumer::worker as consumer_loop;
 use crate::position::{Checkpoint, Positions, SWAP_LOCK};
 use crate::record::Decoder;
 use crate::settings::Settings;
@@ -135,7 +135,7 @@ pub async fn rebuild(
         ..RebuildReport::default()
     };
 
-    let mut admin = consumer::connect(settings).await?;
+    let mut admin = consumer_loop::connect(crate::SERVICE, settings).await?;
     // Refused before any work, not after the copy: an object of someone
     // else's (a dashboard's view) that the retired tables would take along.
     if !spec.keep_old {
@@ -157,7 +157,7 @@ pub async fn rebuild(
     shadow_settings.database.schema = Some(SHADOW.to_owned());
     shadow_settings.kafka.group_id = group.clone();
     {
-        let mut shadow = consumer::connect(&shadow_settings).await?;
+        let mut shadow = consumer_loop::connect(crate::SERVICE, &shadow_settings).await?;
         crate::migrate(&mut shadow).await?;
     }
 
@@ -165,8 +165,9 @@ pub async fn rebuild(
         "consuming every topic from the beginning as group {group}"
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut copy = tokio::spawn(consumer::run_with(
+    let mut copy = tokio::spawn(consumer_loop::run_with(
         shadow_settings,
+        crate::ReadModels,
         Decoder::default(),
         Checkpoint::for_rebuild(group.clone()),
         async {
@@ -231,7 +232,7 @@ pub async fn rebuild(
     let run = admin
         .query_one(
             "SELECT coalesce(sum(events_applied), 0)::bigint, coalesce(sum(duplicates_skipped), 0)::bigint \
-             FROM public.projector_runs WHERE group_id = $1",
+             FROM public.consumer_runs WHERE group_id = $1",
             &[&group],
         )
         .await?;
@@ -272,7 +273,7 @@ async fn swap(
     group: &str,
     spec: &RebuildSpec,
     stop: &mut Option<tokio::sync::oneshot::Sender<()>>,
-    copy: &mut tokio::task::JoinHandle<Result<(), consumer::ProjectorError>>,
+    copy: &mut tokio::task::JoinHandle<Result<(), consumer_loop::WorkerError>>,
     report: &mut RebuildReport,
 ) -> Result<Option<Duration>, RebuildError> {
     let paused = Instant::now();

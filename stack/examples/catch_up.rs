@@ -155,13 +155,13 @@ async fn main() {
             let _ = connection.await;
         });
         projector::migrate(&mut client).await.unwrap();
-        let mut client = projector::consumer::ReadDb::new(client, task);
+        let mut client = projector::worker::Db::new(client, task);
         let decoder = Decoder::default();
         let checkpoint = projector::position::Checkpoint::new("catch-up");
         let start = Instant::now();
         let mut applied = 0;
         for chunk in slice.chunks(batch) {
-            applied += apply_batch(&mut client, &decoder, chunk, &checkpoint)
+            applied += apply_batch(&mut client, &projector::ReadModels, &decoder, chunk, &checkpoint)
                 .await
                 .unwrap()
                 .applied;

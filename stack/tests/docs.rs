@@ -360,7 +360,7 @@ fn documents_name_only_metrics_the_code_registers() {
             }
         }
     }
-    // Tables and columns share the prefix (projector_runs): not metrics.
+    // Tables and columns share the prefix (consumer_runs): not metrics.
     let mut schema = BTreeSet::new();
     for dir in ["sql/read", "sql/write"] {
         for entry in std::fs::read_dir(repo().join(dir)).unwrap().flatten() {

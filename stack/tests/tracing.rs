@@ -64,13 +64,13 @@ async fn write_pool() -> deadpool_postgres::Pool {
 }
 
 /// A read database of its own, migrated by the projector's own code.
-async fn read_client() -> projector::consumer::ReadDb {
+async fn read_client() -> projector::worker::Db {
     let (mut client, connection) = database("r").connect(tokio_postgres::NoTls).await.unwrap();
     let task = tokio::spawn(async move {
         let _ = connection.await;
     });
     projector::migrate(&mut client).await.unwrap();
-    projector::consumer::ReadDb::new(client, task)
+    projector::worker::Db::new(client, task)
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -126,10 +126,10 @@ async fn the_writers_command_span_is_the_parent_of_the_projectors_apply_span() {
         0,
     );
     assert_eq!(record.header("traceparent"), Some(stored.as_str()));
-    let spans = projector::trace::event_spans(std::slice::from_ref(&record));
+    let spans = projector::trace::event_spans(projector::SERVICE, std::slice::from_ref(&record));
     let checkpoint = projector::position::Checkpoint::new("tracing").unfenced();
     projector::batch::apply_batch(
-        &mut read,
+        &mut read, &projector::ReadModels,
         &projector::record::Decoder::default(),
         &[record],
         &checkpoint,

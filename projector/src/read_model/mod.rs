@@ -1,6 +1,7 @@
 //! Read models. Each owns its tables and turns one event into the statements
-//! that change them ([`Step`]s); the projector core runs the statements of a
-//! whole batch pipelined in one transaction and knows nothing about orders or
+//! that change them ([`Step`]s); [`ReadModels`] is the projector's handler for
+//! the consumer core (crate `consumer`), which runs the statements of a whole
+//! batch pipelined in one transaction and knows nothing about orders or
 //! customers.
 //!
 //! Planning is pure: a model sees only the event, never the database, so a
@@ -9,7 +10,7 @@
 //! cancellation takes back) it reads inside its own SQL.
 //!
 //! Ordering is the core's job: it applies version `n` of an aggregate only after
-//! `n - 1` (see [`crate::batch`]). Events of different aggregates interleave
+//! `n - 1` (see [`consumer::batch`]). Events of different aggregates interleave
 //! freely, so every model converges whatever the interleaving: customer details
 //! and order facts are stored independently and joined on write, under a
 //! per-customer lock the core takes first in each batch ([`locks`]).
@@ -18,40 +19,11 @@ pub mod customer_summary;
 pub mod order_view;
 pub mod product_sales;
 
+use consumer::Handler;
+use deadpool_postgres::Transaction;
 use outbox_events::{Envelope, Event};
-use tokio_postgres::types::ToSql;
 
-pub use service::pipeline::Param;
-
-/// One statement of a read model's change, and the row count it must report.
-#[derive(Debug)]
-pub struct Step {
-    pub sql: String,
-    pub params: Vec<Param>,
-    /// `Some(n)`: anything else means the event does not fit the read model
-    /// (e.g. an order row that is not where its version says it is).
-    pub expect_rows: Option<u64>,
-    /// What the step does, for the reason of a rejection.
-    pub what: &'static str,
-}
-
-impl Step {
-    pub fn new(sql: impl Into<String>, params: Vec<Param>) -> Self {
-        Self {
-            sql: sql.into(),
-            params,
-            expect_rows: None,
-            what: "",
-        }
-    }
-
-    /// The step must change exactly `rows` rows.
-    pub fn expect(mut self, rows: u64, what: &'static str) -> Self {
-        self.expect_rows = Some(rows);
-        self.what = what;
-        self
-    }
-}
+pub use consumer::{p, Param, Step};
 
 /// Every statement one event needs, in order.
 #[derive(Debug, Default)]
@@ -103,7 +75,32 @@ pub fn plan(envelope: &Envelope) -> Result<Plan, String> {
     Ok(plan)
 }
 
-/// Boxes a parameter.
-pub fn p<T: ToSql + Sync + Send + 'static>(value: T) -> Param {
-    Box::new(value)
+/// The projector's [`Handler`]: every read model, planned per event. It
+/// decides from the event alone (nothing to read first); its only lock is the
+/// per-customer one ([`locks`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReadModels;
+
+impl Handler for ReadModels {
+    type Scope = ();
+
+    fn name(&self) -> &'static str {
+        "projector"
+    }
+
+    async fn prepare(
+        &self,
+        _tx: &Transaction<'_>,
+        _events: &[&Envelope],
+    ) -> Result<(), tokio_postgres::Error> {
+        Ok(())
+    }
+
+    fn plan(&self, _scope: &mut (), envelope: &Envelope) -> Result<Vec<Step>, String> {
+        plan(envelope).map(|plan| plan.steps)
+    }
+
+    fn locks(&self, applied: &[&Envelope]) -> Option<Step> {
+        locks(applied.iter().copied())
+    }
 }

@@ -197,8 +197,9 @@ async fn the_service_loop_applies_events_and_stops_cleanly_on_shutdown() {
     }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let settings = env.settings.clone();
-    let service = tokio::spawn(projector::consumer::run(
+    let service = tokio::spawn(projector::worker::run(
         settings,
+        projector::ReadModels,
         Decoder::default(),
         async {
             let _ = stopped.await;

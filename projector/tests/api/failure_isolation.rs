@@ -247,8 +247,9 @@ async fn no_record_stops_the_projector_and_every_bad_record_is_kept_byte_for_byt
     env.publish(&customer).await;
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(projector::consumer::run(
+    let service = tokio::spawn(projector::worker::run(
         env.settings.clone(),
+        projector::ReadModels,
         Decoder::default(),
         async {
             let _ = stopped.await;
@@ -511,7 +512,7 @@ async fn a_dead_letter_replayed_after_an_upcaster_lands_applies_and_releases_wha
     assert_eq!(letter.event_type.as_deref(), Some("OrderPaid"));
 
     // Today's code still cannot read it: the dead letter stays open.
-    let result = operator::replay(&mut env.client, &Decoder::default(), letter.id)
+    let result = operator::replay(&mut env.client, &projector::ReadModels, &Decoder::default(), letter.id)
         .await
         .unwrap();
     assert!(
@@ -522,7 +523,7 @@ async fn a_dead_letter_replayed_after_an_upcaster_lands_applies_and_releases_wha
 
     // The build that knows v9 replays it: applied, then the parked shipment.
     let decoder = Decoder::default().with_upcaster("OrderPaid", 9, upcast_paid_v9);
-    let result = operator::replay(&mut env.client, &decoder, letter.id)
+    let result = operator::replay(&mut env.client, &projector::ReadModels, &decoder, letter.id)
         .await
         .unwrap();
     assert_eq!(result, Replayed::Applied { released: 1 });
@@ -549,7 +550,7 @@ async fn a_dead_letter_replayed_after_an_upcaster_lands_applies_and_releases_wha
         .map(|(i, e)| reference.record(e, i as i64))
         .collect();
     apply_batch(
-        &mut reference.client,
+        &mut reference.client, &projector::ReadModels,
         &Decoder::default(),
         &history,
         &projector::position::Checkpoint::new("test"),
@@ -600,7 +601,7 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
     };
 
     let plain = operator::discard(
-        &mut env.client,
+        &mut env.client, &projector::ReadModels,
         &Decoder::default(),
         id_of(kept),
         "test: not needed",
@@ -616,7 +617,7 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
     assert_eq!(env.order_view(kept).await, Some(("placed".into(), 1)));
 
     let skip = operator::discard(
-        &mut env.client,
+        &mut env.client, &projector::ReadModels,
         &Decoder::default(),
         id_of(skipped),
         "test: payment voided",
@@ -635,7 +636,7 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
         .iter()
         .any(|d| d.resolution.as_deref()
             == Some("discarded (version skipped): test: payment voided")));
-    let again = operator::replay(&mut env.client, &Decoder::default(), id_of(kept)).await;
+    let again = operator::replay(&mut env.client, &projector::ReadModels, &Decoder::default(), id_of(kept)).await;
     assert!(
         matches!(again, Err(operator::OperatorError::NotOpen { .. })),
         "{again:?}"
@@ -645,7 +646,7 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
 /// Two instances in one group, customers registering while their orders are
 /// placed: every order shows the name written for its customer, whichever
 /// instance applied which side first (both paths lock the customer), and both
-/// instances took part (each has applied events in `projector_runs`).
+/// instances took part (each has applied events in `consumer_runs`).
 #[tokio::test]
 async fn two_instances_keep_every_cross_aggregate_join_right() {
     let env = TestEnv::new().await;
@@ -654,8 +655,9 @@ async fn two_instances_keep_every_cross_aggregate_join_right() {
     for _ in 0..2 {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         stops.push(stop);
-        services.push(tokio::spawn(projector::consumer::run(
+        services.push(tokio::spawn(projector::worker::run(
             env.settings.clone(),
+            projector::ReadModels,
             Decoder::default(),
             async {
                 let _ = stopped.await;
@@ -689,7 +691,7 @@ async fn two_instances_keep_every_cross_aggregate_join_right() {
     let runs_applying = || async {
         env.client
             .query_one(
-                "SELECT count(*) FROM projector_runs WHERE events_applied > 0",
+                "SELECT count(*) FROM consumer_runs WHERE events_applied > 0",
                 &[],
             )
             .await
@@ -793,16 +795,16 @@ async fn a_customer_applied_while_its_order_is_uncommitted_still_reaches_the_ord
 
     let mut tx = env.client.transaction().await.unwrap();
     projector::batch::apply_in(
-        &mut tx,
+        &mut tx, &projector::ReadModels,
         &Decoder::default(),
         std::slice::from_ref(&order_record),
     )
     .await
     .unwrap();
-    let mut other = projector::consumer::connect(&env.settings).await.unwrap();
+    let mut other = projector::worker::connect(projector::SERVICE, &env.settings).await.unwrap();
     let b = tokio::spawn(async move {
         apply_batch(
-            &mut other,
+            &mut other, &projector::ReadModels,
             &Decoder::default(),
             &[customer_record],
             &projector::position::Checkpoint::new("test"),
@@ -812,7 +814,7 @@ async fn a_customer_applied_while_its_order_is_uncommitted_still_reaches_the_ord
     });
     // B is seen waiting on the customer's advisory lock, not merely slow: the
     // test cannot pass without the lock.
-    let observer = projector::consumer::connect(&env.settings).await.unwrap();
+    let observer = projector::worker::connect(projector::SERVICE, &env.settings).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let waiting: i64 = observer

@@ -32,7 +32,7 @@ pub struct TestEnv {
     /// The order topic.
     pub topic: String,
     pub customer_topic: String,
-    pub client: projector::consumer::ReadDb,
+    pub client: projector::worker::Db,
     /// This test's run of the live projection (positions, tallies).
     pub checkpoint: projector::position::Checkpoint,
     producer: FutureProducer,
@@ -67,7 +67,7 @@ impl TestEnv {
             "metrics_addr": "127.0.0.1:0",
         }))
         .expect("settings");
-        let mut client = projector::consumer::connect(&settings)
+        let mut client = projector::worker::connect(projector::SERVICE, &settings)
             .await
             .expect("connect");
         projector::migrate(&mut client).await.expect("migrate");
@@ -94,7 +94,7 @@ impl TestEnv {
         records: &[Record],
     ) -> Result<projector::batch::Outcome, projector::batch::BatchError> {
         projector::batch::apply_batch(
-            &mut self.client,
+            &mut self.client, &projector::ReadModels,
             &projector::record::Decoder::default(),
             records,
             &self.checkpoint,
@@ -189,8 +189,8 @@ impl TestEnv {
         Record::from_envelope(envelope, topic, 0, offset)
     }
 
-    pub fn consumer(&self) -> StreamConsumer<projector::consumer::ProjectorContext> {
-        projector::consumer::build_consumer(&self.settings).expect("consumer")
+    pub fn consumer(&self) -> StreamConsumer<projector::worker::WorkerContext> {
+        projector::worker::build_consumer(projector::SERVICE, &self.settings).expect("consumer")
     }
 
     pub async fn order_view(&self, order_id: Uuid) -> Option<(String, i64)> {
@@ -256,7 +256,7 @@ impl TestEnv {
 
 /// Receives `n` records (or fails after a deadline).
 pub async fn receive(
-    consumer: &StreamConsumer<projector::consumer::ProjectorContext>,
+    consumer: &StreamConsumer<projector::worker::WorkerContext>,
     n: usize,
 ) -> Vec<Record> {
     let mut records = Vec::new();

@@ -44,7 +44,7 @@ async fn redeliveries(env: &TestEnv) -> (i64, i64, i64) {
         .client
         .query_one(
             "SELECT count(*), coalesce(sum(duplicates_skipped), 0)::bigint, \
-               coalesce(sum(stale_skipped), 0)::bigint FROM projector_runs",
+               coalesce(sum(stale_skipped), 0)::bigint FROM consumer_runs",
             &[],
         )
         .await

@@ -22,7 +22,7 @@
 //!   first faults cover every target once, in seeded order; the rest are drawn
 //!   with weights. Each fault: SIGKILL, a seeded downtime of 0–3 s, restart.
 //! - Duplicates: the broker's storage shows records published twice (the
-//!   relay's at-least-once); `projector_runs` shows what each projector
+//!   relay's at-least-once); `consumer_runs` shows what each projector
 //!   process turned away, recorded with its batches (exact across kills).
 //! - After the last fault: writers finish their segment, every component is
 //!   up, the read side must converge (every committed event applied) within
@@ -169,7 +169,7 @@ pub struct ChaosReport {
     /// partition's stored position (a second owner during a rebalance).
     pub stale_skipped: u64,
     /// Projector processes that applied something (restarts included).
-    pub projector_runs: u64,
+    pub consumer_runs: u64,
     pub kills: BTreeMap<String, usize>,
     /// Per kind of fault: the longest pause it caused (ms), see [`Fault::pause_ms`].
     pub pause_ms_max: BTreeMap<String, f64>,
@@ -224,7 +224,7 @@ impl ChaosReport {
             ea = self.events_applied,
             dup = self.duplicates_absorbed,
             stale = self.stale_skipped,
-            runs = self.projector_runs,
+            runs = self.consumer_runs,
             bd = self.oracle.broker_duplicates,
             p99 = self.lag_ms_p99,
             max = self.lag_ms_max,
@@ -356,13 +356,13 @@ pub fn run(stack: &Stack, spec: &ChaosSpec, progress: &dyn Fn(&str)) -> Result<C
     // Every projector process records its tallies with each batch it commits.
     let tallies = stack.psql(
         READ_DB,
-        "SELECT coalesce(sum(duplicates_skipped), 0), coalesce(sum(stale_skipped), 0) FROM projector_runs",
+        "SELECT coalesce(sum(duplicates_skipped), 0), coalesce(sum(stale_skipped), 0) FROM consumer_runs",
     )?;
     let mut tallies = tallies.trim().split('|').map(|v| v.parse().unwrap_or(0));
     report.duplicates_absorbed = tallies.next().unwrap_or(0);
     report.stale_skipped = tallies.next().unwrap_or(0);
-    report.projector_runs = stack
-        .psql(READ_DB, "SELECT count(*) FROM projector_runs")?
+    report.consumer_runs = stack
+        .psql(READ_DB, "SELECT count(*) FROM consumer_runs")?
         .trim()
         .parse()
         .unwrap_or(0);

@@ -1067,7 +1067,7 @@ fn a_lost_slot_is_detected_and_everything_committed_meanwhile_is_published_again
         count(
             &stack,
             READ_DB,
-            "SELECT coalesce(sum(duplicates_skipped + stale_skipped), 0) FROM projector_runs WHERE group_id = 'projector'",
+            "SELECT coalesce(sum(duplicates_skipped + stale_skipped), 0) FROM consumer_runs WHERE group_id = 'projector'",
         )
     };
     // Every duplicate record the snapshot left on the topics is counted once consumed.

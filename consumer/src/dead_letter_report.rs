@@ -46,8 +46,9 @@ pub async fn show(
 /// `dead-letters replay`: dead letter `id`, or every open one (`None`),
 /// oldest first; `emit` gets each result's line as soon as it is known.
 /// Fails if any still fails, after trying them all.
-pub async fn replay(
-    client: &mut crate::consumer::ReadDb,
+pub async fn replay<H: crate::Handler>(
+    client: &mut crate::worker::Db,
+    handler: &H,
     decoder: &Decoder,
     id: Option<i64>,
     json: bool,
@@ -59,7 +60,7 @@ pub async fn replay(
     };
     let mut failing = 0;
     for id in ids {
-        let result = operator::replay(client, decoder, id).await?;
+        let result = operator::replay(client, handler, decoder, id).await?;
         if matches!(result, Replayed::StillFailing { .. }) {
             failing += 1;
         }
@@ -72,15 +73,16 @@ pub async fn replay(
 }
 
 /// `dead-letters discard`: gives up on dead letter `id`, recording `reason`.
-pub async fn discard(
-    client: &mut crate::consumer::ReadDb,
+pub async fn discard<H: crate::Handler>(
+    client: &mut crate::worker::Db,
+    handler: &H,
     decoder: &Decoder,
     id: i64,
     reason: &str,
     skip_version: bool,
     json: bool,
 ) -> anyhow::Result<String> {
-    let result = operator::discard(client, decoder, id, reason, skip_version).await?;
+    let result = operator::discard(client, handler, decoder, id, reason, skip_version).await?;
     Ok(discarded_text(id, &result, skip_version, json)?)
 }
 

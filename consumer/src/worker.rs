@@ -1,8 +1,9 @@
-//! The projector's loop: poll a batch, apply it, store its offsets, repeat.
+//! The consumer's loop: poll a batch, apply it, store its offsets, repeat.
+//! One loop for every service; each brings its [`Handler`].
 //!
 //! Offsets follow the at-least-once recipe: `enable.auto.offset.store=false`,
 //! so librdkafka commits (periodically, in the background) only offsets that
-//! this loop stored, and it stores them only after the batch's read-database
+//! this loop stored, and it stores them only after the batch's database
 //! transaction committed. On shutdown the current batch finishes, its offsets
 //! are stored and committed synchronously, then the loop returns.
 
@@ -16,17 +17,18 @@ use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use tokio::time::Instant;
 
 use crate::batch::{apply_batch, BatchError, Outcome};
+use crate::handler::Handler;
 use crate::position::{self, Checkpoint};
 use crate::record::{Decoder, Record};
 use crate::settings::{GroupProtocol, Settings};
 
-/// Why the projector stopped other than by the shutdown signal.
+/// Why a consumer stopped other than by the shutdown signal.
 #[derive(Debug, thiserror::Error)]
-pub enum ProjectorError {
+pub enum WorkerError {
     /// What failed is the source: print the chain ([`service::chain`], `{:#}`).
     #[error("kafka")]
     Kafka(#[from] KafkaError),
-    /// The brokers refused the projector's Kafka user: retrying cannot help,
+    /// The brokers refused the service's Kafka user: retrying cannot help,
     /// its login or its ACLs must change.
     #[error(
         "the brokers refused Kafka user {user:?} in group {group:?} ({code:?}): its login (kafka.sasl) \
@@ -44,7 +46,7 @@ pub enum ProjectorError {
     Fatal(#[source] KafkaError),
 }
 
-/// Errors no retry can cure: the brokers refused who the projector is.
+/// Errors no retry can cure: the brokers refused who the service is.
 fn refusal(error: &KafkaError) -> Option<rdkafka::types::RDKafkaErrorCode> {
     use rdkafka::types::RDKafkaErrorCode::*;
     error.rdkafka_error_code().filter(|code| {
@@ -59,19 +61,25 @@ fn refusal(error: &KafkaError) -> Option<rdkafka::types::RDKafkaErrorCode> {
     })
 }
 
-/// Seeks assigned partitions to the positions stored in the read database,
-/// logs rebalances and publishes the consumer lag from librdkafka's statistics.
-#[derive(Debug, Default)]
-pub struct ProjectorContext {
+/// Seeks assigned partitions to the positions stored in the service's
+/// database, logs rebalances and publishes the consumer lag from librdkafka's
+/// statistics (`<service>_partition_lag`, `<service>_consumer_lag`).
+#[derive(Debug)]
+pub struct WorkerContext {
     /// Where the positions live; `None`: Kafka's committed offsets only.
     positions: Option<(tokio_postgres::Config, String)>,
+    partition_lag: String,
+    consumer_lag: String,
 }
 
-impl ProjectorContext {
-    /// Assigned partitions start at the positions stored for `group_id`.
-    pub fn with_positions(database: tokio_postgres::Config, group_id: String) -> Self {
+impl WorkerContext {
+    /// Assigned partitions start at the positions stored for `group_id`;
+    /// metrics are named after `service`.
+    pub fn with_positions(service: &str, database: tokio_postgres::Config, group_id: String) -> Self {
         Self {
             positions: Some((database, group_id)),
+            partition_lag: format!("{service}_partition_lag"),
+            consumer_lag: format!("{service}_consumer_lag"),
         }
     }
 
@@ -124,7 +132,7 @@ fn describe_offsets(tpl: &TopicPartitionList) -> Vec<String> {
         .collect()
 }
 
-impl ClientContext for ProjectorContext {
+impl ClientContext for WorkerContext {
     fn stats(&self, statistics: Statistics) {
         let mut total = 0;
         for topic in statistics.topics.values() {
@@ -135,14 +143,14 @@ impl ClientContext for ProjectorContext {
                 let lag = partition_lag(p);
                 total += lag;
                 metrics::gauge!(
-                    "projector_partition_lag",
+                    self.partition_lag.clone(),
                     "topic" => topic.topic.clone(),
                     "partition" => p.partition.to_string()
                 )
                 .set(lag as f64);
             }
         }
-        metrics::gauge!("projector_consumer_lag").set(total as f64);
+        metrics::gauge!(self.consumer_lag.clone()).set(total as f64);
     }
 }
 
@@ -174,7 +182,7 @@ fn partition_lag(p: &rdkafka::statistics::Partition) -> i64 {
     }
 }
 
-impl ConsumerContext for ProjectorContext {
+impl ConsumerContext for WorkerContext {
     /// librdkafka's default rebalance with one change: an assignment starts
     /// at the stored positions. Rebalances are incremental (the classic
     /// protocol's cooperative-sticky assignor, the default here, or KIP-848):
@@ -233,7 +241,10 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<String> {
 }
 
 /// Builds the group consumer with the at-least-once settings.
-pub fn build_consumer(settings: &Settings) -> Result<StreamConsumer<ProjectorContext>, KafkaError> {
+pub fn build_consumer(
+    service: &str,
+    settings: &Settings,
+) -> Result<StreamConsumer<WorkerContext>, KafkaError> {
     let kafka = &settings.kafka;
     let mut config = ClientConfig::new();
     config
@@ -279,12 +290,13 @@ pub fn build_consumer(settings: &Settings) -> Result<StreamConsumer<ProjectorCon
                 (kafka.session_timeout_ms / 3).max(100).to_string(),
             );
     }
-    let consumer: StreamConsumer<ProjectorContext> = config
+    let consumer: StreamConsumer<WorkerContext> = config
         .set("statistics.interval.ms", "1000")
         // Latency over throughput: do not let a fetch sit on the broker for long.
         .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
-        .create_with_context(ProjectorContext::with_positions(
-            settings.database.pg_config("projector positions"),
+        .create_with_context(WorkerContext::with_positions(
+            service,
+            settings.database.pg_config(&format!("{service} positions")),
             kafka.group_id.clone(),
         ))?;
     let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
@@ -292,63 +304,66 @@ pub fn build_consumer(settings: &Settings) -> Result<StreamConsumer<ProjectorCon
     Ok(consumer)
 }
 
-/// Connects to the read database; the connection task logs when it ends.
+/// Connects to the service's database; the connection task logs when it ends.
 ///
 /// The client keeps a statement cache for its connection (deadpool's
 /// wrapper, without a pool): a batch's statements are parsed and planned
 /// once per connection instead of once per batch, and a cached statement
 /// costs no round trip to prepare. A new connection starts a new cache.
-pub async fn connect(settings: &Settings) -> Result<ReadDb, tokio_postgres::Error> {
+pub async fn connect(service: &str, settings: &Settings) -> Result<Db, tokio_postgres::Error> {
     let (client, connection) = settings
         .database
-        .pg_config("projector")
+        .pg_config(service)
         .connect(tokio_postgres::NoTls)
         .await?;
     let task = tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::warn!(error = %service::show_db_error(&e), "read database connection closed");
+            tracing::warn!(error = %service::show_db_error(&e), "database connection closed");
         }
     });
-    Ok(ReadDb::new(client, task))
+    Ok(Db::new(client, task))
 }
 
-/// A connection to the read database with its statement cache.
-pub type ReadDb = deadpool_postgres::ClientWrapper;
+/// A connection to the service's database with its statement cache.
+pub type Db = deadpool_postgres::ClientWrapper;
 
 /// Most time between two attempts at the same batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Runs until `shutdown` resolves (returns `Ok`) or a fatal error.
 ///
-/// Read-database outages are retried with capped exponential backoff for as
+/// Database outages are retried with capped exponential backoff for as
 /// long as they last; nothing is acknowledged meanwhile.
-pub async fn run(
+pub async fn run<H: Handler>(
     settings: Settings,
+    handler: H,
     decoder: Decoder,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), ProjectorError> {
+) -> Result<(), WorkerError> {
     let checkpoint = Checkpoint::new(settings.kafka.group_id.clone());
-    register_metrics();
-    run_with(settings, decoder, checkpoint, shutdown).await
+    run_with(settings, handler, decoder, checkpoint, shutdown).await
 }
 
 /// [`run`] with a given checkpoint (a rebuild's, which does not yield to its swap).
-pub async fn run_with(
+pub async fn run_with<H: Handler>(
     settings: Settings,
+    handler: H,
     decoder: Decoder,
     checkpoint: Checkpoint,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), ProjectorError> {
-    let consumer = build_consumer(&settings)?;
+) -> Result<(), WorkerError> {
+    let service = handler.name();
+    let metrics = Metrics::new(service);
+    let consumer = build_consumer(service, &settings)?;
     tokio::pin!(shutdown);
-    let Some(mut client) = connect_with_retry(&settings, &mut shutdown).await else {
+    let Some(mut client) = connect_with_retry(service, &settings, &mut shutdown).await else {
         return Ok(());
     };
     let mut gauges = BacklogGauges::default();
-    tracing::info!(topics = ?settings.kafka.topics, group = %settings.kafka.group_id, run = %checkpoint.run_id, "projector started");
+    tracing::info!(service, topics = ?settings.kafka.topics, group = %settings.kafka.group_id, run = %checkpoint.run_id, "consumer started");
 
     loop {
-        gauges.refresh(&client).await;
+        gauges.refresh(&metrics, &client).await;
         let batch = match next_batch(&consumer, &settings, &mut shutdown).await {
             Poll::Batch(mut batch) => {
                 // A rebalance served while the batch was collected (inside
@@ -377,7 +392,7 @@ pub async fn run_with(
             Poll::Shutdown => break,
             Poll::Refused(e) => {
                 let code = refusal(&e).expect("a refusal");
-                let error = ProjectorError::Refused {
+                let error = WorkerError::Refused {
                     user: settings
                         .kafka
                         .sasl
@@ -386,19 +401,21 @@ pub async fn run_with(
                     group: settings.kafka.group_id.clone(),
                     code,
                 };
-                tracing::error!(%error, "projector stopping");
+                tracing::error!(service, %error, "consumer stopping");
                 return Err(error);
             }
             Poll::Fatal(e) => {
-                let error = ProjectorError::Fatal(e);
-                tracing::error!(error = %service::chain(&error), "projector stopping");
+                let error = WorkerError::Fatal(e);
+                tracing::error!(service, error = %service::chain(&error), "consumer stopping");
                 return Err(error);
             }
         };
         // Ended after the commit: each covers its record's transaction.
-        let spans = crate::trace::event_spans(&batch);
+        let spans = crate::trace::event_spans(service, &batch);
         let Some(outcome) = apply_with_retry(
             &settings,
+            &metrics,
+            &handler,
             &decoder,
             &mut client,
             &batch,
@@ -417,7 +434,7 @@ pub async fn run_with(
             }
         }
         drop(spans);
-        record_metrics(&outcome);
+        metrics.record(&outcome);
     }
     // Final synchronous commit so a restart resumes exactly after the last applied batch.
     match consumer.commit_consumer_state(CommitMode::Sync) {
@@ -426,7 +443,7 @@ pub async fn run_with(
             tracing::warn!(error = %e, "final offset commit failed; the next start re-applies (idempotently)")
         }
     }
-    tracing::info!("projector stopped");
+    tracing::info!(service, "consumer stopped");
     Ok(())
 }
 
@@ -438,7 +455,7 @@ enum Poll {
     /// No record for [`IDLE_CHECK`]: a moment to check the assignment.
     Idle,
     Shutdown,
-    /// The brokers refused the projector's user (see [`refusal`]).
+    /// The brokers refused the service's user (see [`refusal`]).
     Refused(KafkaError),
     Fatal(KafkaError),
 }
@@ -447,7 +464,7 @@ enum Poll {
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
 async fn next_batch(
-    consumer: &StreamConsumer<ProjectorContext>,
+    consumer: &StreamConsumer<WorkerContext>,
     settings: &Settings,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Poll {
@@ -498,10 +515,12 @@ async fn next_batch(
 /// schema the code does not expect. Both are retried with capped backoff for as
 /// long as they last, nothing acknowledged meanwhile; the latter logs at ERROR
 /// because it needs a person. `None`: shutdown was signalled first.
-async fn apply_with_retry(
+async fn apply_with_retry<H: Handler>(
     settings: &Settings,
+    metrics: &Metrics,
+    handler: &H,
     decoder: &Decoder,
-    client: &mut ReadDb,
+    client: &mut Db,
     batch: &[Record],
     checkpoint: &Checkpoint,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
@@ -509,15 +528,16 @@ async fn apply_with_retry(
     let mut backoff = Backoff::default();
     loop {
         if client.is_closed() {
-            *client = connect_with_retry(settings, shutdown).await?;
+            *client = connect_with_retry(handler.name(), settings, shutdown).await?;
         }
-        let error: BatchError = match apply_batch(client, decoder, batch, checkpoint).await {
+        let error: BatchError = match apply_batch(client, handler, decoder, batch, checkpoint).await {
             Ok(outcome) => return Some(outcome),
             Err(e) => e,
         };
         let delay = backoff.next();
         let infrastructure = error.class() == service::ErrorClass::Infrastructure;
-        metrics::counter!(BATCH_FAILURES, "class" => failure_class(infrastructure)).increment(1);
+        metrics::counter!(metrics.batch_failures.clone(), "class" => failure_class(infrastructure))
+            .increment(1);
         if infrastructure {
             tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, records = batch.len(), "batch failed, retrying");
         } else {
@@ -531,24 +551,11 @@ async fn apply_with_retry(
     }
 }
 
-/// Counter of read-DB transactions that failed and will be retried, by
-/// `class`: `infrastructure` (the database is unwell: WARN) or
-/// `schema_or_code` (it refuses what the code sends: ERROR, needs a person).
-pub const BATCH_FAILURES: &str = "projector_batch_failures_total";
-
 fn failure_class(infrastructure: bool) -> &'static str {
     if infrastructure {
         "infrastructure"
     } else {
         "schema_or_code"
-    }
-}
-
-/// Both series of [`BATCH_FAILURES`] at 0, so a rate over them exists (and
-/// the alert on it can be evaluated) before the first failure.
-fn register_metrics() {
-    for infrastructure in [true, false] {
-        metrics::counter!(BATCH_FAILURES, "class" => failure_class(infrastructure)).absolute(0);
     }
 }
 
@@ -572,16 +579,17 @@ impl Backoff {
 
 /// Connects, retrying with backoff; `None` if shutdown came first.
 async fn connect_with_retry(
+    service: &str,
     settings: &Settings,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
-) -> Option<ReadDb> {
+) -> Option<Db> {
     let mut backoff = Backoff::default();
     loop {
-        match connect(settings).await {
+        match connect(service, settings).await {
             Ok(client) => return Some(client),
             Err(e) => {
                 let delay = backoff.next();
-                tracing::warn!(error = %service::show_db_error(&e), database = %settings.database.describe(), retry_in_ms = delay.as_millis() as u64, "read database unreachable");
+                tracing::warn!(service, error = %service::show_db_error(&e), database = %settings.database.describe(), retry_in_ms = delay.as_millis() as u64, "database unreachable");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = &mut *shutdown => return None,
@@ -598,7 +606,7 @@ struct BacklogGauges {
 }
 
 impl BacklogGauges {
-    async fn refresh(&mut self, client: &tokio_postgres::Client) {
+    async fn refresh(&mut self, metrics: &Metrics, client: &tokio_postgres::Client) {
         if self
             .last
             .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
@@ -608,9 +616,9 @@ impl BacklogGauges {
         self.last = Some(Instant::now());
         match crate::operator::backlog(client).await {
             Ok(b) => {
-                metrics::gauge!("projector_dead_letters_open").set(b.dead_letters_open as f64);
-                metrics::gauge!("projector_parked_events").set(b.parked_events as f64);
-                metrics::gauge!("projector_parked_aggregates").set(b.parked_aggregates as f64);
+                metrics::gauge!(metrics.dead_letters_open.clone()).set(b.dead_letters_open as f64);
+                metrics::gauge!(metrics.parked_events.clone()).set(b.parked_events as f64);
+                metrics::gauge!(metrics.parked_aggregates.clone()).set(b.parked_aggregates as f64);
             }
             Err(e) => {
                 tracing::debug!(error = %service::show_db_error(&e), "backlog gauges not refreshed")
@@ -619,28 +627,75 @@ impl BacklogGauges {
     }
 }
 
-fn record_metrics(outcome: &Outcome) {
-    metrics::counter!("projector_events_applied_total").increment(outcome.applied as u64);
-    metrics::counter!("projector_events_duplicate_total").increment(outcome.duplicates as u64);
-    metrics::counter!("projector_records_stale_total").increment(outcome.stale as u64);
-    metrics::counter!("projector_events_parked_total").increment(outcome.parked as u64);
-    metrics::counter!("projector_dead_letters_total").increment(outcome.dead_lettered as u64);
-    metrics::counter!("projector_batches_total").increment(1);
-    // Commit-to-read-model latency of the events applied (a duplicate, a
-    // dead letter or an event parked behind a gap has not reached the read
-    // models; a released parked event counts when it does). An occurred_at
-    // in the future (clock skew between writer and projector) counts as 0;
-    // one far in the past is the event's real age and counts as such.
-    let now = chrono::Utc::now();
-    for at in &outcome.occurred {
-        let seconds = (now - *at).num_milliseconds().max(0) as f64 / 1000.0;
-        metrics::histogram!("projector_event_latency_seconds").record(seconds);
+/// The loop's metrics, named after the service (`projector_events_applied_total`,
+/// `inventory_events_applied_total`, ...): docs/operations.md lists them.
+#[derive(Debug)]
+struct Metrics {
+    /// Transactions that failed and will be retried, by `class`:
+    /// `infrastructure` (the database is unwell: WARN) or `schema_or_code`
+    /// (it refuses what the code sends: ERROR, needs a person).
+    batch_failures: String,
+    applied: String,
+    duplicates: String,
+    stale: String,
+    parked: String,
+    dead_lettered: String,
+    batches: String,
+    latency: String,
+    dead_letters_open: String,
+    parked_events: String,
+    parked_aggregates: String,
+}
+
+impl Metrics {
+    /// The names for `service`, with both series of `batch_failures` at 0 so a
+    /// rate over them exists (and the alert on it can be evaluated) before
+    /// the first failure.
+    fn new(service: &str) -> Self {
+        let name = |suffix: &str| format!("{service}_{suffix}");
+        let metrics = Self {
+            batch_failures: name("batch_failures_total"),
+            applied: name("events_applied_total"),
+            duplicates: name("events_duplicate_total"),
+            stale: name("records_stale_total"),
+            parked: name("events_parked_total"),
+            dead_lettered: name("dead_letters_total"),
+            batches: name("batches_total"),
+            latency: name("event_latency_seconds"),
+            dead_letters_open: name("dead_letters_open"),
+            parked_events: name("parked_events"),
+            parked_aggregates: name("parked_aggregates"),
+        };
+        for infrastructure in [true, false] {
+            metrics::counter!(metrics.batch_failures.clone(), "class" => failure_class(infrastructure))
+                .absolute(0);
+        }
+        metrics
     }
-    tracing::debug!(
-        applied = outcome.applied,
-        duplicates = outcome.duplicates,
-        parked = outcome.parked,
-        dead_lettered = outcome.dead_lettered,
-        "batch committed"
-    );
+
+    fn record(&self, outcome: &Outcome) {
+        metrics::counter!(self.applied.clone()).increment(outcome.applied as u64);
+        metrics::counter!(self.duplicates.clone()).increment(outcome.duplicates as u64);
+        metrics::counter!(self.stale.clone()).increment(outcome.stale as u64);
+        metrics::counter!(self.parked.clone()).increment(outcome.parked as u64);
+        metrics::counter!(self.dead_lettered.clone()).increment(outcome.dead_lettered as u64);
+        metrics::counter!(self.batches.clone()).increment(1);
+        // Commit-to-effect latency of the events applied (a duplicate, a
+        // dead letter or an event parked behind a gap has not taken effect;
+        // a released parked event counts when it does). An occurred_at in
+        // the future (clock skew between producer and consumer) counts as 0;
+        // one far in the past is the event's real age and counts as such.
+        let now = chrono::Utc::now();
+        for at in &outcome.occurred {
+            let seconds = (now - *at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::histogram!(self.latency.clone()).record(seconds);
+        }
+        tracing::debug!(
+            applied = outcome.applied,
+            duplicates = outcome.duplicates,
+            parked = outcome.parked,
+            dead_lettered = outcome.dead_lettered,
+            "batch committed"
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! Projector settings: `--config FILE` (TOML) overridden by `PROJECTOR__*` variables.
+//! A consumer's settings: `--config FILE` (TOML) overridden by `<SERVICE>__*`
+//! variables (`PROJECTOR__KAFKA__GROUP_ID`, `INVENTORY__DATABASE__HOST`, ...).
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -7,7 +8,7 @@ use service::{DatabaseSettings, SettingsError};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
-    /// The read database (projections, inbox, dead letters).
+    /// The service's database: its own tables and the core's (inbox, positions, dead letters).
     pub database: DatabaseSettings,
     pub kafka: KafkaSettings,
     #[serde(default)]
@@ -131,7 +132,8 @@ fn default_metrics_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9464))
 }
 fn default_group() -> String {
-    "projector".into()
+    // Filled in with the service's name by `Settings::load`.
+    String::new()
 }
 fn default_session_timeout() -> u32 {
     // Apache Kafka's group.min.session.timeout.ms: the lowest a broker accepts by default.
@@ -148,7 +150,14 @@ fn default_max_wait_ms() -> u64 {
 }
 
 impl Settings {
-    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        service::load_settings(file, "PROJECTOR", &["kafka.topics"])
+    /// Settings of `service` (its environment prefix is the name in upper
+    /// case); its consumer group is its name unless set.
+    pub fn load(file: Option<&Path>, service: &str) -> Result<Self, SettingsError> {
+        let mut settings: Self =
+            service::load_settings(file, &service.to_uppercase(), &["kafka.topics"])?;
+        if settings.kafka.group_id.is_empty() {
+            settings.kafka.group_id = service.to_owned();
+        }
+        Ok(settings)
     }
 }

@@ -12,22 +12,27 @@ use uuid::Uuid;
 use super::policy::{Aggregate, AggregateKey, Candidate, Decided};
 use super::{Failure, Outcome};
 use crate::operator::DeadLetterStatus;
-use crate::read_model::{self, p, Step};
+use crate::handler::{p, Handler, Step};
 use crate::record::{RawHeader, Record};
 
-/// Every statement of a decided batch, in the order they must run: the read
-/// models' locks and steps, the inbox, released parked events, the versions
+/// Every statement of a decided batch, in the order they must run: the
+/// handler's locks and steps, the inbox, released parked events, the versions
 /// reached, the new gaps of parked events, and the newly parked events
 /// (counted in `outcome`).
-pub(super) fn for_decided(decided: Decided, outcome: &mut Outcome) -> Vec<Step> {
+pub(super) fn for_decided<H: Handler>(
+    handler: &H,
+    decided: Decided,
+    outcome: &mut Outcome,
+) -> Vec<Step> {
     let Decided {
         aggregates,
         applied,
         mut applied_steps,
     } = decided;
     let mut all = Vec::new();
-    // The read models' locks first (taken before any of their statements).
-    all.extend(read_model::locks(applied.iter().map(|c| &c.envelope)));
+    // The handler's locks first (taken before any of its statements).
+    let envelopes: Vec<&outbox_events::Envelope> = applied.iter().map(|c| &c.envelope).collect();
+    all.extend(handler.locks(&envelopes));
     all.append(&mut applied_steps);
     if !applied.is_empty() {
         all.push(inbox_insert(&applied));

@@ -2,7 +2,7 @@
 //!
 //! Every batch writes, in its own transaction, the next offset to read for
 //! each partition it touched (`consumer_positions`, per consumer group) and
-//! its run's tallies (`projector_runs`). On partition assignment the consumer
+//! its run's tallies (`consumer_runs`). On partition assignment the consumer
 //! seeks to these positions ([`load_blocking`], called from the rebalance
 //! callback), so a crash anywhere re-delivers nothing that was committed, and
 //! the data and the position can never disagree. Kafka's committed offsets
@@ -107,7 +107,7 @@ pub(crate) async fn record(
          ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE SET \
            next_offset = greatest(consumer_positions.next_offset, EXCLUDED.next_offset), \
            updated_at = now()",
-        "INSERT INTO projector_runs AS r (run_id, group_id, batches, events_applied, duplicates_skipped, stale_skipped) \
+        "INSERT INTO consumer_runs AS r (run_id, group_id, batches, events_applied, duplicates_skipped, stale_skipped) \
          VALUES ($1, $2, 1, $3, $4, $5) \
          ON CONFLICT (run_id) DO UPDATE SET batches = r.batches + 1, \
            events_applied = r.events_applied + EXCLUDED.events_applied, \

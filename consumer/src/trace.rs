@@ -1,5 +1,5 @@
 //! One trace from command to read model: each applied record gets a span
-//! (`projector.apply`) whose parent is the writer's command span, named by the
+//! (`<service>.apply`, e.g. `projector.apply`) whose parent is the producer's command span, named by the
 //! record's `traceparent` header (the outbox column, which the Event Router
 //! copies into a header). The span covers the batch's transaction, and its
 //! `relay_delay_ms` attribute is the time from the event (`occurred_at`) to
@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::record::Record;
 
 /// The spans of a batch's records, started now; drop them after the commit.
-pub fn event_spans(batch: &[Record]) -> Vec<tracing::Span> {
+pub fn event_spans(service: &str, batch: &[Record]) -> Vec<tracing::Span> {
     let now = Utc::now();
     batch
         .iter()
@@ -20,7 +20,9 @@ pub fn event_spans(batch: &[Record]) -> Vec<tracing::Span> {
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| (now - t.with_timezone(&Utc)).num_milliseconds());
             let span = tracing::info_span!(
-                "projector.apply",
+                "consumer.apply",
+                // The exported span's name: `projector.apply`, `inventory.apply`, ...
+                otel.name = format!("{service}.apply"),
                 otel.kind = "consumer",
                 event_id = record.header("id").unwrap_or(""),
                 event_type = record.header("event_type").unwrap_or(""),

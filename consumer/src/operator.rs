@@ -1,16 +1,17 @@
-//! What an operator does with records the projector could not apply: list,
+//! What an operator does with records a consumer could not apply: list,
 //! show, replay and discard dead letters; see the backlog of parked events.
 //!
 //! Every command is one read-database transaction that takes the dead letter's
-//! row lock and applies through the same code as the running projector
+//! row lock and applies through the same code as the running consumer
 //! ([`crate::batch::apply_in`]), with the same guarded writes, so it is safe to
-//! run while projectors run: at worst one side's check fails and it retries.
+//! run while consumers run: at worst one side's check fails and it retries.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use service::DbError;
 
 use crate::batch::{self, apply_in, stored_record, BatchError};
+use crate::handler::Handler;
 use crate::record::{Decoder, Record};
 
 /// Where a dead letter is in its life: `open` until an operator replays it
@@ -250,15 +251,16 @@ pub enum Replayed {
 
 /// Re-applies dead letter `id` with today's code (`decoder`), then the parked
 /// events behind it, in order.
-pub async fn replay(
-    client: &mut crate::consumer::ReadDb,
+pub async fn replay<H: Handler>(
+    client: &mut crate::worker::Db,
+    handler: &H,
     decoder: &Decoder,
     id: i64,
 ) -> Result<Replayed, OperatorError> {
     let mut tx = client.transaction().await?;
     let row = lock_open(&tx, id, RECORD).await?;
     let record = stored_record(&row, 1);
-    let outcome = apply_in(&mut tx, decoder, std::slice::from_ref(&record)).await?;
+    let outcome = apply_in(&mut tx, handler, decoder, std::slice::from_ref(&record)).await?;
     let (result, resolution) = if outcome.dead_lettered > 0 {
         let reason: String = tx
             .query_one("SELECT reason FROM dead_letters WHERE id = $1", &[&id])
@@ -321,8 +323,9 @@ pub struct Discarded {
 /// stay parked unless `skip_version`: then the aggregate moves past the
 /// discarded version as if it had been applied (its effect is lost, on
 /// purpose) and the parked events apply in order.
-pub async fn discard(
-    client: &mut crate::consumer::ReadDb,
+pub async fn discard<H: Handler>(
+    client: &mut crate::worker::Db,
+    handler: &H,
     decoder: &Decoder,
     id: i64,
     reason: &str,
@@ -374,7 +377,7 @@ pub async fn discard(
             &[t, i, &v],
         )
         .await?;
-        released = batch::release_parked(&mut tx, decoder, t, i).await?.applied;
+        released = batch::release_parked(&mut tx, handler, decoder, t, i).await?.applied;
     }
     let resolution = format!(
         "discarded{}: {reason}",

@@ -1,4 +1,4 @@
-//! One step of the projector: apply a batch of records in one transaction.
+//! One step of a consumer: apply a batch of records in one transaction.
 //!
 //! # Design
 //! Four reads, pipelined, tell the batch everything it needs: which event ids
@@ -14,8 +14,8 @@
 //! - version > applied + 1: parked (kept byte for byte in `parked_events`) until
 //!   the missing version arrives; later events of that aggregate park behind it.
 //!
-//! The read models turn each applied event into statements ([`crate::read_model`]);
-//! with the inbox rows, the version updates, parked and dead-lettered records,
+//! The service's [`Handler`] turns each applied event into statements (after
+//! reading what it decides from in [`Handler::prepare`]); with the inbox rows, the version updates, parked and dead-lettered records,
 //! they are sent pipelined: a batch of a thousand events costs a few round
 //! trips. Every row count that matters is checked afterwards.
 //!
@@ -39,8 +39,8 @@
 //!   park, release), the same for every aggregate type.
 //! - `statements`: the statements of the core's four tables (`inbox`,
 //!   `aggregate_versions`, `parked_events`, `dead_letters`) and their
-//!   pipelined execution with row-count checks. Read models bring their own
-//!   statements and locks ([`crate::read_model`]).
+//!   pipelined execution with row-count checks. Handlers bring their own
+//!   statements and locks ([`crate::handler`]).
 //! - `stored`: a record rebuilt from its stored bytes (parked events, dead
 //!   letters).
 
@@ -53,7 +53,7 @@ use service::{DbError, ErrorClass};
 use uuid::Uuid;
 
 use crate::position::Checkpoint;
-use crate::read_model::{p, Step};
+use crate::handler::{p, Handler, Step};
 use crate::record::{Decoder, Record};
 
 mod lookup;
@@ -165,8 +165,9 @@ impl From<tokio_postgres::Error> for Failure {
 
 /// Applies `records` in one read-database transaction, together with the
 /// positions they advance and the run's tallies ([`crate::position`]).
-pub async fn apply_batch(
-    client: &mut crate::consumer::ReadDb,
+pub async fn apply_batch<H: Handler>(
+    client: &mut crate::worker::Db,
+    handler: &H,
     decoder: &Decoder,
     records: &[Record],
     checkpoint: &Checkpoint,
@@ -207,7 +208,7 @@ pub async fn apply_batch(
         })
         .cloned()
         .collect();
-    let mut outcome = apply_in(&mut tx, decoder, &fresh).await?;
+    let mut outcome = apply_in(&mut tx, handler, decoder, &fresh).await?;
     outcome.stale = records.len() - fresh.len();
     crate::position::record(&tx, checkpoint, records, &outcome).await?;
     tx.commit().await?;
@@ -215,8 +216,9 @@ pub async fn apply_batch(
 }
 
 /// Applies `records` inside the caller's transaction (see the module docs).
-pub async fn apply_in(
+pub async fn apply_in<H: Handler>(
     tx: &mut Transaction<'_>,
+    handler: &H,
     decoder: &Decoder,
     records: &[Record],
 ) -> Result<Outcome, BatchError> {
@@ -224,11 +226,13 @@ pub async fn apply_in(
     // same events meanwhile (a rebalance); the second run sees its work.
     for _ in 0..2 {
         let sp = tx.savepoint("batch").await?;
-        match run(&sp, decoder, records, true).await {
+        match run(&sp, handler, decoder, records, true).await {
             Ok((mut outcome, more)) => {
                 sp.commit().await?;
                 for (aggregate_type, aggregate_id) in more {
-                    outcome += release_parked(tx, decoder, &aggregate_type, &aggregate_id).await?;
+                    outcome +=
+                        release_parked(tx, handler, decoder, &aggregate_type, &aggregate_id)
+                            .await?;
                 }
                 return Ok(outcome);
             }
@@ -248,13 +252,14 @@ pub async fn apply_in(
     }
     let mut total = Outcome::default();
     for record in records {
-        let outcome = apply_one(tx, decoder, record).await?;
+        let outcome = apply_one(tx, handler, decoder, record).await?;
         let applied = outcome.applied;
         total += outcome;
         if applied > 0 {
             if let Ok(envelope) = decoder.decode(record) {
                 total += release_parked(
                     tx,
+                    handler,
                     decoder,
                     &envelope.aggregate_type,
                     &envelope.aggregate_id,
@@ -267,15 +272,16 @@ pub async fn apply_in(
 }
 
 /// Applies one record in its own savepoint; a record at fault is dead-lettered.
-async fn apply_one(
+async fn apply_one<H: Handler>(
     tx: &mut Transaction<'_>,
+    handler: &H,
     decoder: &Decoder,
     record: &Record,
 ) -> Result<Outcome, BatchError> {
     let mut last = None;
     for _ in 0..2 {
         let sp = tx.savepoint("record").await?;
-        match run(&sp, decoder, std::slice::from_ref(record), false).await {
+        match run(&sp, handler, decoder, std::slice::from_ref(record), false).await {
             Ok((outcome, _)) => {
                 sp.commit().await?;
                 return Ok(outcome);
@@ -321,8 +327,9 @@ async fn apply_one(
 
 /// Applies the parked events of one aggregate that are now next in line, one
 /// by one; one that fails is dead-lettered and the rest stay parked behind it.
-pub async fn release_parked(
+pub async fn release_parked<H: Handler>(
     tx: &mut Transaction<'_>,
+    handler: &H,
     decoder: &Decoder,
     aggregate_type: &str,
     aggregate_id: &str,
@@ -343,7 +350,7 @@ pub async fn release_parked(
         else {
             return Ok(total);
         };
-        let outcome = apply_one(tx, decoder, &parked_record(&row)).await?;
+        let outcome = apply_one(tx, handler, decoder, &parked_record(&row)).await?;
         let applied = outcome.applied;
         total += outcome;
         if applied == 0 {
@@ -356,8 +363,9 @@ pub async fn release_parked(
 /// events of the database apply when their turn comes. Also returns the
 /// aggregates whose parked events filled the window read (more may wait:
 /// see [`PARKED_WINDOW`]).
-async fn run(
+async fn run<H: Handler>(
     tx: &Transaction<'_>,
+    handler: &H,
     decoder: &Decoder,
     records: &[Record],
     release: bool,
@@ -387,7 +395,22 @@ async fn run(
         .filter(|(_, n)| window > 0 && **n >= window)
         .map(|(key, _)| key.clone())
         .collect();
+    // What the handler decides from, read once every event it may apply is
+    // known: the batch's and the parked ones it may release.
+    let candidates: Vec<&outbox_events::Envelope> = fresh
+        .iter()
+        .map(|(_, e)| e)
+        .chain(
+            releasable
+                .waiting
+                .values()
+                .flat_map(|w| w.values().map(|c| &c.envelope)),
+        )
+        .collect();
+    let mut scope = handler.prepare(tx, &candidates).await?;
     let decided = policy::decide(
+        handler,
+        &mut scope,
         fresh,
         &lookup,
         if release {
@@ -398,7 +421,7 @@ async fn run(
         &mut steps,
         &mut outcome,
     );
-    let mut all = statements::for_decided(decided, &mut outcome);
+    let mut all = statements::for_decided(handler, decided, &mut outcome);
     all.append(&mut steps);
     statements::execute(tx, &all).await?;
     Ok((outcome, more))

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::lookup::Lookup;
 use super::stored::parked_record;
 use super::{statements, Outcome};
-use crate::read_model::{self, p, Step};
+use crate::handler::{p, Handler, Step};
 use crate::record::{Decoder, Record};
 
 /// A decoded event on its way through a batch.
@@ -91,7 +91,7 @@ pub(super) fn releasable(
 }
 
 /// What the policy decided for a batch: where each aggregate stands, the
-/// events applied (in order) and the read models' steps for them; what waits
+/// events applied (in order) and the handler's steps for them; what waits
 /// is in each aggregate's `waiting`.
 pub(super) struct Decided {
     pub aggregates: HashMap<AggregateKey, Aggregate>,
@@ -102,7 +102,9 @@ pub(super) struct Decided {
 /// Classifies the batch's `fresh` events in record order, given what the
 /// database holds (`lookup`) and the parked events it may release
 /// (`db_waiting`); rejections are dead-lettered into `steps`.
-pub(super) fn decide(
+pub(super) fn decide<H: Handler>(
+    handler: &H,
+    scope: &mut H::Scope,
     fresh: Vec<(&Record, Envelope)>,
     lookup: &Lookup,
     mut db_waiting: HashMap<AggregateKey, BTreeMap<i64, Candidate>>,
@@ -144,6 +146,8 @@ pub(super) fn decide(
                 parked: is_parked,
             };
             if apply(
+                handler,
+                scope,
                 candidate,
                 agg,
                 &mut applied,
@@ -152,7 +156,16 @@ pub(super) fn decide(
                 outcome,
             ) {
                 while let Some(next) = agg.waiting.remove(&(agg.applied + 1)) {
-                    if !apply(next, agg, &mut applied, &mut applied_steps, steps, outcome) {
+                    if !apply(
+                        handler,
+                        scope,
+                        next,
+                        agg,
+                        &mut applied,
+                        &mut applied_steps,
+                        steps,
+                        outcome,
+                    ) {
                         break;
                     }
                 }
@@ -183,10 +196,13 @@ pub(super) fn decide(
     }
 }
 
-/// Plans `candidate` and, if the read models accept it, queues its steps and
+/// Plans `candidate` and, if the handler accepts it, queues its steps and
 /// advances the aggregate. A rejected event is dead-lettered and its aggregate
 /// stays where it was, so its successors park behind it.
-fn apply(
+#[allow(clippy::too_many_arguments)]
+fn apply<H: Handler>(
+    handler: &H,
+    scope: &mut H::Scope,
     candidate: Candidate,
     agg: &mut Aggregate,
     applied: &mut Vec<Candidate>,
@@ -194,9 +210,9 @@ fn apply(
     steps: &mut Vec<Step>,
     outcome: &mut Outcome,
 ) -> bool {
-    match read_model::plan(&candidate.envelope) {
+    match handler.plan(scope, &candidate.envelope) {
         Ok(plan) => {
-            applied_steps.extend(plan.steps);
+            applied_steps.extend(plan);
             agg.applied = candidate.envelope.aggregate_version;
             outcome.applied += 1;
             outcome.occurred.push(candidate.envelope.occurred_at);
