@@ -11,7 +11,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::event::*;
-use crate::{header, topic_for, ContractError, Event, EventType, ORDER_AGGREGATE, TOPIC_PREFIX};
+use crate::{
+    header, topic_for, ContractError, Event, EventType, CUSTOMER_AGGREGATE, ORDER_AGGREGATE,
+    RESERVATION_AGGREGATE, STOCK_AGGREGATE, TOPIC_PREFIX,
+};
 
 /// One schema version of an event type.
 #[derive(Debug, Clone, Copy)]
@@ -33,9 +36,11 @@ pub type Upcaster = fn(&[u8]) -> Result<Event, ContractError>;
 pub struct EventSpec {
     pub kind: EventType,
     pub description: &'static str,
-    /// The writer command that produces it.
+    /// The command that produces it: the writer's or the inventory's.
     pub producer: &'static str,
-    /// Read models the projector changes when it applies the event.
+    /// Who consumes it: the read models the projector changes when it
+    /// applies the event, and the services that react to it (`inventory`,
+    /// the order reactor `writer react`).
     pub consumers: &'static [&'static str],
     /// Oldest first; the last is what producers write now.
     pub versions: &'static [VersionSpec],
@@ -76,6 +81,16 @@ const fn v1<T: schemars::JsonSchema>() -> &'static [VersionSpec] {
 const ORDER_VIEW: &str = "order_view";
 const CUSTOMER_SUMMARY: &str = "customer_summary";
 const PRODUCT_SALES: &str = "product_sales_daily";
+const STOCK_VIEW: &str = "stock_view";
+/// The inventory service: reserves stock for placed orders, releases it for
+/// cancelled ones and ships it with shipped ones.
+const INVENTORY: &str = "inventory";
+/// The order service's order reactor: confirms or rejects placed orders on
+/// the inventory's reply.
+const ORDER_REACTOR: &str = "writer react";
+/// The consumers that are services of their own; every other consumer is a
+/// read model of the projector.
+const SERVICES: [&str; 2] = [INVENTORY, ORDER_REACTOR];
 
 fn example_address() -> Address {
     Address {
@@ -87,6 +102,37 @@ fn example_address() -> Address {
 }
 
 const EXAMPLE_ORDER: Uuid = Uuid::from_u128(0x7c9e_6679_7425_40de_944b_e07f_c1f9_0ae7);
+
+/// The lines of the example order (`OrderPlaced`'s), as the inventory sees them.
+fn example_lines() -> Vec<OrderLineQuantity> {
+    vec![
+        OrderLineQuantity {
+            sku: "BOOK-DDIA".into(),
+            quantity: 1,
+        },
+        OrderLineQuantity {
+            sku: "PEN-BLUE".into(),
+            quantity: 3,
+        },
+    ]
+}
+
+fn example_level(sku: &str, on_hand: i64, reserved: i64, version: i64) -> StockLevel {
+    StockLevel {
+        sku: sku.into(),
+        on_hand,
+        reserved,
+        version,
+    }
+}
+
+fn example_shortages() -> Vec<Shortage> {
+    vec![Shortage {
+        sku: "BOOK-DDIA".into(),
+        requested: 1,
+        available: 0,
+    }]
+}
 
 static SPECS: &[EventSpec] = &[
     EventSpec {
@@ -133,9 +179,9 @@ static SPECS: &[EventSpec] = &[
     },
     EventSpec {
         kind: EventType::OrderPlaced,
-        description: "A registered customer placed an order; it awaits payment. Counts as a sale of each line's units on the day it was placed.",
+        description: "A registered customer placed an order; it awaits the inventory's reservation (`OrderConfirmed` or `OrderRejected`), then payment. Counts as a sale of each line's units on the day it was placed.",
         producer: "writer order place",
-        consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY, PRODUCT_SALES],
+        consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY, PRODUCT_SALES, INVENTORY],
         versions: &[
             VersionSpec {
                 version: 1,
@@ -187,7 +233,7 @@ static SPECS: &[EventSpec] = &[
         kind: EventType::OrderShipped,
         description: "A paid order was handed to a carrier.",
         producer: "writer order ship",
-        consumers: &[ORDER_VIEW],
+        consumers: &[ORDER_VIEW, INVENTORY],
         versions: v1::<OrderShipped>(),
         example: || {
             Event::OrderShipped(OrderShipped {
@@ -207,9 +253,9 @@ static SPECS: &[EventSpec] = &[
     },
     EventSpec {
         kind: EventType::OrderCancelled,
-        description: "The order was cancelled before it shipped. Its units and revenue are taken out of product sales; a paid order now awaits a refund.",
+        description: "The order was cancelled before it shipped. Its units and revenue are taken out of product sales; stock reserved for it is released (`StockReleased`); a paid order now awaits a refund.",
         producer: "writer order cancel",
-        consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY, PRODUCT_SALES],
+        consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY, PRODUCT_SALES, INVENTORY],
         versions: v1::<OrderCancelled>(),
         example: || {
             Event::OrderCancelled(OrderCancelled {
@@ -230,6 +276,121 @@ static SPECS: &[EventSpec] = &[
                 amount_cents: 4610,
                 currency: "EUR".into(),
                 reason: "returned: damaged in transit".into(),
+            })
+        },
+    },
+    EventSpec {
+        kind: EventType::OrderConfirmed,
+        description: "The inventory reserved stock for every line of a placed order (its `StockReserved`, relayed by the order reactor); the order may now be paid.",
+        producer: "writer react (order reactor, on StockReserved)",
+        consumers: &[ORDER_VIEW],
+        versions: v1::<OrderConfirmed>(),
+        example: || Event::OrderConfirmed(OrderConfirmed { order_id: EXAMPLE_ORDER }),
+    },
+    EventSpec {
+        kind: EventType::OrderRejected,
+        description: "The inventory could not reserve stock for a placed order (its `StockRejected`, relayed by the order reactor): the order ends here, unpaid. `shortages` names the SKUs that were short.",
+        producer: "writer react (on StockRejected)",
+        consumers: &[ORDER_VIEW],
+        versions: v1::<OrderRejected>(),
+        example: || {
+            Event::OrderRejected(OrderRejected {
+                order_id: EXAMPLE_ORDER,
+                reason: "not enough stock".into(),
+                shortages: example_shortages(),
+            })
+        },
+    },
+    EventSpec {
+        kind: EventType::StockSet,
+        description: "A person set a SKU's units on hand (e.g. after counting them). The SKU's first `StockSet` starts its stock. Reserved units stay reserved: the inventory refuses a quantity below them.",
+        producer: "inventory stock set",
+        consumers: &[STOCK_VIEW],
+        versions: v1::<StockSet>(),
+        example: || {
+            Event::StockSet(StockSet {
+                sku: "PEN-BLUE".into(),
+                quantity: 200,
+                level: example_level("PEN-BLUE", 200, 0, 1),
+            })
+        },
+    },
+    EventSpec {
+        kind: EventType::StockRestocked,
+        description: "Units of a SKU arrived in the warehouse and were added to its units on hand.",
+        producer: "inventory stock add",
+        consumers: &[STOCK_VIEW],
+        versions: v1::<StockRestocked>(),
+        example: || {
+            Event::StockRestocked(StockRestocked {
+                sku: "BOOK-DDIA".into(),
+                quantity: 10,
+                level: example_level("BOOK-DDIA", 12, 0, 4),
+            })
+        },
+    },
+    EventSpec {
+        kind: EventType::StockReserved,
+        description: "The inventory reserved stock for every line of a placed order, all or nothing. The reserved units are no longer available to other orders; the order reactor confirms the order (`OrderConfirmed`).",
+        producer: "inventory run (on OrderPlaced / OrderCancelled / OrderShipped)",
+        consumers: &[STOCK_VIEW, ORDER_REACTOR],
+        versions: v1::<StockReserved>(),
+        example: || {
+            Event::StockReserved(StockReserved {
+                order_id: EXAMPLE_ORDER,
+                lines: example_lines(),
+                levels: vec![
+                    example_level("BOOK-DDIA", 12, 1, 5),
+                    example_level("PEN-BLUE", 200, 3, 2),
+                ],
+            })
+        },
+    },
+    EventSpec {
+        kind: EventType::StockRejected,
+        description: "The inventory could not reserve stock for a placed order: at least one SKU had fewer units available than the order asked for. Nothing was reserved; the order reactor rejects the order (`OrderRejected`).",
+        producer: "inventory run (on OrderPlaced / OrderCancelled / OrderShipped)",
+        consumers: &[ORDER_REACTOR],
+        versions: v1::<StockRejected>(),
+        example: || {
+            Event::StockRejected(StockRejected {
+                order_id: EXAMPLE_ORDER,
+                shortages: example_shortages(),
+            })
+        },
+    },
+    EventSpec {
+        kind: EventType::StockReleased,
+        description: "An order whose stock was reserved was cancelled before it shipped: the inventory released its reserved units, which are available again (the saga's compensation).",
+        producer: "inventory run (on OrderPlaced / OrderCancelled / OrderShipped)",
+        consumers: &[STOCK_VIEW],
+        versions: v1::<StockReleased>(),
+        example: || {
+            Event::StockReleased(StockReleased {
+                order_id: EXAMPLE_ORDER,
+                lines: example_lines(),
+                levels: vec![
+                    example_level("BOOK-DDIA", 12, 0, 6),
+                    example_level("PEN-BLUE", 200, 0, 3),
+                ],
+                reason: "customer changed their mind".into(),
+            })
+        },
+    },
+    EventSpec {
+        kind: EventType::StockShipped,
+        description: "An order whose stock was reserved shipped: its reserved units left the warehouse with it (units on hand and reserved both drop by the lines' units).",
+        producer: "inventory run (on OrderPlaced / OrderCancelled / OrderShipped)",
+        consumers: &[STOCK_VIEW],
+        versions: v1::<StockShipped>(),
+        example: || {
+            Event::StockShipped(StockShipped {
+                order_id: EXAMPLE_ORDER,
+                lines: example_lines(),
+                levels: vec![
+                    example_level("BOOK-DDIA", 11, 0, 6),
+                    example_level("PEN-BLUE", 197, 0, 3),
+                ],
             })
         },
     },
@@ -333,14 +494,43 @@ fn fields_table(schema: &Value) -> String {
     out
 }
 
-/// `docs/event_catalog.md`, generated.
 /// Which aggregate version an event type carries.
 fn aggregate_version(kind: EventType) -> &'static str {
-    if kind.creates_aggregate() {
-        "always 1 (it creates the aggregate)"
-    } else {
-        "2 or later: the aggregate's previous version + 1"
+    match kind {
+        // A SKU's stock starts with its first `StockSet`, which is no creator
+        // ([`EventType::creates_aggregate`]): later ones follow the SKU's last event.
+        EventType::StockSet => {
+            "1 for the SKU's first change (it creates the aggregate), else the aggregate's previous version + 1"
+        }
+        kind if kind.creates_aggregate() => "always 1 (it creates the aggregate)",
+        _ => "2 or later: the aggregate's previous version + 1",
     }
+}
+
+/// What an aggregate type's id is (the record key), and what the ordering
+/// guarantee is per.
+fn aggregate_words(aggregate_type: &str) -> (&'static str, &'static str) {
+    match aggregate_type {
+        ORDER_AGGREGATE => ("the order id", "order"),
+        CUSTOMER_AGGREGATE => ("the customer id", "customer"),
+        RESERVATION_AGGREGATE => ("the order id", "reservation"),
+        STOCK_AGGREGATE => ("the SKU", "SKU's stock"),
+        _ => ("the aggregate id", "aggregate"),
+    }
+}
+
+/// `` projector -> `order_view`; `inventory` ``: the read models, then the services.
+fn consumers_phrase(consumers: &[&str]) -> String {
+    let code = |c: &&str| format!("`{c}`");
+    let (services, models): (Vec<&str>, Vec<&str>) =
+        consumers.iter().partition(|c| SERVICES.contains(c));
+    let mut parts = Vec::new();
+    if !models.is_empty() {
+        let models: Vec<String> = models.iter().map(code).collect();
+        parts.push(format!("projector -> {}", models.join(", ")));
+    }
+    parts.extend(services.iter().map(code));
+    parts.join("; ")
 }
 
 /// One complete record as the Event Router publishes it.
@@ -383,15 +573,25 @@ const CONSUMER_RULES: &str = "## Rules for consumers\n\n\
 - **Only `OrderPlaced` names the customer.** Later order events (`OrderPaid`, `OrderShipped`, ...) carry the `order_id` only; a consumer that needs the customer keeps the order → customer mapping from `OrderPlaced` (the projector does, in `customer_summary_orders`).\n\
 - **Deduplicate by event id, apply by aggregate version.** Delivery is at-least-once for every consumer; exactly-once effects are the consumer's job (the projector's inbox and version policy are one way).\n\
 - **Unknown schema versions are not guessed at.** A new version is consumer-first: consumers learn it (an upcaster) before producers write it; a record of an unknown version is dead-lettered and replayed later.\n\
+- **Stock levels: keep the highest `version` per SKU.** A SKU's level travels in stock events and in reservation events, different aggregates that arrive in any interleaving; a level's `version` counts the SKU's changes, so a consumer keeps the level with the highest one and ignores older ones.\n\
 - **Consumer groups.** The projector consumes as group `projector` (both stacks). A new consumer uses a group of its own and starts from the earliest offset: the topics keep every event (`retention.ms=-1`).\n\
 - **Owner.** The order service team owns this contract (`events/` and `writer/`); changes go through the catalog and a new schema version.\n\
 - **Personal data.** `CustomerRegistered`, `CustomerContactChanged` and `CustomerAddressChanged` carry names, e-mail and postal addresses; `OrderPlaced` carries a shipping address. The topics keep them for good and the projector's `dead_letters` and `parked_events` keep whole records, so erasure requests need a plan (e.g. encrypting personal fields per customer and deleting the key); the inbox stores no payload.\n\n";
 
+/// How the order service and the inventory service reserve stock for an order.
+const SAGA: &str = "## The stock-reservation saga\n\n\
+The order service and the inventory service each own their database and outbox and react to each other's events:\n\n\
+1. `OrderPlaced` (order): the inventory reserves every line's units, all or nothing: `StockReserved`, or `StockRejected` when a SKU is short (reservation, keyed by the order id).\n\
+2. The order service's order reactor answers on the order: `OrderConfirmed` on `StockReserved` (the order may now be paid), `OrderRejected` on `StockRejected` (the order ends).\n\
+3. `OrderCancelled` of an order whose stock is reserved: the inventory releases it, `StockReleased` (the compensation). `OrderShipped`: the reserved units leave the warehouse, `StockShipped`.\n\n\
+Stock levels change with `StockSet` and `StockRestocked` (stock, keyed by the SKU) as well as with the reservation events; every one carries the SKU's level right after it.\n\n";
+
+/// `docs/event_catalog.md`, generated.
 pub fn render_markdown() -> String {
     let mut md = String::new();
     md.push_str("# Event catalog\n\n");
     md.push_str("<!-- Generated by `cargo run -p writer -- catalog` from the `outbox-events` crate. Do not edit: a test fails when this file differs from the code. -->\n\n");
-    md.push_str("Every event the system publishes. Events are written to the `outbox` table in the same transaction as the state change they describe, published by Debezium's outbox Event Router, and consumed by the projector into the read models.\n\n");
+    md.push_str("Every event the system publishes. Each service writes its events to its own `outbox` table in the same transaction as the state change they describe: the order service (`writer`) its orders and customers, the inventory service (`inventory`) its reservations and stock. Debezium's outbox Event Router publishes them; the projector consumes them into the read models, and each service consumes the other's (the saga below).\n\n");
     md.push_str("## Guarantees that hold for every event\n\n");
     md.push_str(&format!("- **Topic**: `{TOPIC_PREFIX}<aggregate type>`, 3 partitions. **Key**: the aggregate id, so all events of one aggregate land in one partition.\n"));
     md.push_str("- **Ordering**: per aggregate, in aggregate-version order (1, 2, 3, ... without gaps; the projector applies version n only after n - 1 and parks what arrives after a gap). No order across aggregates: a customer's events and the orders that reference them may arrive in any interleaving, and every read model converges whatever it is.\n");
@@ -409,6 +609,7 @@ pub fn render_markdown() -> String {
     md.push_str("- **Schemas**: JSON Schema per event type and version in [`schemas/`](schemas/), generated from the Rust types, with the constraints the producer enforces (patterns, ranges, minimum items). The projector checks the same constraints and dead-letters a record that breaks them.\n\n");
     md.push_str(&record_example());
     md.push_str(CONSUMER_RULES);
+    md.push_str(SAGA);
     md.push_str("## Overview\n\n| event | current version | topic | producer | consumers |\n|---|---|---|---|---|\n");
     for spec in SPECS {
         md.push_str(&format!(
@@ -439,17 +640,18 @@ pub fn render_markdown() -> String {
             spec.event_type(),
             spec.description
         ));
+        let (key, ordered_per) = aggregate_words(spec.aggregate_type());
         md.push_str(&format!(
-            "- **Topic**: `{}`\n- **Key**: the {} id (`aggregate_id`)\n- **Aggregate version**: {}\n- **Current schema version**: {} ([schema](schemas/{}.v{}.json))\n- **Producer**: `{}` (one transaction: state change + outbox row)\n- **Consumers**: projector -> {}\n- **Delivery**: at-least-once; applied exactly once per event id (inbox)\n- **Ordering**: after every earlier event of the same {}\n\n",
+            "- **Topic**: `{}`\n- **Key**: {} (`aggregate_id`)\n- **Aggregate version**: {}\n- **Current schema version**: {} ([schema](schemas/{}.v{}.json))\n- **Producer**: `{}` (one transaction: state change + outbox row)\n- **Consumers**: {}\n- **Delivery**: at-least-once; each consumer applies it once per event id (the projector: its inbox)\n- **Ordering**: after every earlier event of the same {}\n\n",
             topic_for(spec.aggregate_type()),
-            spec.aggregate_type(),
+            key,
             aggregate_version(spec.kind),
             spec.current_version(),
             spec.event_type(),
             spec.current_version(),
             spec.producer,
-            spec.consumers.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
-            spec.aggregate_type(),
+            consumers_phrase(spec.consumers),
+            ordered_per,
         ));
         md.push_str("### Payload\n\n");
         md.push_str(&fields_table(&current));
@@ -490,6 +692,7 @@ mod tests {
             assert_eq!(EventType::parse(kind.name()), Some(kind));
             let event = spec.example();
             assert_eq!(event.kind(), kind);
+            assert_eq!(event.validate(), Ok(()), "{kind}'s example");
             assert_eq!(event.aggregate_type(), kind.aggregate_type());
             assert_eq!(event.schema_version(), spec.current_version());
             let bytes = event.to_payload().to_string();
@@ -502,6 +705,37 @@ mod tests {
             let unknown = Event::from_payload(kind.name(), spec.current_version() + 1, b"{}");
             assert!(matches!(unknown, Err(ContractError::UnknownVersion { .. })));
         }
+    }
+
+    /// Every consumer is a read model of the projector or a service, and
+    /// every read model and service consumes something.
+    #[test]
+    fn every_consumer_is_a_read_model_or_a_service() {
+        let read_models = [ORDER_VIEW, CUSTOMER_SUMMARY, PRODUCT_SALES, STOCK_VIEW];
+        let known: Vec<&str> = read_models.iter().chain(&SERVICES).copied().collect();
+        for spec in SPECS {
+            for consumer in spec.consumers {
+                assert!(
+                    known.contains(consumer),
+                    "{}: {consumer}",
+                    spec.event_type()
+                );
+            }
+        }
+        for consumer in known {
+            assert!(
+                SPECS.iter().any(|s| s.consumers.contains(&consumer)),
+                "{consumer}"
+            );
+        }
+        assert_eq!(
+            consumers_phrase(spec_of(EventType::OrderPlaced).consumers),
+            "projector -> `order_view`, `customer_summary`, `product_sales_daily`; `inventory`"
+        );
+        assert_eq!(
+            consumers_phrase(spec_of(EventType::StockRejected).consumers),
+            "`writer react`"
+        );
     }
 
     #[test]

@@ -451,6 +451,17 @@ fn apply_to_state(writes: &mut Vec<Write>, envelope: &Envelope, now: DateTime<Ut
             "UPDATE orders SET status = $6, refunded_cents = $2, refund_reason = $3, version = $4, updated_at = $5 WHERE order_id = $1",
             vec![b(e.order_id), b(e.amount_cents), b(e.reason.clone()), b(v), b(now), b(status)],
         ),
+        // The stock-reservation saga's events: no command of the writer emits
+        // them yet (the order reactor's are to come; the inventory's are the
+        // inventory service's), so they change no state here.
+        Event::OrderConfirmed(_)
+        | Event::OrderRejected(_)
+        | Event::StockSet(_)
+        | Event::StockRestocked(_)
+        | Event::StockReserved(_)
+        | Event::StockRejected(_)
+        | Event::StockReleased(_)
+        | Event::StockShipped(_) => {}
     }
 }
 

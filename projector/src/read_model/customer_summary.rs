@@ -60,6 +60,15 @@ pub fn plan(envelope: &Envelope, steps: &mut Vec<Step>) -> Result<(), String> {
             None,
         ),
         Event::OrderShipped(_) => {}
+        // The stock-reservation saga's events: not projected yet.
+        Event::OrderConfirmed(_)
+        | Event::OrderRejected(_)
+        | Event::StockSet(_)
+        | Event::StockRestocked(_)
+        | Event::StockReserved(_)
+        | Event::StockRejected(_)
+        | Event::StockReleased(_)
+        | Event::StockShipped(_) => {}
     }
     Ok(())
 }

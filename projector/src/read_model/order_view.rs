@@ -87,6 +87,15 @@ pub fn plan(envelope: &Envelope, steps: &mut Vec<Step>) -> Result<(), String> {
             "refunded_cents = $3, refund_reason = $4, refunded_at = $5",
             vec![p(e.amount_cents), p(e.reason.clone()), p(at)],
         ),
+        // The stock-reservation saga's events: not projected yet.
+        Event::OrderConfirmed(_)
+        | Event::OrderRejected(_)
+        | Event::StockSet(_)
+        | Event::StockRestocked(_)
+        | Event::StockReserved(_)
+        | Event::StockRejected(_)
+        | Event::StockReleased(_)
+        | Event::StockShipped(_) => {}
     }
     Ok(())
 }
