@@ -27,6 +27,7 @@
 //! - [`worker`]: the loop around `apply_batch`: poll a batch, apply it with
 //!   capped retries, store offsets, stop cleanly on the shutdown signal;
 //!   metrics named after the handler.
+//! - [`outbox`]: a handler that publishes appends its events to its outbox.
 //! - [`operator`]: the dead-letter life cycle (list, show, replay, discard)
 //!   and the backlog of parked events, for the CLIs and the gauges.
 //! - [`dead_letter_report`]: what `… dead-letters …` prints, rendered by pure
@@ -40,6 +41,7 @@ pub mod batch;
 pub mod dead_letter_report;
 pub mod handler;
 pub mod operator;
+pub mod outbox;
 pub mod position;
 pub mod record;
 pub mod retention;

@@ -38,7 +38,7 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<()> 
 
 /// `projector run`: checks that the read database has every migration of this
 /// build, serves the metrics and runs the projection until SIGTERM or ctrl-c
-/// ([`shutdown_signal`]).
+/// ([`consumer::worker::shutdown_signal`]).
 pub async fn serve(
     settings: Settings,
     mut client: consumer::worker::Db,
@@ -57,7 +57,12 @@ pub async fn serve(
         .with_http_listener(settings.metrics_addr)
         .install()
         .with_context(|| format!("serving metrics on {}", settings.metrics_addr))?;
-    consumer::worker::run(settings, crate::ReadModels, decoder, shutdown_signal()).await?;
+    consumer::worker::run(
+        settings,
+        crate::ReadModels,
+        decoder,
+        consumer::worker::shutdown_signal(),
+    ).await?;
     Ok(())
 }
 
@@ -123,26 +128,6 @@ fn prune_text(deleted: u64, older_than: Duration, json: bool) -> String {
         "inbox prune: {deleted} rows applied more than {} ago deleted\n",
         humantime::format_duration(older_than)
     )
-}
-
-/// Resolves on SIGTERM or ctrl-c.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown signal received; finishing the current batch");
 }
 
 #[cfg(test)]
