@@ -55,17 +55,5 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, refin
 pub async fn pending_migrations(
     client: &mut tokio_postgres::Client,
 ) -> Result<Vec<String>, refinery::Error> {
-    let runner = embedded::migrations::runner();
-    let applied = runner
-        .get_applied_migrations_async(client)
-        .await?
-        .into_iter()
-        .map(|m| m.version())
-        .collect::<std::collections::HashSet<_>>();
-    Ok(runner
-        .get_migrations()
-        .iter()
-        .filter(|m| !applied.contains(&m.version()))
-        .map(|m| format!("V{}__{}", m.version(), m.name()))
-        .collect())
+    service::pending_migrations(&embedded::migrations::runner(), client).await
 }

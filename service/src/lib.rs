@@ -166,3 +166,24 @@ pub fn init_tracing(default_filter: &str) {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Migrations of `runner` that the database has not applied yet, named
+/// `V<n>__<name>`. A service checks this instead of migrating: its role may
+/// change rows, not the schema (`… migrate` runs as the owner role).
+pub async fn pending_migrations(
+    runner: &refinery::Runner,
+    client: &mut tokio_postgres::Client,
+) -> Result<Vec<String>, refinery::Error> {
+    let applied = runner
+        .get_applied_migrations_async(client)
+        .await?
+        .into_iter()
+        .map(|m| m.version())
+        .collect::<std::collections::HashSet<_>>();
+    Ok(runner
+        .get_migrations()
+        .iter()
+        .filter(|m| !applied.contains(&m.version()))
+        .map(|m| format!("V{}__{}", m.version(), m.name()))
+        .collect())
+}

@@ -123,6 +123,7 @@ pub async fn run(cli: &Cli) -> Result<String, Failure> {
         }
         TopCommand::Migrate { .. } | TopCommand::Outbox(_) => None,
         TopCommand::Load(args) => return load(cli, args).await,
+        TopCommand::React => return react(cli).await,
     };
     let settings = load_settings(cli)?;
     let wait = match cli.command {
@@ -172,6 +173,50 @@ pub async fn run(cli: &Cli) -> Result<String, Failure> {
             ))
         }
     }
+}
+
+/// `writer react`: the order reactor, until SIGTERM or ctrl-c.
+async fn react(cli: &Cli) -> Result<String, Failure> {
+    let settings =
+        consumer::settings::Settings::load(cli.config.as_deref(), crate::react::SERVICE).map_err(
+            |e| {
+                Failure::Settings(anyhow::Error::new(e).context(
+                    "loading the reactor's settings (pass --config FILE or set REACTOR__* variables)",
+                ))
+            },
+        )?;
+    {
+        let mut client = consumer::worker::connect(crate::react::SERVICE, &settings)
+            .await
+            .map_err(service::DbError)
+            .with_context(|| {
+                format!(
+                    "connecting to the write database at {}",
+                    settings.database.describe()
+                )
+            })?;
+        let pending = crate::pending_migrations(&mut client)
+            .await
+            .context("reading the write database's migration history")?;
+        if !pending.is_empty() {
+            return Err(Failure::Infrastructure(anyhow::anyhow!(
+                "the write database lacks migrations {pending:?}; run `writer migrate` as the owner role"
+            )));
+        }
+    }
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(settings.metrics_addr)
+        .install()
+        .with_context(|| format!("serving metrics on {}", settings.metrics_addr))?;
+    consumer::worker::run(
+        settings,
+        crate::react::OrderReactor,
+        consumer::record::Decoder::default(),
+        consumer::worker::shutdown_signal(),
+    )
+    .await
+    .context("the order reactor stopped")?;
+    Ok(String::new())
 }
 
 /// `writer load`: many commands through a pool, with a progress line.

@@ -53,7 +53,8 @@ pub enum TopCommand {
     /// Customer commands: register, change-contact, change-address.
     #[command(subcommand)]
     Customer(CustomerArgs),
-    /// Order commands: place, pay, ship, deliver, cancel, refund, show.
+    /// Order commands: place, pay, ship, deliver, cancel, refund, show
+    /// (confirm and reject are the order reactor's: `writer react`).
     #[command(subcommand)]
     Order(OrderArgs),
     /// Apply the write database's migrations (sql/write/).
@@ -70,6 +71,11 @@ pub enum TopCommand {
     /// Outbox maintenance: prune published rows past the retention window.
     #[command(subcommand)]
     Outbox(OutboxArgs),
+    /// Run the order reactor: consume the inventory's replies and confirm or
+    /// reject placed orders (the stock-reservation saga). `--config` names
+    /// the reactor's settings file (database, kafka; `REACTOR__*` variables
+    /// override it), not the writer's.
+    React,
     /// Write docs/event_catalog.md and docs/schemas/ from the event contract.
     Catalog {
         /// Directory to write into.

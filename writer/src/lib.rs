@@ -20,6 +20,9 @@
 //! - [`retention`]: `writer outbox prune`, deleting published outbox rows
 //!   past the retention window.
 //! - [`settings`]: typed settings (file + `WRITER__*` environment).
+//! - [`react`]: the order reactor (`writer react`): the consumer core's
+//!   handler that confirms or rejects placed orders on the inventory's
+//!   replies, in the write database, through the same rules and outbox.
 
 pub mod app;
 pub mod cli;
@@ -27,6 +30,7 @@ pub mod db;
 pub mod domain;
 pub mod input;
 pub mod load;
+pub mod react;
 pub mod retention;
 pub mod settings;
 pub mod store;
@@ -35,8 +39,27 @@ mod embedded {
     refinery::embed_migrations!("../sql/write");
 }
 
-/// Applies the write database's migrations (`sql/write/`); idempotent.
+/// The write database's migrations: `sql/write/`, and as V8 the consumer
+/// core's tables (`sql/consumer/core.sql`) for the order reactor.
+pub fn migrations() -> refinery::Runner {
+    let mut all = embedded::migrations::runner().get_migrations().clone();
+    all.push(
+        refinery::Migration::unapplied("V8__consumer_core", consumer::CORE_MIGRATION)
+            .expect("a valid migration name"),
+    );
+    all.sort_by_key(|m| m.version());
+    refinery::Runner::new(&all)
+}
+
+/// Migrations of this build the write database has not applied yet.
+pub async fn pending_migrations(
+    client: &mut tokio_postgres::Client,
+) -> Result<Vec<String>, refinery::Error> {
+    service::pending_migrations(&migrations(), client).await
+}
+
+/// Applies the write database's migrations; idempotent.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, refinery::Error> {
-    let report = embedded::migrations::runner().run_async(client).await?;
+    let report = migrations().run_async(client).await?;
     Ok(report.applied_migrations().len())
 }

@@ -11,10 +11,11 @@ use writer::cli::{Cli, TopCommand};
 fn main() -> ExitCode {
     // One thread for one command (no cross-thread wake-ups on its round
     // trips); two workers when `writer load` drives many clients.
+    // The order reactor is a long-running consumer: two workers as well.
     let many_clients = matches!(
         Cli::try_parse().map(|c| c.command),
         Ok(TopCommand::Load(ref args)) if args.clients > 1
-    );
+    ) || matches!(Cli::try_parse().map(|c| c.command), Ok(TopCommand::React));
     let runtime = if many_clients {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -36,7 +37,12 @@ fn main() -> ExitCode {
 
 async fn async_main() -> ExitCode {
     // Held to the end: dropping it flushes the spans still to be exported.
-    let _telemetry = service::telemetry::init("writer", "warn");
+    let react = matches!(Cli::try_parse().map(|c| c.command), Ok(TopCommand::React));
+    let _telemetry = if react {
+        service::telemetry::init(writer::react::SERVICE, "info,rdkafka=warn")
+    } else {
+        service::telemetry::init("writer", "warn")
+    };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e)

@@ -295,26 +295,35 @@ async fn load_customer(
     }))
 }
 
+/// What [`order_state`] reads of an order, in its order.
+pub(crate) const ORDER_STATE: &str =
+    "status, currency, total_cents, payment_reference IS NOT NULL AND refunded_cents IS NULL, version";
+
 async fn load_order(tx: &Tx<'_>, order_id: Uuid) -> Result<Option<OrderState>, StoreError> {
-    let sql = "SELECT status, currency, total_cents, payment_reference IS NOT NULL AND refunded_cents IS NULL, version \
-               FROM orders WHERE order_id = $1 FOR UPDATE";
-    let row = tx.query_opt(&tx.prepare(sql).await?, &[&order_id]).await?;
-    row.map(|row| {
-        let status: &str = row.get(0);
-        Ok(OrderState {
-            order_id,
-            // The CHECK constraint admits only known statuses.
-            status: OrderStatus::parse(status).ok_or_else(|| StoreError::Contract {
-                event_type: "-",
-                reason: format!("unknown order status {status:?} in the database"),
-            })?,
-            currency: row.get::<_, String>(1).trim().to_owned(),
-            total_cents: row.get(2),
-            paid: row.get(3),
-            version: row.get(4),
-        })
+    let sql = format!("SELECT {ORDER_STATE} FROM orders WHERE order_id = $1 FOR UPDATE");
+    let row = tx.query_opt(&tx.prepare(&sql).await?, &[&order_id]).await?;
+    row.map(|row| order_state(order_id, &row, 0)).transpose()
+}
+
+/// An order's state from the [`ORDER_STATE`] columns of `row`, from `at`.
+pub(crate) fn order_state(
+    order_id: Uuid,
+    row: &tokio_postgres::Row,
+    at: usize,
+) -> Result<OrderState, StoreError> {
+    let status: &str = row.get(at);
+    Ok(OrderState {
+        order_id,
+        // The CHECK constraint admits only known statuses.
+        status: OrderStatus::parse(status).ok_or_else(|| StoreError::Contract {
+            event_type: "-",
+            reason: format!("unknown order status {status:?} in the database"),
+        })?,
+        currency: row.get::<_, String>(at + 1).trim().to_owned(),
+        total_cents: row.get(at + 2),
+        paid: row.get(at + 3),
+        version: row.get(at + 4),
     })
-    .transpose()
 }
 
 /// A command's transaction (rolled back on drop, like any tokio-postgres
@@ -338,17 +347,25 @@ impl Tx<'_> {
     }
 }
 
-/// One statement of a command's writes.
-struct Write {
-    sql: String,
-    params: Vec<Param>,
-}
+/// One statement of a command's writes (the consumer core's [`consumer::Step`]:
+/// the order reactor runs the same writes inside its batches).
+type Write = consumer::Step;
 
 fn write(writes: &mut Vec<Write>, sql: impl Into<String>, params: Vec<Param>) {
-    writes.push(Write {
-        sql: sql.into(),
-        params,
-    });
+    writes.push(Write::new(sql, params));
+}
+
+/// Every write `envelope` causes on the write side: its state rows, then its
+/// outbox row (checked against the contract first). The order reactor
+/// ([`crate::react`]) applies its events with these, in its batch's transaction.
+pub(crate) fn event_writes(
+    envelope: &Envelope,
+    now: DateTime<Utc>,
+) -> Result<Vec<Write>, StoreError> {
+    let mut writes = Vec::new();
+    apply_to_state(&mut writes, envelope, now);
+    append_to_outbox(&mut writes, envelope)?;
+    Ok(writes)
 }
 
 fn b<T: ToSql + Sync + Send + 'static>(value: T) -> Param {
@@ -451,12 +468,19 @@ fn apply_to_state(writes: &mut Vec<Write>, envelope: &Envelope, now: DateTime<Ut
             "UPDATE orders SET status = $6, refunded_cents = $2, refund_reason = $3, version = $4, updated_at = $5 WHERE order_id = $1",
             vec![b(e.order_id), b(e.amount_cents), b(e.reason.clone()), b(v), b(now), b(status)],
         ),
-        // The stock-reservation saga's events: no command of the writer emits
-        // them yet (the order reactor's are to come; the inventory's are the
-        // inventory service's), so they change no state here.
-        Event::OrderConfirmed(_)
-        | Event::OrderRejected(_)
-        | Event::StockSet(_)
+        // The order reactor's, on the inventory's reply.
+        Event::OrderConfirmed(e) => write(
+            writes,
+            "UPDATE orders SET status = $4, version = $2, updated_at = $3 WHERE order_id = $1",
+            vec![b(e.order_id), b(v), b(now), b(status)],
+        ),
+        Event::OrderRejected(e) => write(
+            writes,
+            "UPDATE orders SET status = $5, reject_reason = $4, version = $2, updated_at = $3 WHERE order_id = $1",
+            vec![b(e.order_id), b(v), b(now), b(e.reason.clone()), b(status)],
+        ),
+        // The inventory service's events: its own state, not the order service's.
+        Event::StockSet(_)
         | Event::StockRestocked(_)
         | Event::StockReserved(_)
         | Event::StockRejected(_)
@@ -481,22 +505,7 @@ fn append_to_outbox(writes: &mut Vec<Write>, envelope: &Envelope) -> Result<(), 
         return Err(contract("payload does not round-trip".into()));
     }
     event.validate_with(&bytes).map_err(contract)?;
-    write(
-        writes,
-        "INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, aggregate_version, occurred_at, traceparent, payload) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        vec![
-            b(envelope.event_id),
-            b(envelope.aggregate_type.clone()),
-            b(envelope.aggregate_id.clone()),
-            b(event.event_type()),
-            b(event.schema_version()),
-            b(envelope.aggregate_version),
-            b(envelope.occurred_at),
-            b(envelope.traceparent.clone().unwrap_or_default()),
-            b(payload),
-        ],
-    );
+    writes.push(consumer::outbox::append(envelope));
     Ok(())
 }
 

@@ -1,13 +1,28 @@
 //! The order aggregate.
 //!
-//! Life cycle: `placed -> paid -> shipped -> delivered`; `placed | paid ->
+//! Life cycle: `placed -> confirmed | rejected` (the stock-reservation saga:
+//! the order reactor confirms or rejects on the inventory's reply), then
+//! `confirmed -> paid -> shipped -> delivered`; `placed | confirmed | paid ->
 //! cancelled`; a paid-then-cancelled or a delivered (returned) order can be
-//! `refunded`, in full.
+//! `refunded`, in full. Only a confirmed order can be paid: its goods are
+//! held for it. Cancelling a confirmed or paid order makes the inventory
+//! release what it held (compensation).
+//!
+//! | command  | allowed in                  | event            |
+//! |----------|-----------------------------|------------------|
+//! | place    | (no order yet)              | `OrderPlaced`    |
+//! | confirm  | placed (reactor)            | `OrderConfirmed` |
+//! | reject   | placed (reactor)            | `OrderRejected`  |
+//! | pay      | confirmed                   | `OrderPaid`      |
+//! | ship     | paid                        | `OrderShipped`   |
+//! | deliver  | shipped                     | `OrderDelivered` |
+//! | cancel   | placed, confirmed, paid     | `OrderCancelled` |
+//! | refund   | cancelled (if paid), delivered | `OrderRefunded` |
 
 pub use outbox_events::OrderStatus;
 use outbox_events::{
-    Event, OrderCancelled, OrderDelivered, OrderLine, OrderPaid, OrderPlaced, OrderRefunded,
-    OrderShipped,
+    Event, OrderCancelled, OrderConfirmed, OrderDelivered, OrderLine, OrderPaid, OrderPlaced,
+    OrderRefunded, OrderRejected, OrderShipped, Shortage,
 };
 use uuid::Uuid;
 
@@ -56,6 +71,16 @@ pub enum OrderCommand {
         amount_cents: i64,
         reason: String,
     },
+    /// The order reactor's, on the inventory's `StockReserved`.
+    Confirm {
+        order_id: Uuid,
+    },
+    /// The order reactor's, on `StockRejected`: what could not be served.
+    Reject {
+        order_id: Uuid,
+        reason: String,
+        shortages: Vec<Shortage>,
+    },
 }
 
 impl OrderCommand {
@@ -66,7 +91,9 @@ impl OrderCommand {
             | OrderCommand::Ship { order_id, .. }
             | OrderCommand::Deliver { order_id }
             | OrderCommand::Cancel { order_id, .. }
-            | OrderCommand::Refund { order_id, .. } => *order_id,
+            | OrderCommand::Refund { order_id, .. }
+            | OrderCommand::Confirm { order_id }
+            | OrderCommand::Reject { order_id, .. } => *order_id,
         }
     }
 
@@ -78,6 +105,8 @@ impl OrderCommand {
             OrderCommand::Deliver { .. } => "deliver",
             OrderCommand::Cancel { .. } => "cancel",
             OrderCommand::Refund { .. } => "refund",
+            OrderCommand::Confirm { .. } => "confirm",
+            OrderCommand::Reject { .. } => "reject",
         }
     }
 }
@@ -143,7 +172,7 @@ pub fn decide(
             amount_cents,
             ..
         } => {
-            if state.status != Placed {
+            if state.status != Confirmed {
                 return Err(refuse());
             }
             must_match("payment", *amount_cents)?;
@@ -175,7 +204,7 @@ pub fn decide(
             Event::OrderDelivered(OrderDelivered { order_id })
         }
         OrderCommand::Cancel { reason, .. } => {
-            if !matches!(state.status, Placed | Paid) {
+            if !matches!(state.status, Placed | Confirmed | Paid) {
                 return Err(refuse());
             }
             Event::OrderCancelled(OrderCancelled {
@@ -200,6 +229,24 @@ pub fn decide(
                 amount_cents: *amount_cents,
                 currency: state.currency.clone(),
                 reason: reason.clone(),
+            })
+        }
+        OrderCommand::Confirm { .. } => {
+            if state.status != Placed {
+                return Err(refuse());
+            }
+            Event::OrderConfirmed(OrderConfirmed { order_id })
+        }
+        OrderCommand::Reject {
+            reason, shortages, ..
+        } => {
+            if state.status != Placed {
+                return Err(refuse());
+            }
+            Event::OrderRejected(OrderRejected {
+                order_id,
+                reason: reason.clone(),
+                shortages: shortages.clone(),
             })
         }
     };
@@ -270,6 +317,23 @@ mod tests {
     fn deliver() -> OrderCommand {
         OrderCommand::Deliver { order_id: ID }
     }
+    fn confirm() -> OrderCommand {
+        OrderCommand::Confirm { order_id: ID }
+    }
+    fn shortages() -> Vec<Shortage> {
+        vec![Shortage {
+            sku: "a".into(),
+            requested: 2,
+            available: 1,
+        }]
+    }
+    fn reject() -> OrderCommand {
+        OrderCommand::Reject {
+            order_id: ID,
+            reason: "r".into(),
+            shortages: shortages(),
+        }
+    }
 
     #[test]
     fn placing_needs_a_customer_and_stamps_their_address() {
@@ -326,9 +390,17 @@ mod tests {
             currency: "EUR".into(),
             reason: "r".into(),
         });
+        let confirmed = Event::OrderConfirmed(OrderConfirmed { order_id: ID });
+        let rejected = Event::OrderRejected(OrderRejected {
+            order_id: ID,
+            reason: "r".into(),
+            shortages: shortages(),
+        });
         // The state's `paid` flag as the order's history leaves it.
         let statuses = [
             (Placed, false),
+            (Confirmed, false),
+            (Rejected, false),
             (Paid, true),
             (Shipped, true),
             (Delivered, true),
@@ -337,8 +409,10 @@ mod tests {
         ];
         let allowed = |status: OrderStatus, verb: &str| -> Option<Event> {
             match (status, verb) {
-                (Placed, "pay") => Some(paid_event.clone()),
-                (Placed | Paid, "cancel") => Some(cancelled.clone()),
+                (Placed, "confirm") => Some(confirmed.clone()),
+                (Placed, "reject") => Some(rejected.clone()),
+                (Confirmed, "pay") => Some(paid_event.clone()),
+                (Placed | Confirmed | Paid, "cancel") => Some(cancelled.clone()),
                 (Paid, "ship") => Some(shipped.clone()),
                 (Shipped, "deliver") => Some(delivered.clone()),
                 (Delivered | Cancelled, "refund") => Some(refunded.clone()),
@@ -347,7 +421,15 @@ mod tests {
         };
         let mut checked = 0;
         for (status, paid) in statuses {
-            for command in [pay(1000), ship(), deliver(), cancel(), refund(1000)] {
+            for command in [
+                confirm(),
+                reject(),
+                pay(1000),
+                ship(),
+                deliver(),
+                cancel(),
+                refund(1000),
+            ] {
                 let verb = command.verb();
                 let expected = match allowed(status, verb) {
                     Some(event) => Ok(vec![event]),
@@ -365,7 +447,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 30);
+        assert_eq!(checked, 8 * 7);
 
         // The rejections that are not about the state.
         let mismatch = |what: &'static str, amount: i64| Rejection::AmountMismatch {
@@ -375,7 +457,7 @@ mod tests {
             currency: "EUR".into(),
         };
         assert_eq!(
-            decide(Some(&state(Placed, false)), None, &pay(999)),
+            decide(Some(&state(Confirmed, false)), None, &pay(999)),
             Err(mismatch("payment", 999))
         );
         assert_eq!(

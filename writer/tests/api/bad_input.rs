@@ -2,11 +2,11 @@
 
 use crate::helpers::{assert_refused, TestDb};
 
-/// Runs `args` against a database holding one placed order (`{id}` in args is
+/// Runs `args` against a database holding one confirmed order (`{id}` in args is
 /// replaced by its id) and checks the refusal left the database unchanged.
 async fn refused(args: &[&str], expected: &str) {
     let db = TestDb::new().await;
-    let id = db.place(&["A:2:5.00"]);
+    let id = db.place_confirmed(&["A:2:5.00"]).await;
     let args: Vec<String> = args.iter().map(|a| a.replace("{id}", &id)).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let before = db.snapshot().await;
@@ -20,7 +20,7 @@ async fn refused(args: &[&str], expected: &str) {
 }
 
 /// (case, arguments, what the one line on stderr must say): each refused
-/// with exit 2 and nothing written. `{id}` is an order placed before.
+/// with exit 2 and nothing written. `{id}` is an order placed and confirmed before.
 const REFUSED: &[(&str, &[&str], &str)] = &[
     (
         "unknown order",
@@ -245,12 +245,12 @@ const REFUSED: &[(&str, &[&str], &str)] = &[
     ),
 ];
 
-/// Every case of [`REFUSED`] against one database holding one placed order:
-/// exit 2, one clear line naming the problem, the database unchanged.
+/// Every case of [`REFUSED`] against one database holding one confirmed
+/// order: exit 2, one clear line naming the problem, the database unchanged.
 #[tokio::test]
 async fn every_kind_of_bad_input_is_refused_with_one_line_and_changes_nothing() {
     let db = TestDb::new().await;
-    let id = db.place(&["A:2:5.00"]);
+    let id = db.place_confirmed(&["A:2:5.00"]).await;
     let before = db.snapshot().await;
     for (case, args, expected) in REFUSED {
         let args: Vec<String> = args.iter().map(|a| a.replace("{id}", &id)).collect();
@@ -275,7 +275,7 @@ fn assert_refused_as(case: &str, out: &std::process::Output, expected: &str) {
 #[tokio::test]
 async fn invalid_transition_cancel_after_ship() {
     let db = TestDb::new().await;
-    let id = db.place(&["A:1:1.00"]);
+    let id = db.place_confirmed(&["A:1:1.00"]).await;
     db.writer_ok(&["order", "pay", &id, "--reference", "p", "--amount", "1.00"]);
     db.writer_ok(&["order", "ship", &id, "--carrier", "DHL", "--tracking", "T1"]);
     let before = db.snapshot().await;

@@ -128,7 +128,7 @@ async fn concurrent_commands_on_one_order_serialise_without_gaps() {
 #[tokio::test]
 async fn a_command_that_fails_in_the_database_leaves_neither_state_nor_outbox() {
     let db = TestDb::new().await;
-    let id = db.place(&["A:1:10.00"]);
+    let id = db.place_confirmed(&["A:1:10.00"]).await;
     // Make the outbox refuse the next insert, after the state update already ran.
     db.client
         .batch_execute(
@@ -168,7 +168,7 @@ async fn a_command_that_fails_in_the_database_leaves_neither_state_nor_outbox() 
         .await
         .unwrap()
         .get(0);
-    assert_eq!(status, "placed");
+    assert_eq!(status, "confirmed");
 }
 
 #[tokio::test]
@@ -224,7 +224,7 @@ async fn human_output_names_the_order_and_its_events() {
 #[tokio::test]
 async fn aggregate_versions_are_gapless_through_the_full_life_cycle() {
     let db = TestDb::new().await;
-    let id = db.place(&["A:2:5.00"]);
+    let id = db.place_confirmed(&["A:2:5.00"]).await;
     db.writer_ok(&[
         "order",
         "pay",
@@ -254,6 +254,7 @@ async fn aggregate_versions_are_gapless_through_the_full_life_cycle() {
         types,
         [
             "OrderPlaced",
+            "OrderConfirmed",
             "OrderPaid",
             "OrderShipped",
             "OrderDelivered",
@@ -274,7 +275,7 @@ async fn aggregate_versions_are_gapless_through_the_full_life_cycle() {
             row.get::<_, i64>(1),
             row.get::<_, Option<i64>>(2)
         ),
-        ("refunded".into(), 5, Some(1000))
+        ("refunded".into(), 6, Some(1000))
     );
 }
 
@@ -340,7 +341,7 @@ async fn customer_changes_are_versioned_events_of_their_own_aggregate() {
 #[tokio::test]
 async fn a_locked_order_fails_the_command_within_its_lock_timeout() {
     let db = TestDb::new().await;
-    let id = db.place(&["A:1:10.00"]);
+    let id = db.place_confirmed(&["A:1:10.00"]).await;
     // Another session holds the order's row, as a slow or stuck command would.
     let (mut other, connection) =
         tokio_postgres::connect(&db.params.conn_string(), tokio_postgres::NoTls)
@@ -390,7 +391,7 @@ async fn a_locked_order_fails_the_command_within_its_lock_timeout() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(status, "placed", "nothing was written");
+    assert_eq!(status, "confirmed", "nothing was written");
 }
 
 /// With the write database unreachable a command is an infrastructure

@@ -152,6 +152,71 @@ impl TestDb {
             .to_owned()
     }
 
+    /// Places an order and has the order reactor confirm it, as the
+    /// inventory's `StockReserved` would ([`TestDb::reply`]).
+    pub async fn place_confirmed(&self, lines: &[&str]) -> String {
+        let id = self.place(lines);
+        self.confirm(&id).await;
+        id
+    }
+
+    /// Has the order reactor confirm order `id` ([`TestDb::reply`]).
+    pub async fn confirm(&self, id: &str) {
+        self.confirm_expecting(id, 1).await;
+    }
+
+    /// Sends the reactor a `StockReserved` for `id`; `applied` events expected
+    /// (1: the reply took effect or was recorded as having none).
+    pub async fn confirm_expecting(&self, id: &str, applied: usize) {
+        let order_id: uuid::Uuid = id.parse().unwrap();
+        let outcome = self
+            .reply(outbox_events::Event::StockReserved(outbox_events::StockReserved {
+                order_id,
+                // What the reactor reads of the reply is its order id.
+                lines: vec![outbox_events::OrderLineQuantity { sku: "A".into(), quantity: 1 }],
+                levels: vec![outbox_events::StockLevel {
+                    sku: "A".into(),
+                    on_hand: 1,
+                    reserved: 1,
+                    version: 1,
+                }],
+            }))
+            .await;
+        assert_eq!(outcome.applied, applied, "the reactor applied the reply");
+    }
+
+    /// One inventory reply through the real order reactor: the consumer core
+    /// with the reactor's handler, one batch on this write database.
+    pub async fn reply(&self, event: outbox_events::Event) -> consumer::batch::Outcome {
+        let settings: consumer::settings::Settings = serde_json::from_value(serde_json::json!({
+            "database": { "host": self.params.host, "port": self.params.port, "user": self.params.user,
+                          "password": self.params.password, "dbname": self.params.dbname },
+            "kafka": { "bootstrap_servers": "unused:9092", "topics": [] },
+        }))
+        .unwrap();
+        let mut client = consumer::worker::connect(writer::react::SERVICE, &settings)
+            .await
+            .unwrap();
+        let envelope = outbox_events::Envelope::new(event, 1, chrono::Utc::now());
+        static OFFSET: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+        let offset = OFFSET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let record = consumer::record::Record::from_envelope(
+            &envelope,
+            outbox_events::topic_for(outbox_events::RESERVATION_AGGREGATE),
+            0,
+            offset,
+        );
+        consumer::batch::apply_batch(
+            &mut client,
+            &writer::react::OrderReactor,
+            &consumer::record::Decoder::default(),
+            &[record],
+            &consumer::position::Checkpoint::new("reactor-test").unfenced(),
+        )
+        .await
+        .unwrap()
+    }
+
     /// Every row of the write model and the outbox, as text: equal snapshots
     /// mean the database did not change.
     pub async fn snapshot(&self) -> String {

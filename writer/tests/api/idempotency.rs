@@ -136,6 +136,7 @@ async fn a_retry_with_the_same_key_returns_the_first_result_and_writes_nothing()
 
     // A payment retried with its key: one OrderPaid.
     let order_id = first["order_id"].as_str().unwrap();
+    db.confirm(order_id).await;
     let pay = [
         "--idempotency-key",
         "pay-1-attempt",

@@ -8,4 +8,5 @@ mod bad_input;
 mod commands;
 mod helpers;
 mod idempotency;
+mod reactor;
 mod retention;

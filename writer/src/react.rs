@@ -1,0 +1,146 @@
+//! The order reactor: the order service's side of the stock-reservation saga.
+//!
+//! `writer react` consumes the inventory's replies (topic
+//! `outbox.event.reservation`) with the consumer core, into an inbox in the
+//! **write** database, and in one transaction with that inbox row runs the
+//! order command that follows through the same rules ([`crate::domain`]) and
+//! the same writes and outbox ([`crate::store`]) as a person's command:
+//!
+//! | reply           | order placed          | order no longer placed (cancelled meanwhile) |
+//! |-----------------|-----------------------|----------------------------------------------|
+//! | `StockReserved` | confirm: `OrderConfirmed` | nothing (the inventory releases on `OrderCancelled`) |
+//! | `StockRejected` | reject: `OrderRejected` with the shortages | nothing                |
+//! | other replies   | nothing               | nothing                                      |
+//!
+//! `prepare` locks the batch's order rows in id order (`FOR UPDATE`, as a
+//! command does), so a person's command on the same order waits for the
+//! batch or the batch for it, and the rules see the latest state.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use consumer::{Handler, Step};
+use deadpool_postgres::Transaction;
+use outbox_events::{Envelope, Event, OrderStatus, Shortage};
+use uuid::Uuid;
+
+use crate::domain::{order, OrderCommand, OrderState, Rejection};
+use crate::store::{event_writes, order_state, ORDER_STATE};
+
+/// The reactor's name: its metrics (`reactor_*`), its environment
+/// (`REACTOR__*`) and its consumer group.
+pub const SERVICE: &str = "reactor";
+
+/// The orders a batch's replies are about, locked.
+#[derive(Debug, Default)]
+pub struct Scope {
+    orders: HashMap<Uuid, OrderState>,
+}
+
+/// The order reactor's [`Handler`] (see the module docs).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OrderReactor;
+
+/// The order a reply is about and the command it calls for, if any.
+fn command_for(event: &Event) -> Option<OrderCommand> {
+    match event {
+        Event::StockReserved(e) => Some(OrderCommand::Confirm {
+            order_id: e.order_id,
+        }),
+        Event::StockRejected(e) => Some(OrderCommand::Reject {
+            order_id: e.order_id,
+            reason: rejection_reason(&e.shortages),
+            shortages: e.shortages.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// `not enough stock: KBD-MECH (1 requested, 0 available), ...`
+pub fn rejection_reason(shortages: &[Shortage]) -> String {
+    let each: Vec<String> = shortages
+        .iter()
+        .map(|s| {
+            format!(
+                "{} ({} requested, {} available)",
+                s.sku, s.requested, s.available
+            )
+        })
+        .collect();
+    format!("not enough stock: {}", each.join(", "))
+}
+
+impl Handler for OrderReactor {
+    type Scope = Scope;
+
+    fn name(&self) -> &'static str {
+        SERVICE
+    }
+
+    async fn prepare(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[&Envelope],
+    ) -> Result<Scope, tokio_postgres::Error> {
+        let mut ids: Vec<Uuid> = events
+            .iter()
+            .filter_map(|e| command_for(&e.event).map(|c| c.order_id()))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let mut scope = Scope::default();
+        if ids.is_empty() {
+            return Ok(scope);
+        }
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT order_id, {ORDER_STATE} FROM orders WHERE order_id = ANY($1) \
+                     ORDER BY order_id FOR UPDATE"
+                ),
+                &[&ids],
+            )
+            .await?;
+        for row in rows {
+            let id: Uuid = row.get(0);
+            // A status the code does not know stays out of the scope: the
+            // reply about it is dead-lettered with that reason.
+            if let Ok(state) = order_state(id, &row, 1) {
+                scope.orders.insert(id, state);
+            }
+        }
+        Ok(scope)
+    }
+
+    fn plan(&self, scope: &mut Scope, envelope: &Envelope) -> Result<Vec<Step>, String> {
+        let Some(command) = command_for(&envelope.event) else {
+            return Ok(Vec::new());
+        };
+        let order_id = command.order_id();
+        let state = scope
+            .orders
+            .get_mut(&order_id)
+            .ok_or_else(|| format!("order {order_id} is not in the write database (or has a status this build does not know)"))?;
+        let events = match order::decide(Some(state), None, &command) {
+            Ok(events) => events,
+            Err(Rejection::InvalidTransition { status, verb, .. }) => {
+                tracing::info!(%order_id, %status, verb, "reply for an order that is no longer placed: no effect");
+                return Ok(Vec::new());
+            }
+            Err(other) => return Err(other.to_string()),
+        };
+        let now = Utc::now();
+        let mut steps = Vec::new();
+        for event in events {
+            state.version += 1;
+            if let Some(status) = OrderStatus::after(event.kind()) {
+                state.status = status;
+            }
+            let mut reply = Envelope::new(event, state.version, now);
+            // One trace from the order's placement to its confirmation.
+            reply.traceparent = envelope.traceparent.clone();
+            steps.extend(event_writes(&reply, now).map_err(|e| e.to_string())?);
+        }
+        Ok(steps)
+    }
+}
