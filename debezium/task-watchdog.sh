@@ -1,5 +1,6 @@
 #!/bin/sh
-# Restarts the outbox connector's FAILED tasks, with capped backoff.
+# Restarts the FAILED tasks of the connectors (the order service's and the
+# inventory's relays), with capped backoff.
 #
 # Why: Kafka Connect never restarts a failed task by itself. Debezium retries
 # database errors (errors.max.retries=-1, start-up included since 3.x), but not
@@ -10,12 +11,13 @@
 # Used by the local stack (started with Connect) and by compose (its own service).
 #
 # CONNECT_URL (default http://connect:8083; several workers: space-separated, the
-# first that answers is asked), CONNECTOR (default outbox-connector), CONNECT_USER and
+# first that answers is asked), CONNECTOR (default outbox-connector; several: space-separated,
+# each watched), CONNECT_USER and
 # CONNECT_PASSWORD (the REST API's basic-auth login; handed to curl in a 0600 netrc file, never
 # as an argument, which every local user could read in `ps`).
 set -u
 urls="${CONNECT_URL:-http://connect:8083}"
-name="${CONNECTOR:-outbox-connector}"
+names="${CONNECTOR:-outbox-connector}"
 auth=""
 if [ -n "${CONNECT_USER:-}" ]; then
   netrc=$(mktemp) || exit 1
@@ -31,24 +33,28 @@ if [ -n "${CONNECT_USER:-}" ]; then
 fi
 delay=2
 while true; do
-  status=""
-  for url in $urls; do
-    status=$(curl $auth -fsS --max-time 5 "$url/connectors/$name/status" 2>/dev/null) && break
+  failed=""
+  for name in $names; do
     status=""
-  done
-  if [ -n "$status" ]; then
+    for url in $urls; do
+      status=$(curl $auth -fsS --max-time 5 "$url/connectors/$name/status" 2>/dev/null) && break
+      status=""
+    done
     case "$status" in
       *'"state":"FAILED"'*)
+        failed=1
         echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) WARN connector $name has a FAILED task; restarting it (next try in at most ${delay}s)"
         curl $auth -fsS --max-time 10 -X POST \
           "$url/connectors/$name/restart?includeTasks=true&onlyFailed=true" >/dev/null 2>&1 \
           || echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) WARN restart request failed; retrying"
-        sleep "$delay"
-        delay=$((delay * 2))
-        [ "$delay" -gt 60 ] && delay=60
-        continue
         ;;
     esac
+  done
+  if [ -n "$failed" ]; then
+    sleep "$delay"
+    delay=$((delay * 2))
+    [ "$delay" -gt 60 ] && delay=60
+    continue
   fi
   delay=2
   sleep 2

@@ -51,6 +51,11 @@ fn runner() -> refinery::Runner {
             include_str!("../../sql/inventory/V2__stock_and_reservations.sql"),
         )
         .expect("a valid migration name"),
+        refinery::Migration::unapplied(
+            "V3__roles_and_relay",
+            include_str!("../../sql/inventory/V3__roles_and_relay.sql"),
+        )
+        .expect("a valid migration name"),
     ])
 }
 

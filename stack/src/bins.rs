@@ -1,5 +1,5 @@
 //! The one place that runs programs for the stack: the project's own
-//! binaries (`writer`, `projector`) with this stack's settings, and any
+//! binaries (`writer`, `projector`, `inventory`) with this stack's settings, and any
 //! command quietly. A failed command is reported by its program and
 //! arguments only: never with its environment, where passwords travel.
 
@@ -51,9 +51,37 @@ fn binary(stack: &Stack, name: &str) -> Result<std::path::PathBuf> {
 
 /// `writer` with this stack's settings (the writer role).
 pub fn writer_command(stack: &Stack) -> Result<Command> {
-    let mut command = Command::new(binary(stack, "writer")?);
+    let mut command = writer_binary(stack)?;
     command.arg("--config").arg(stack.writer_config());
     Ok(command)
+}
+
+/// `writer` without settings (`writer react` takes the reactor's).
+pub fn writer_binary(stack: &Stack) -> Result<Command> {
+    Ok(Command::new(binary(stack, "writer")?))
+}
+
+/// `inventory` with this stack's settings (the inventory's role).
+pub fn inventory_command(stack: &Stack) -> Result<Command> {
+    let mut command = Command::new(binary(stack, "inventory")?);
+    command.arg("--config").arg(stack.inventory_config());
+    Ok(command)
+}
+
+/// Runs `inventory` with `args` (e.g. `stock set SKU --quantity N`); its stdout.
+pub fn inventory(stack: &Stack, args: &[&str]) -> Result<String> {
+    run_quiet(inventory_command(stack)?.args(args))
+}
+
+/// Runs the inventory as the owner role (migrations).
+pub fn inventory_as_owner(stack: &Stack, args: &[&str]) -> Result<String> {
+    let owner = stack.db(crate::INVENTORY_DB);
+    run_quiet(
+        inventory_command(stack)?
+            .args(args)
+            .env("INVENTORY__DATABASE__USER", &owner.user)
+            .env("INVENTORY__DATABASE__PASSWORD", &owner.password),
+    )
 }
 
 /// Runs the writer with `args`; its stdout, or its stderr as the error.

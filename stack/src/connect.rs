@@ -23,8 +23,19 @@ use crate::properties::to_properties;
 use crate::state::{write_private, KafkaUser, CONNECT_REST_USER};
 use crate::{io_err, process, tools, Component, Result, Stack, StackError, WRITE_DB};
 
-/// Name of the connector in `debezium/outbox-connector.json`.
+/// Name of the connector in `debezium/outbox-connector.json`: the order
+/// service's relay.
 pub const CONNECTOR_NAME: &str = "outbox-connector";
+
+/// Name of the connector in `debezium/inventory-connector.json`: the
+/// inventory's relay (its own database, slot, publication and topics).
+pub const INVENTORY_CONNECTOR: &str = "inventory-connector";
+
+/// Every connector and its file, registered by both stacks.
+pub const CONNECTORS: [(&str, &str); 2] = [
+    (CONNECTOR_NAME, "debezium/outbox-connector.json"),
+    (INVENTORY_CONNECTOR, "debezium/inventory-connector.json"),
+];
 /// The connector task watchdog's unit name (pid and log file).
 pub const WATCHDOG: &str = "connect-watchdog";
 const HEAP: &str = "-Xmx512m";
@@ -149,6 +160,7 @@ pub fn start_worker(stack: &Stack, n: u8) -> Result<()> {
         .env("OUTBOX_PG_HOST", "127.0.0.1")
         .env("OUTBOX_PG_PORT", stack.state.postgres_port.to_string())
         .env("OUTBOX_PG_DBNAME", WRITE_DB)
+        .env("OUTBOX_PG_INVENTORY_DBNAME", crate::INVENTORY_DB)
         .env("OUTBOX_PG_PASSWORD", &stack.state.debezium_password);
     stack.spawn_unit(&unit(n), command)
 }
@@ -202,23 +214,24 @@ pub fn worker_url(stack: &Stack, n: u8) -> String {
     )
 }
 
-/// `PUT /connectors/NAME/config` with the `config` object of
-/// `debezium/outbox-connector.json`: creates or updates the connector.
+/// `PUT /connectors/NAME/config` with the `config` object of each file of
+/// [`CONNECTORS`]: creates or updates the connectors.
 pub fn register(stack: &Stack) -> Result<()> {
-    let path = stack.repo.join("debezium/outbox-connector.json");
-    let text =
-        fs::read_to_string(&path).map_err(io_err("reading debezium/outbox-connector.json"))?;
-    let file: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| StackError::Config(format!("{}: {e}", path.display())))?;
-    let url = format!("{}/connectors/{CONNECTOR_NAME}/config", url(stack));
-    crate::status::agent()
-        .put(&url)
-        .header("Authorization", authorization(stack))
-        .send_json(&file["config"])
-        .map_err(|e| StackError::Command {
-            command: format!("PUT {url}"),
-            detail: e.to_string(),
-        })?;
+    for (name, file) in CONNECTORS {
+        let path = stack.repo.join(file);
+        let text = fs::read_to_string(&path).map_err(io_err(format!("reading {file}")))?;
+        let file: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| StackError::Config(format!("{}: {e}", path.display())))?;
+        let url = format!("{}/connectors/{name}/config", url(stack));
+        crate::status::agent()
+            .put(&url)
+            .header("Authorization", authorization(stack))
+            .send_json(&file["config"])
+            .map_err(|e| StackError::Command {
+                command: format!("PUT {url}"),
+                detail: e.to_string(),
+            })?;
+    }
     Ok(())
 }
 
@@ -237,7 +250,10 @@ fn start_task_watchdog(stack: &Stack) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(" "),
         )
-        .env("CONNECTOR", CONNECTOR_NAME)
+        .env(
+            "CONNECTOR",
+            CONNECTORS.map(|(name, _)| name).join(" "),
+        )
         .env("CONNECT_USER", CONNECT_REST_USER)
         .env("CONNECT_PASSWORD", &stack.state.kafka.connect_rest_password);
     stack.spawn_unit(WATCHDOG, command)

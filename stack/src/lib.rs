@@ -21,7 +21,7 @@
 //!   cluster), [`kafka`] (Apache Kafka, KRaft, 1 or 3 nodes; topics; reading
 //!   the topics back), [`connect`] (Kafka Connect distributed + Debezium; the
 //!   connector over REST; the task watchdog), [`projector`] (the service and
-//!   its replicas).
+//!   its replicas), [`saga`] (the inventory service and the order reactor).
 //! - [`bins`]: the one place that runs the project's own binaries (`writer`,
 //!   `projector` as owner) and external commands quietly.
 //! - [`properties`]: Java `.properties` files from settings types.
@@ -40,6 +40,7 @@ pub mod postgres;
 pub(crate) mod process;
 pub mod projector;
 pub(crate) mod properties;
+pub mod saga;
 pub mod state;
 pub mod status;
 pub mod suites;
@@ -104,14 +105,20 @@ pub enum Component {
     Postgres,
     Broker,
     Connect,
+    /// The inventory service (`inventory run`).
+    Inventory,
+    /// The order reactor (`writer react`).
+    Reactor,
     Projector,
 }
 
 impl Component {
-    pub const ALL: [Component; 4] = [
+    pub const ALL: [Component; 6] = [
         Component::Postgres,
         Component::Broker,
         Component::Connect,
+        Component::Inventory,
+        Component::Reactor,
         Component::Projector,
     ];
 
@@ -120,6 +127,8 @@ impl Component {
             Component::Postgres => "postgres",
             Component::Broker => "broker",
             Component::Connect => "connect",
+            Component::Inventory => "inventory",
+            Component::Reactor => "reactor",
             Component::Projector => "projector",
         }
     }
@@ -137,6 +146,7 @@ impl fmt::Display for Component {
 
 pub const WRITE_DB: &str = "orders_write";
 pub const READ_DB: &str = "orders_read";
+pub const INVENTORY_DB: &str = "orders_inventory";
 
 /// One local stack rooted at a state directory.
 #[derive(Debug, Clone)]
@@ -268,6 +278,21 @@ impl Stack {
         self.state_dir.join("config/projector.toml")
     }
 
+    /// The inventory service's settings (its database, the order topic).
+    pub fn inventory_config(&self) -> PathBuf {
+        self.state_dir.join("config/inventory.toml")
+    }
+
+    /// The order reactor's settings (`writer react`: the write database, the
+    /// reservation topic).
+    pub fn reactor_config(&self) -> PathBuf {
+        self.state_dir.join("config/reactor.toml")
+    }
+
+    pub fn inventory_db(&self) -> DbParams {
+        self.db(INVENTORY_DB)
+    }
+
     pub fn write_db(&self) -> DbParams {
         self.db(WRITE_DB)
     }
@@ -290,6 +315,7 @@ impl Stack {
             Role::Reader => &self.state.reader_password,
             Role::Operator => &self.state.operator_password,
             Role::Debezium => &self.state.debezium_password,
+            Role::Inventory => &self.state.inventory_password,
         };
         DbParams {
             host: "127.0.0.1".into(),
@@ -347,7 +373,9 @@ impl Stack {
 
     /// Waits (up to 120 s) until Debezium is attached to the replication slot.
     fn await_relay_streaming(&self, progress: &dyn Fn(&str)) -> Result<()> {
-        let streaming = || postgres::slot(self).is_ok_and(|s| s.is_some_and(|s| s.active));
+        let active = |s: Result<Option<postgres::SlotState>>| s.is_ok_and(|s| s.is_some_and(|s| s.active));
+        let streaming =
+            || active(postgres::slot(self)) && active(postgres::inventory_slot(self));
         if streaming() {
             return Ok(());
         }
@@ -360,7 +388,7 @@ impl Stack {
             component: Component::Connect,
             seconds: deadline.as_secs(),
             detail: format!(
-                "the connector is not attached to slot outbox_slot; last log lines:\n{}",
+                "the connectors are not attached to slots outbox_slot and inventory_slot; last log lines:\n{}",
                 self.tail_log(Component::Connect, 15)
             ),
         })
@@ -378,6 +406,13 @@ impl Stack {
         // not the superuser: compose's slot-init does the same.
         let mut psql = postgres::psql_command(&self.login(Role::Debezium, WRITE_DB));
         psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(self.repo.join("sql/create_slot.sql"));
+        bins::run_quiet(&mut psql)?;
+        progress("migrating the inventory database (inventory migrate, as the owner role)");
+        bins::inventory_as_owner(self, &["migrate"])?;
+        progress("creating the inventory's replication slot (sql/create_slot.sql, as debezium)");
+        let mut psql = postgres::psql_command(&self.login(Role::Debezium, INVENTORY_DB));
+        psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "slot=inventory_slot", "-f"])
             .arg(self.repo.join("sql/create_slot.sql"));
         bins::run_quiet(&mut psql)?;
         progress("migrating the read database (projector migrate, as the owner role)");
@@ -415,6 +450,7 @@ impl Stack {
             Component::Postgres => postgres::start(self, progress),
             Component::Broker => kafka::start(self, progress),
             Component::Connect => connect::start(self),
+            Component::Inventory | Component::Reactor => saga::start(self, component),
             Component::Projector => projector::start(self),
         }?;
         self.await_ready(component)?;
@@ -519,7 +555,9 @@ impl Stack {
             Component::Postgres => Duration::from_secs(60),
             Component::Broker => Duration::from_secs(90),
             Component::Connect => Duration::from_secs(180),
-            Component::Projector => Duration::from_secs(60),
+            Component::Inventory | Component::Reactor | Component::Projector => {
+                Duration::from_secs(60)
+            }
         };
         let mut last = String::from("not checked yet");
         let ready = wait_until(deadline, Duration::from_millis(250), || {
@@ -602,6 +640,39 @@ impl Stack {
             ..projector
         };
         state::write_private(&self.operator_config(), &state::to_toml(&operator)?)?;
+        // The saga's two consumers: the inventory service in its database,
+        // the order reactor in the write database (as the writer's role: it
+        // is the order service).
+        let consumer = |port: u16, database: DbParams, user: state::KafkaUser, topic: &str| {
+            state::ProjectorFile {
+                metrics_addr: format!("127.0.0.1:{port}"),
+                database: database.into(),
+                kafka: state::KafkaSection {
+                    bootstrap_servers: self.bootstrap_servers(),
+                    group_id: user.name().into(),
+                    topics: vec![outbox_events::topic_for(topic)],
+                    sasl: state::SaslSection {
+                        mechanism: kafka::SASL_MECHANISM,
+                        username: user.name(),
+                        password: self.state.kafka.password(user).to_owned(),
+                    },
+                },
+            }
+        };
+        let inventory = consumer(
+            self.state.inventory_metrics_port,
+            self.login(Role::Inventory, INVENTORY_DB),
+            state::KafkaUser::Inventory,
+            outbox_events::ORDER_AGGREGATE,
+        );
+        state::write_private(&self.inventory_config(), &state::to_toml(&inventory)?)?;
+        let reactor = consumer(
+            self.state.reactor_metrics_port,
+            self.login(Role::Writer, WRITE_DB),
+            state::KafkaUser::Reactor,
+            outbox_events::RESERVATION_AGGREGATE,
+        );
+        state::write_private(&self.reactor_config(), &state::to_toml(&reactor)?)?;
         self.write_reader_service()
     }
 

@@ -70,6 +70,7 @@ pub fn start(stack: &Stack, progress: &dyn Fn(&str)) -> Result<()> {
         ("OUTBOX_READER_PASSWORD", &state.reader_password),
         ("OUTBOX_OPERATOR_PASSWORD", &state.operator_password),
         ("OUTBOX_DEBEZIUM_PASSWORD", &state.debezium_password),
+        ("OUTBOX_INVENTORY_PASSWORD", &state.inventory_password),
     ] {
         psql.env(name, value);
     }
@@ -270,12 +271,24 @@ impl SlotState {
 
 /// The connector's slot (`outbox_slot`), if it exists.
 pub fn slot(stack: &Stack) -> Result<Option<SlotState>> {
+    slot_named(stack, "outbox_slot")
+}
+
+/// The inventory relay's slot (`inventory_slot`), as [`slot`].
+pub fn inventory_slot(stack: &Stack) -> Result<Option<SlotState>> {
+    slot_named(stack, "inventory_slot")
+}
+
+fn slot_named(stack: &Stack, name: &str) -> Result<Option<SlotState>> {
+    // Slots are the cluster's: any database sees them all.
     let out = admin_sql(
         stack,
         crate::WRITE_DB,
-        "SELECT active, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint, \
-                coalesce(wal_status, ''), coalesce(safe_wal_size::text, '') \
-         FROM pg_replication_slots WHERE slot_name = 'outbox_slot'",
+        &format!(
+            "SELECT active, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint, \
+                    coalesce(wal_status, ''), coalesce(safe_wal_size::text, '') \
+             FROM pg_replication_slots WHERE slot_name = '{name}'"
+        ),
     )?;
     let line = out.trim();
     if line.is_empty() {

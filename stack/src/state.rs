@@ -25,16 +25,19 @@ pub enum Role {
     /// Operators of the dead-letter commands (`projector dead-letters ...`).
     Operator,
     Debezium,
+    /// The inventory service, in its own database.
+    Inventory,
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Owner,
         Role::Writer,
         Role::Projector,
         Role::Reader,
         Role::Operator,
         Role::Debezium,
+        Role::Inventory,
     ];
 
     pub fn user(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Role {
             Role::Reader => "orders_reader",
             Role::Operator => "orders_operator",
             Role::Debezium => "debezium",
+            Role::Inventory => "orders_inventory",
         }
     }
 }
@@ -62,14 +66,20 @@ pub enum KafkaUser {
     Connect,
     /// The projector: reads the outbox topics in its group, writes nothing.
     Projector,
+    /// The inventory service: reads the order topic in its group.
+    Inventory,
+    /// The order reactor: reads the reservation topic in its group.
+    Reactor,
 }
 
 impl KafkaUser {
-    pub const ALL: [KafkaUser; 4] = [
+    pub const ALL: [KafkaUser; 6] = [
         KafkaUser::Broker,
         KafkaUser::Admin,
         KafkaUser::Connect,
         KafkaUser::Projector,
+        KafkaUser::Inventory,
+        KafkaUser::Reactor,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +88,8 @@ impl KafkaUser {
             KafkaUser::Admin => "admin",
             KafkaUser::Connect => "connect",
             KafkaUser::Projector => "projector",
+            KafkaUser::Inventory => "inventory",
+            KafkaUser::Reactor => "reactor",
         }
     }
 }
@@ -96,6 +108,10 @@ pub struct KafkaSecrets {
     pub admin_password: String,
     pub connect_password: String,
     pub projector_password: String,
+    #[serde(default = "random_secret")]
+    pub inventory_password: String,
+    #[serde(default = "random_secret")]
+    pub reactor_password: String,
     /// Connect's REST API, user [`CONNECT_REST_USER`].
     pub connect_rest_password: String,
 }
@@ -109,6 +125,8 @@ impl KafkaSecrets {
             admin_password: String::new(),
             connect_password: String::new(),
             projector_password: String::new(),
+            inventory_password: String::new(),
+            reactor_password: String::new(),
             connect_rest_password: String::new(),
         }
     }
@@ -125,6 +143,8 @@ impl KafkaSecrets {
             admin_password: random_secret(),
             connect_password: random_secret(),
             projector_password: random_secret(),
+            inventory_password: random_secret(),
+            reactor_password: random_secret(),
             connect_rest_password: random_secret(),
         }
     }
@@ -135,6 +155,8 @@ impl KafkaSecrets {
             KafkaUser::Admin => &self.admin_password,
             KafkaUser::Connect => &self.connect_password,
             KafkaUser::Projector => &self.projector_password,
+            KafkaUser::Inventory => &self.inventory_password,
+            KafkaUser::Reactor => &self.reactor_password,
         }
     }
 }
@@ -228,6 +250,12 @@ pub struct StackState {
     /// REST listener of each Connect worker (loopback).
     pub connect_ports: Vec<u16>,
     pub projector_metrics_port: u16,
+    /// `/metrics` of the inventory service and of the order reactor (0 in a
+    /// stack made before them: the OS picks).
+    #[serde(default)]
+    pub inventory_metrics_port: u16,
+    #[serde(default)]
+    pub reactor_metrics_port: u16,
     /// Password of the owner role (migrations; the stack's own checks).
     pub app_password: String,
     pub debezium_password: String,
@@ -237,6 +265,8 @@ pub struct StackState {
     /// Added after the first stacks were made: one made before gets it on open.
     #[serde(default = "random_secret")]
     pub operator_password: String,
+    #[serde(default = "random_secret")]
+    pub inventory_password: String,
     /// The PostgreSQL data directory when it is not `postgres/` in the state
     /// directory. As root, PostgreSQL runs as the `postgres` user, which may
     /// not pass through our 0700 state directory, and no folder of ours is
@@ -257,7 +287,7 @@ impl StackState {
         let shape = shape.validate()?;
         let nodes = usize::from(shape.brokers);
         let workers = usize::from(shape.connect_workers);
-        let mut ports = crate::ports::claim(dir, 2 * nodes + workers + 2, true)?.into_iter();
+        let mut ports = crate::ports::claim(dir, 2 * nodes + workers + 4, true)?.into_iter();
         let mut next = || ports.next().expect("as many ports as asked for");
         let kafka_nodes = (0..nodes)
             .map(|_| NodePorts {
@@ -268,6 +298,8 @@ impl StackState {
         let connect_ports = (0..workers).map(|_| next()).collect();
         let postgres_port = next();
         let projector_metrics_port = next();
+        let inventory_metrics_port = next();
+        let reactor_metrics_port = next();
         Ok(Self {
             shape,
             cluster_id: kafka_cluster_id(),
@@ -275,12 +307,15 @@ impl StackState {
             kafka_nodes,
             connect_ports,
             projector_metrics_port,
+            inventory_metrics_port,
+            reactor_metrics_port,
             app_password: random_secret(),
             debezium_password: random_secret(),
             writer_password: random_secret(),
             projector_password: random_secret(),
             reader_password: random_secret(),
             operator_password: random_secret(),
+            inventory_password: random_secret(),
             postgres_data: postgres_home_data()?,
             kafka: KafkaSecrets::generate(),
         })

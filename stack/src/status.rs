@@ -39,16 +39,16 @@ pub fn report(stack: &Stack) -> Vec<ComponentStatus> {
 /// [`health`], a projector with open dead letters is ready: it runs and
 /// applies everything else; its dead letters wait for a person, not for a restart.
 pub fn readiness(stack: &Stack, component: Component) -> Result<String, String> {
-    match component {
-        Component::Projector => {
-            agent()
-                .get(&stack.metrics_url())
-                .call()
-                .map_err(|e| format!("metrics endpoint: {e}"))?;
-            Ok("serving".into())
-        }
-        other => health(stack, other),
-    }
+    let metrics = match component {
+        Component::Projector => stack.metrics_url(),
+        Component::Inventory | Component::Reactor => crate::saga::metrics_url(stack, component),
+        other => return health(stack, other),
+    };
+    agent()
+        .get(&metrics)
+        .call()
+        .map_err(|e| format!("metrics endpoint: {e}"))?;
+    Ok("serving".into())
 }
 
 /// `Ok(detail)` when the component does its job, `Err(why not)` otherwise.
@@ -56,8 +56,12 @@ pub fn health(stack: &Stack, component: Component) -> Result<String, String> {
     match component {
         Component::Postgres => postgres::health(stack),
         Component::Broker => kafka::health(stack),
-        Component::Connect => connector_health(stack),
-        Component::Projector => projector_health(stack),
+        Component::Connect => connectors_health(stack),
+        // Each consumer's metrics carry its name (the component's).
+        Component::Projector => consumer_health(component.name(), &stack.metrics_url()),
+        Component::Inventory | Component::Reactor => {
+            consumer_health(component.name(), &crate::saga::metrics_url(stack, component))
+        }
     }
 }
 
@@ -68,9 +72,30 @@ pub(crate) fn agent() -> ureq::Agent {
         .into()
 }
 
-/// The connector and all its tasks RUNNING, per Connect's REST API.
-fn connector_health(stack: &Stack) -> Result<String, String> {
-    let url = format!("{}/connectors/{CONNECTOR_NAME}/status", stack.connect_url());
+/// Every connector ([`crate::connect::CONNECTORS`]) and all its tasks RUNNING.
+fn connectors_health(stack: &Stack) -> Result<String, String> {
+    let mut all = Vec::new();
+    let mut healthy = true;
+    for (name, _) in crate::connect::CONNECTORS {
+        match connector_health(stack, name) {
+            Ok(summary) => all.push(format!("{name}: {summary}")),
+            Err(why) => {
+                healthy = false;
+                all.push(format!("{name}: {why}"));
+            }
+        }
+    }
+    let summary = all.join("; ");
+    if healthy {
+        Ok(summary)
+    } else {
+        Err(summary)
+    }
+}
+
+/// The connector `name` and all its tasks RUNNING, per Connect's REST API.
+fn connector_health(stack: &Stack, name: &str) -> Result<String, String> {
+    let url = format!("{}/connectors/{name}/status", stack.connect_url());
     let mut response = agent()
         .get(&url)
         .header("Authorization", crate::connect::authorization(stack))
@@ -120,16 +145,19 @@ fn connector_health(stack: &Stack) -> Result<String, String> {
     }
 }
 
-/// Reads the projector's Prometheus metrics: alive, lag and counts.
-fn projector_health(stack: &Stack) -> Result<String, String> {
+/// Reads a consumer's Prometheus metrics (`<service>_*`, the consumer core's
+/// names): alive, lag and counts.
+fn consumer_health(service: &str, metrics_url: &str) -> Result<String, String> {
     let text = agent()
-        .get(&stack.metrics_url())
+        .get(metrics_url)
         .call()
         .map_err(|e| format!("metrics endpoint: {e}"))?
         .body_mut()
         .read_to_string()
         .map_err(|e| e.to_string())?;
-    let metric = |name: &str| {
+    let metric = |suffix: &str| {
+        let name = format!("{service}_{suffix}");
+        let name = name.as_str();
         text.lines()
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
             .and_then(|l| l.rsplit(' ').next())
@@ -137,7 +165,7 @@ fn projector_health(stack: &Stack) -> Result<String, String> {
             .unwrap_or(0.0)
     };
     let quantile = |q: &str| {
-        let name = format!("projector_event_latency_seconds{{quantile=\"{q}\"}}");
+        let name = format!("{service}_event_latency_seconds{{quantile=\"{q}\"}}");
         text.lines()
             .find(|l| l.starts_with(&name))
             .and_then(|l| l.rsplit(' ').next())
@@ -146,9 +174,10 @@ fn projector_health(stack: &Stack) -> Result<String, String> {
             .map_or("-".to_owned(), |v| format!("{:.0} ms", v * 1000.0))
     };
     // Per partition: `projector_partition_lag{partition="0",topic="outbox.event.order"} 3`.
+    let lag_prefix = format!("{service}_partition_lag{{");
     let mut partitions: Vec<String> = text
         .lines()
-        .filter(|l| l.starts_with("projector_partition_lag{"))
+        .filter(|l| l.starts_with(&lag_prefix))
         .filter_map(|l| {
             let label = |name: &str| {
                 let start = l.find(&format!("{name}=\""))? + name.len() + 2;
@@ -170,20 +199,20 @@ fn projector_health(stack: &Stack) -> Result<String, String> {
     let summary = format!(
         "alive, lag {} records ({}), latency p50 {} p99 {}, {} events applied, {} duplicates skipped; \
          {} open dead letters, {} parked events ({} aggregates)",
-        metric("projector_consumer_lag"),
+        metric("consumer_lag"),
         if partitions.is_empty() { "no partition assigned".to_owned() } else { partitions.join(", ") },
         quantile("0.5"),
         quantile("0.99"),
-        metric("projector_events_applied_total"),
-        metric("projector_events_duplicate_total"),
-        metric("projector_dead_letters_open"),
-        metric("projector_parked_events"),
-        metric("projector_parked_aggregates"),
+        metric("events_applied_total"),
+        metric("events_duplicate_total"),
+        metric("dead_letters_open"),
+        metric("parked_events"),
+        metric("parked_aggregates"),
     );
-    if metric("projector_dead_letters_open") > 0.0 || metric("projector_parked_events") > 0.0 {
+    if metric("dead_letters_open") > 0.0 || metric("parked_events") > 0.0 {
         // Alive but not whole: some aggregates wait for an operator.
         return Err(format!(
-            "{summary}; see `projector dead-letters list` (docs/operations.md)"
+            "{summary}; see `{service} dead-letters list` (docs/operations.md)"
         ));
     }
     Ok(summary)

@@ -51,6 +51,8 @@ pub fn plan(envelope: &Envelope, steps: &mut Vec<Step>) -> Result<(), String> {
         ),
         Event::OrderDelivered(e) => orders(steps, e.order_id, 0, -1, None, None),
         Event::OrderCancelled(e) => orders(steps, e.order_id, 0, -1, None, None),
+        // Rejected for lack of stock: no longer open (never paid).
+        Event::OrderRejected(e) => orders(steps, e.order_id, 0, -1, None, None),
         Event::OrderRefunded(e) => orders(
             steps,
             e.order_id,
@@ -60,9 +62,9 @@ pub fn plan(envelope: &Envelope, steps: &mut Vec<Step>) -> Result<(), String> {
             None,
         ),
         Event::OrderShipped(_) => {}
-        // The stock-reservation saga's events: not projected yet.
+        // Confirmation changes nothing here; the inventory's events are not
+        // about customers.
         Event::OrderConfirmed(_)
-        | Event::OrderRejected(_)
         | Event::StockSet(_)
         | Event::StockRestocked(_)
         | Event::StockReserved(_)

@@ -18,6 +18,7 @@
 pub mod customer_summary;
 pub mod order_view;
 pub mod product_sales;
+pub mod stock_view;
 
 use consumer::Handler;
 use deadpool_postgres::Transaction;
@@ -72,6 +73,7 @@ pub fn plan(envelope: &Envelope) -> Result<Plan, String> {
     order_view::plan(envelope, &mut plan.steps)?;
     customer_summary::plan(envelope, &mut plan.steps)?;
     product_sales::plan(envelope, &mut plan.steps)?;
+    stock_view::plan(envelope, &mut plan.steps)?;
     Ok(plan)
 }
 

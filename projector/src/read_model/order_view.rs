@@ -88,9 +88,24 @@ pub fn plan(envelope: &Envelope, steps: &mut Vec<Step>) -> Result<(), String> {
             vec![p(e.amount_cents), p(e.reason.clone()), p(at)],
         ),
         // The stock-reservation saga's events: not projected yet.
-        Event::OrderConfirmed(_)
-        | Event::OrderRejected(_)
-        | Event::StockSet(_)
+        Event::OrderConfirmed(e) => step(
+            steps,
+            e.order_id,
+            v,
+            status,
+            "confirmed_at = $3",
+            vec![p(at)],
+        ),
+        Event::OrderRejected(e) => step(
+            steps,
+            e.order_id,
+            v,
+            status,
+            "rejected_at = $3, reject_reason = $4",
+            vec![p(at), p(e.reason.clone())],
+        ),
+        // The inventory's events feed `stock_view`.
+        Event::StockSet(_)
         | Event::StockRestocked(_)
         | Event::StockReserved(_)
         | Event::StockRejected(_)

@@ -36,6 +36,8 @@ pub fn plan(envelope: &Envelope, steps: &mut Vec<Step>) -> Result<(), String> {
         }
         Event::OrderCancelled(e) => take_back(steps, e.order_id),
         Event::OrderRefunded(e) => take_back(steps, e.order_id),
+        // Rejected for lack of stock: not a sale.
+        Event::OrderRejected(e) => take_back(steps, e.order_id),
         _ => {}
     }
     Ok(())
