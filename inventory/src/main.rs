@@ -37,9 +37,11 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum StockCommand {
-    /// Set the units on hand of a SKU (not below the units reserved).
+    /// Set the units on hand of one or more SKUs (not below the units
+    /// reserved), each in its own transaction with its event.
     Set {
-        sku: String,
+        #[arg(required = true)]
+        skus: Vec<String>,
         #[arg(long)]
         quantity: i64,
     },
@@ -112,9 +114,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             Ok(())
         }
-        Command::Stock(StockCommand::Set { sku, quantity }) => {
-            let level = stock::set(&mut client, &sku, quantity).await?;
-            print_level(&level, cli.json)
+        Command::Stock(StockCommand::Set { skus, quantity }) => {
+            for sku in skus {
+                let level = stock::set(&mut client, &sku, quantity).await?;
+                print_level(&level, cli.json)?;
+            }
+            Ok(())
         }
         Command::Stock(StockCommand::Add { sku, quantity }) => {
             let level = stock::add(&mut client, &sku, quantity).await?;

@@ -21,3 +21,5 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON stock, reservations, stock_movements, ou
     inbox, aggregate_versions, parked_events, dead_letters, consumer_positions, consumer_runs
     TO orders_inventory;
 GRANT USAGE, SELECT ON SEQUENCE stock_movements_id_seq, dead_letters_id_seq TO orders_inventory;
+-- `inventory run` checks that every migration of its build is applied.
+GRANT SELECT ON refinery_schema_history TO orders_inventory;

@@ -9,3 +9,6 @@ GRANT USAGE, SELECT ON SEQUENCE dead_letters_id_seq TO orders_writer;
 
 -- Why the inventory could not serve a rejected order.
 ALTER TABLE orders ADD COLUMN reject_reason text;
+
+-- `writer react` checks that every migration of its build is applied.
+GRANT SELECT ON refinery_schema_history TO orders_writer;

@@ -36,3 +36,24 @@ pub fn metrics_url(stack: &Stack, component: Component) -> String {
     };
     format!("http://127.0.0.1:{port}/metrics")
 }
+
+/// How many SKUs the load generator orders from (`writer load`:
+/// `SKU-0` … `SKU-199`; a test holds the two to each other).
+pub const LOAD_SKUS: u32 = 200;
+
+/// The load generator's SKU number `n`.
+pub fn load_sku(n: u32) -> String {
+    format!("SKU-{n}")
+}
+
+/// Sets `units` on hand for each of the load's SKUs (`inventory stock set`,
+/// one process, a transaction and a `StockSet` per SKU).
+pub fn seed_stock(stack: &Stack, units: u32) -> Result<()> {
+    let skus: Vec<String> = (0..LOAD_SKUS).map(load_sku).collect();
+    let quantity = units.to_string();
+    let mut args: Vec<&str> = vec!["stock", "set"];
+    args.extend(skus.iter().map(String::as_str));
+    args.extend(["--quantity", &quantity]);
+    bins::inventory(stack, &args)?;
+    Ok(())
+}

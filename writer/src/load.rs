@@ -24,8 +24,12 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::domain::{Command, CustomerCommand, OrderCommand};
+use crate::domain::{Command, CustomerCommand, OrderCommand, OrderStatus, Rejection};
 use crate::store::{self, StoreError};
+
+/// How many SKUs the clients order from: `SKU-0` … `SKU-199` (the stack
+/// stocks them for its runs: `stack::saga::seed_stock`).
+pub const CATALOGUE: u32 = 200;
 
 /// Which commands a run sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -66,6 +70,10 @@ pub struct Report {
     pub committed: u64,
     /// Commands the rules refused (nothing written).
     pub refused: u64,
+    /// Commands on orders the stock-reservation saga had not confirmed yet
+    /// (tried again later) or had rejected (dropped): refused, nothing
+    /// written, but not the client's mistake.
+    pub unconfirmed: u64,
     /// Commands that failed on the database (nothing written).
     pub failed: u64,
     /// Outbox events the committed commands appended.
@@ -146,7 +154,7 @@ impl Client {
         let customer_id = self.customers[self.rng.random_range(0..self.customers.len())].clone();
         let lines = (0..lines)
             .map(|_| OrderLine {
-                sku: format!("SKU-{}", self.rng.random_range(0..200)),
+                sku: format!("SKU-{}", self.rng.random_range(0..CATALOGUE)),
                 quantity: self.rng.random_range(1..5),
                 unit_price_cents: self.rng.random_range(100..10_000),
             })
@@ -275,6 +283,27 @@ impl Client {
         }
     }
 
+    /// Learns from a refusal that is the saga's doing, not a mistake: a
+    /// payment before the inventory's reply (the order stays, to be paid
+    /// later) or any command on a rejected order (dropped). `false`: a
+    /// refusal like any other.
+    pub fn unconfirmed(&mut self, command: &Command, rejection: &Rejection) -> bool {
+        let Rejection::InvalidTransition { status, verb, .. } = rejection else {
+            return false;
+        };
+        let Command::Order(c) = command else {
+            return false;
+        };
+        match (status, *verb) {
+            (OrderStatus::Placed, "pay") => true,
+            (OrderStatus::Rejected, _) => {
+                self.orders.retain(|o| o.id != c.order_id());
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Learns what a committed command changed.
     pub fn committed(&mut self, command: &Command) {
         match command {
@@ -382,6 +411,11 @@ pub async fn run(pool: deadpool_postgres::Pool, spec: &LoadSpec, live: Arc<Live>
                         live.committed.fetch_add(1, Ordering::Relaxed);
                         client.committed(&command);
                     }
+                    Err(StoreError::Rejected(r))
+                        if kind != "refused" && client.unconfirmed(&command, &r) =>
+                    {
+                        tally.unconfirmed += 1;
+                    }
                     Err(StoreError::Rejected(_)) => {
                         tally.refused += 1;
                         live.refused.fetch_add(1, Ordering::Relaxed);
@@ -408,6 +442,7 @@ pub async fn run(pool: deadpool_postgres::Pool, spec: &LoadSpec, live: Arc<Live>
         };
         report.committed += tally.committed;
         report.refused += tally.refused;
+        report.unconfirmed += tally.unconfirmed;
         report.failed += tally.failed;
         report.events += tally.events;
         for (k, n) in tally.by_kind {

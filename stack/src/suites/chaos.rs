@@ -47,6 +47,8 @@ use crate::{process, Component, Result, Shape, Stack, READ_DB, WRITE_DB};
 
 /// How long the read side may take to apply every committed event after the last fault.
 pub const CONVERGE_LIMIT: Duration = Duration::from_secs(300);
+/// Units of each of the load's SKUs at the start: some run out.
+const CHAOS_STOCK: u32 = 12;
 /// Length of one writer segment; a slot's process is restarted after each.
 const SEGMENT: Duration = Duration::from_secs(15);
 
@@ -102,6 +104,10 @@ pub enum Target {
     /// Projector instance 1 (the stack's) or 2, 3, … (replicas).
     Projector(u32),
     Postgres,
+    /// The inventory service (the saga's other side), often inside a batch.
+    Inventory,
+    /// The order reactor (`writer react`).
+    Reactor,
 }
 
 impl std::fmt::Display for Target {
@@ -114,6 +120,8 @@ impl std::fmt::Display for Target {
             Target::BrokerNode => f.write_str("broker_node"),
             Target::Projector(n) => write!(f, "projector-{n}"),
             Target::Postgres => f.write_str("postgres"),
+            Target::Inventory => f.write_str("inventory"),
+            Target::Reactor => f.write_str("reactor"),
         }
     }
 }
@@ -171,6 +179,8 @@ pub struct ChaosReport {
     /// Projector processes that applied something (restarts included).
     pub consumer_runs: u64,
     pub kills: BTreeMap<String, usize>,
+    /// Deliveries (`inventory stock add`) made between faults.
+    pub restocks: usize,
     /// Per kind of fault: the longest pause it caused (ms), see [`Fault::pause_ms`].
     pub pause_ms_max: BTreeMap<String, f64>,
     /// Commit (event time) to read-model commit, over every event of the run.
@@ -278,6 +288,14 @@ pub fn run(stack: &Stack, spec: &ChaosSpec, progress: &dyn Fn(&str)) -> Result<C
         progress(&format!("starting projector replica {n}"));
         crate::projector::start_replica(stack, n)?;
     }
+    // Few enough units that SKUs run out under the load (orders rejected),
+    // restocked after each fault (orders confirmed again).
+    progress(&format!(
+        "stock: {} units of each of the load's {} SKUs",
+        CHAOS_STOCK,
+        crate::saga::LOAD_SKUS
+    ));
+    crate::saga::seed_stock(stack, CHAOS_STOCK)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(WriterTally::default()));
@@ -320,6 +338,17 @@ pub fn run(stack: &Stack, spec: &ChaosSpec, progress: &dyn Fn(&str)) -> Result<C
             ));
             if fault.killed {
                 *report.kills.entry(fault.target.clone()).or_default() += 1;
+            }
+            // A delivery for a few SKUs (the inventory may be down: then
+            // this one waits for the next fault).
+            let skus: Vec<String> = (0..3)
+                .map(|_| crate::saga::load_sku(rng.random_range(0..crate::saga::LOAD_SKUS)))
+                .collect();
+            for sku in &skus {
+                match crate::bins::inventory(stack, &["stock", "add", sku, "--quantity", "10"]) {
+                    Ok(_) => report.restocks += 1,
+                    Err(e) => progress(&format!("restock of {sku} not done now: {e}")),
+                }
             }
             report.faults.push(fault);
             last_restart = Instant::now();
@@ -441,6 +470,8 @@ fn schedule(rng: &mut StdRng, spec: &ChaosSpec) -> Vec<(Duration, Target)> {
         Target::Connect,
         Target::Broker,
         Target::Postgres,
+        Target::Inventory,
+        Target::Reactor,
     ];
     let cluster = spec.shape.brokers > 1;
     let workers = spec.shape.connect_workers > 1;
@@ -458,6 +489,8 @@ fn schedule(rng: &mut StdRng, spec: &ChaosSpec) -> Vec<(Duration, Target)> {
             (Target::Connect, 15),
             (Target::Broker, 15),
             (Target::Postgres, 20),
+            (Target::Inventory, 15),
+            (Target::Reactor, 15),
         ];
         if cluster {
             w.push((Target::BrokerNode, 20));
@@ -617,6 +650,8 @@ fn inflict(
         Target::Connect => Component::Connect,
         Target::Broker => Component::Broker,
         Target::Postgres => Component::Postgres,
+        Target::Inventory => Component::Inventory,
+        Target::Reactor => Component::Reactor,
     };
     if stack.pid(component).is_some() {
         stack.kill(component)?;

@@ -98,15 +98,61 @@ const CUSTOMERS: [(&str, &str, &str, &str, &str); 5] = [
     ),
 ];
 
-/// Runs the scenario through the writer binary: five customers, five orders
-/// that end delivered, shipped, refunded, cancelled and placed, a contact
-/// change that the orders must reflect, and two commands the writer refuses.
+/// Stock the demo sets first (`inventory stock set`): enough for every cart
+/// but Edsger's book, of which there is none, so his order is rejected.
+const STOCK: [(&str, &str); 7] = [
+    ("BOOK-DDIA", "5"),
+    ("PEN-BLUE", "20"),
+    ("KBD-MECH", "2"),
+    ("MUG-LOGO", "10"),
+    ("TEA-GREEN", "10"),
+    ("CABLE-USB-C", "8"),
+    ("BOOK-SICP", "0"),
+];
+
+/// Waits (up to 60 s) until the order reactor has answered for `order_id`
+/// (the inventory reserved or rejected its stock); returns its status.
+pub fn await_stock_reply(stack: &Stack, order_id: &str) -> Result<OrderStatus> {
+    let mut status = OrderStatus::Placed;
+    wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
+        status = stack
+            .writer(&["--json", "order", "show", order_id])
+            .ok()
+            .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok())
+            .and_then(|v| v["status"].as_str().and_then(OrderStatus::parse))
+            .unwrap_or(OrderStatus::Placed);
+        status != OrderStatus::Placed
+    });
+    if status == OrderStatus::Placed {
+        return Err(StackError::NotReady {
+            component: crate::Component::Reactor,
+            seconds: 60,
+            detail: format!(
+                "order {order_id} is still placed: no stock reply reached it (see `stack status`, `stack logs inventory`, `stack logs reactor`)"
+            ),
+        });
+    }
+    Ok(status)
+}
+
+/// Runs the scenario through the writer and inventory binaries: stock for
+/// the goods, five customers, five orders that end delivered, shipped,
+/// refunded, cancelled (its stock released) and rejected for lack of stock,
+/// a contact change that the orders must reflect, and two commands the
+/// writer refuses.
 pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> {
     let run = uuid::Uuid::new_v4().simple().to_string()[..4].to_owned();
     let mut scenario = Scenario {
         run: run.clone(),
         ..Scenario::default()
     };
+    for (sku, quantity) in STOCK {
+        crate::bins::inventory(stack, &["stock", "set", sku, "--quantity", quantity])?;
+    }
+    progress(&format!(
+        "stock set for {} SKUs (inventory stock set; BOOK-SICP: none)",
+        STOCK.len()
+    ));
     for (base, name, email, city, country) in CUSTOMERS {
         let id = format!("{base}-{run}");
         let id = id.as_str();
@@ -161,7 +207,11 @@ pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> 
             })
             .sum();
         let amount = format!("{}.{:02}", total / 100, total % 100);
-        let mut status = OrderStatus::Placed;
+        // The saga: the inventory reserves or rejects, the reactor confirms
+        // or rejects; only then may the order be paid.
+        let mut status = await_stock_reply(stack, &id)?;
+        let mut version = 2;
+        progress(&format!("order {id} of {customer}: {status} by the inventory's reply"));
         for step in steps.iter() {
             let reference = format!("pay-{customer}");
             let tracking = format!("TRK-{customer}");
@@ -204,6 +254,7 @@ pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> 
             };
             stack.writer(&args)?;
             scenario.commands += 1;
+            version += 1;
             status = match *step {
                 "pay" => OrderStatus::Paid,
                 "ship" => OrderStatus::Shipped,
@@ -212,17 +263,12 @@ pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> 
                 _ => OrderStatus::Refunded,
             };
         }
-        progress(&format!(
-            "order {id} of {customer}: {}",
-            if steps.is_empty() {
-                "placed".into()
-            } else {
-                format!("placed, {}", steps.join(", "))
-            }
-        ));
+        if !steps.is_empty() {
+            progress(&format!("order {id} of {customer}: {}", steps.join(", ")));
+        }
         scenario
             .expected
-            .insert(id.clone(), (status.as_str().into(), steps.len() as i64 + 1));
+            .insert(id.clone(), (status.as_str().into(), version));
         if steps.is_empty() {
             // Two commands the writer must refuse, changing nothing.
             for args in [
@@ -340,8 +386,10 @@ pub fn show_read_model(stack: &Stack, scenario: &Scenario) -> Result<String> {
         format!(
             "SELECT order_id, customer_name AS customer, status, to_char(total_cents / 100.0, 'FM999990.00') || ' ' || currency AS total, \
              line_count AS lines, shipping_address ->> 'city' AS ships_to, last_version AS version, to_char(placed_at, 'HH24:MI:SS') AS placed, \
+             to_char(coalesce(confirmed_at, rejected_at), 'HH24:MI:SS') AS stock_reply, \
              to_char(paid_at, 'HH24:MI:SS') AS paid, to_char(shipped_at, 'HH24:MI:SS') AS shipped, to_char(delivered_at, 'HH24:MI:SS') AS delivered, \
-             to_char(cancelled_at, 'HH24:MI:SS') AS cancelled, to_char(refunded_at, 'HH24:MI:SS') AS refunded \
+             to_char(cancelled_at, 'HH24:MI:SS') AS cancelled, to_char(refunded_at, 'HH24:MI:SS') AS refunded, \
+             reject_reason \
              FROM order_view WHERE order_id IN ({}) ORDER BY placed_at",
             ids.join(",")
         ),
@@ -351,9 +399,10 @@ pub fn show_read_model(stack: &Stack, scenario: &Scenario) -> Result<String> {
             scenario.run
         ),
         "SELECT day, sku, currency, units, to_char(revenue_cents / 100.0, 'FM999990.00') AS revenue FROM product_sales_daily ORDER BY day, sku".to_owned(),
+        "SELECT sku, on_hand, reserved, available FROM stock_view ORDER BY sku".to_owned(),
     ];
     let mut out = String::new();
-    for (title, sql) in ["order_view", "customer_summary", "product_sales_daily"]
+    for (title, sql) in ["order_view", "customer_summary", "product_sales_daily", "stock_view"]
         .iter()
         .zip(queries)
     {

@@ -14,7 +14,9 @@
 //! - per aggregate the applied versions are exactly 1..n, n being the write
 //!   side's version, and were applied in that order (a version's batch never
 //!   commits before its predecessor's: `inbox.applied_at` never decreases);
-//! - no dead letters, no parked events.
+//! - no dead letters, no parked events;
+//! - the stock-reservation saga's invariants, from the write and inventory
+//!   databases ([`saga`]).
 //!
 //! # Layout
 //! - [`models`]: per read model, the expected rows (write DB) and the actual
@@ -27,13 +29,17 @@ use serde::Serialize;
 
 use outbox_events::{EventType, OrderStatus, ORDER_AGGREGATE};
 
-use crate::{Result, Stack, StackError, READ_DB, WRITE_DB};
+use crate::{Result, Stack, StackError, INVENTORY_DB, READ_DB, WRITE_DB};
+
+#[path = "oracle_saga.rs"]
+pub mod saga;
 
 /// Every column of `order_view` but its processing timestamp (`updated_at`),
 /// what tests compare (a test checks the list against the table).
 pub const ORDER_VIEW_COLUMNS: &str = "order_id, customer_id, customer_name, customer_email, status, currency, \
      total_cents, lines, line_count, shipping_address, placed_at, paid_at, payment_reference, shipped_at, carrier, \
-     tracking_number, delivered_at, cancelled_at, cancel_reason, refunded_at, refunded_cents, refund_reason, last_version";
+     tracking_number, delivered_at, cancelled_at, cancel_reason, refunded_at, refunded_cents, refund_reason, last_version, \
+     confirmed_at, rejected_at, reject_reason";
 /// Every column of `customer_summary` but `updated_at`.
 pub const CUSTOMER_SUMMARY_COLUMNS: &str =
     "customer_id, name, email, city, country, customer_version, \
@@ -99,9 +105,11 @@ fn models() -> [Model; 3] {
                    (SELECT count(*) FROM order_lines l WHERE l.order_id = o.order_id), \
                    o.payment_reference, o.carrier, o.tracking_number, o.cancel_reason, \
                    o.refund_reason, o.refunded_cents, o.shipping_address, c.name, c.email, o.version, \
-                   {}, {}, {}, {}, {}, {} \
+                   {}, {}, {}, {}, {}, {}, {}, {}, o.reject_reason \
                  FROM orders o LEFT JOIN customers c ON c.customer_id = o.customer_id ORDER BY 1",
                 order_event_at(EventType::OrderPlaced),
+                order_event_at(EventType::OrderConfirmed),
+                order_event_at(EventType::OrderRejected),
                 order_event_at(EventType::OrderPaid),
                 order_event_at(EventType::OrderShipped),
                 order_event_at(EventType::OrderDelivered),
@@ -111,7 +119,8 @@ fn models() -> [Model; 3] {
             actual: "SELECT order_id, customer_id, status, currency, total_cents, lines, line_count, \
                        payment_reference, carrier, tracking_number, cancel_reason, refund_reason, \
                        refunded_cents, shipping_address, customer_name, customer_email, last_version, \
-                       placed_at, paid_at, shipped_at, delivered_at, cancelled_at, refunded_at \
+                       placed_at, confirmed_at, rejected_at, paid_at, shipped_at, delivered_at, cancelled_at, \
+                       refunded_at, reject_reason \
                      FROM order_view ORDER BY 1",
         },
         Model {
@@ -194,6 +203,10 @@ pub struct OracleReport {
     pub inversions: usize,
     pub dead_letters: usize,
     pub parked: usize,
+    /// The stock-reservation saga's invariants that do not hold (see [`saga`]).
+    pub saga_violations: Vec<String>,
+    /// Rows `stock_view` holds, compared with the inventory's `stock`.
+    pub stock_rows: usize,
 }
 
 impl OracleReport {
@@ -207,6 +220,7 @@ impl OracleReport {
             && self.dead_letters == 0
             && self.parked == 0
             && self.missing_on_broker == 0
+            && self.saga_violations.is_empty()
     }
 
     /// What failed, one line per check; empty when passed.
@@ -257,6 +271,9 @@ impl OracleReport {
                 "{} versions applied before their predecessor",
                 self.inversions
             ));
+        }
+        for v in &self.saga_violations {
+            lines.push(format!("saga: {v}"));
         }
         if self.dead_letters > 0 || self.parked > 0 {
             lines.push(format!(
@@ -325,10 +342,16 @@ pub fn check(stack: &Stack) -> Result<OracleReport> {
         compare(model, &expected, &actual, &mut report);
     }
 
-    let committed: HashSet<String> = lines(&stack.psql(WRITE_DB, "SELECT id FROM outbox")?)
+    // Both outboxes: the order service's and the inventory's.
+    let mut committed: HashSet<String> = lines(&stack.psql(WRITE_DB, "SELECT id FROM outbox")?)
         .into_iter()
         .map(str::to_owned)
         .collect();
+    committed.extend(
+        lines(&stack.psql(INVENTORY_DB, "SELECT id FROM outbox")?)
+            .into_iter()
+            .map(str::to_owned),
+    );
     let applied: Vec<String> = lines(&stack.psql(READ_DB, "SELECT event_id FROM inbox")?)
         .into_iter()
         .map(str::to_owned)
@@ -373,10 +396,13 @@ pub fn check(stack: &Stack) -> Result<OracleReport> {
         .collect();
 
     // Versions: the write side's count and maximum per aggregate against the inbox's.
-    let written = stack.psql(
-        WRITE_DB,
-        "SELECT aggregate_type, aggregate_id, count(*), max(aggregate_version) FROM outbox GROUP BY 1, 2",
-    )?;
+    let versions_sql =
+        "SELECT aggregate_type, aggregate_id, count(*), max(aggregate_version) FROM outbox GROUP BY 1, 2";
+    let written = format!(
+        "{}\n{}",
+        stack.psql(WRITE_DB, versions_sql)?,
+        stack.psql(INVENTORY_DB, versions_sql)?
+    );
     let read = stack.psql(
         READ_DB,
         "SELECT i.aggregate_type, i.aggregate_id, count(*), count(DISTINCT i.aggregate_version), \
@@ -421,6 +447,7 @@ pub fn check(stack: &Stack) -> Result<OracleReport> {
     )?;
     report.dead_letters = count(stack, READ_DB, "SELECT count(*) FROM dead_letters")?;
     report.parked = count(stack, READ_DB, "SELECT count(*) FROM parked_events")?;
+    saga::check(stack, &mut report)?;
     Ok(report)
 }
 

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use stack::{demo, Stack, READ_DB, WRITE_DB};
 
-/// `writer load` in the background: 2 clients, 40 commands/s, every command kind.
+/// `writer load` in the background: 2 clients, 40 commands/s, every command
+/// kind, with plenty of stock for its orders (confirmed, then paid and shipped).
 fn writer_load(stack: &Stack, duration: &str) -> std::process::Child {
+    stack::saga::seed_stock(stack, 1000).expect("stock for the load's SKUs");
     std::process::Command::new(stack.bin_dir.join("writer"))
         .arg("--config")
         .arg(stack.writer_config())
