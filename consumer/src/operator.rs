@@ -377,7 +377,9 @@ pub async fn discard<H: Handler>(
             &[t, i, &v],
         )
         .await?;
-        released = batch::release_parked(&mut tx, handler, decoder, t, i).await?.applied;
+        released = batch::release_parked(&mut tx, handler, decoder, t, i)
+            .await?
+            .applied;
     }
     let resolution = format!(
         "discarded{}: {reason}",

@@ -75,7 +75,11 @@ pub struct WorkerContext {
 impl WorkerContext {
     /// Assigned partitions start at the positions stored for `group_id`;
     /// metrics are named after `service`.
-    pub fn with_positions(service: &str, database: tokio_postgres::Config, group_id: String) -> Self {
+    pub fn with_positions(
+        service: &str,
+        database: tokio_postgres::Config,
+        group_id: String,
+    ) -> Self {
         Self {
             positions: Some((database, group_id)),
             partition_lag: format!("{service}_partition_lag"),
@@ -412,18 +416,14 @@ pub async fn run_with<H: Handler>(
         };
         // Ended after the commit: each covers its record's transaction.
         let spans = crate::trace::event_spans(service, &batch);
-        let Some(outcome) = apply_with_retry(
-            &settings,
-            &metrics,
-            &handler,
-            &decoder,
-            &mut client,
-            &batch,
-            &checkpoint,
-            &mut shutdown,
-        )
-        .await
-        else {
+        let run = Run {
+            settings: &settings,
+            metrics: &metrics,
+            handler: &handler,
+            decoder: &decoder,
+            checkpoint: &checkpoint,
+        };
+        let Some(outcome) = apply_with_retry(&run, &mut client, &batch, &mut shutdown).await else {
             break; // shutdown while the read database was away: nothing stored
         };
         for record in &batch {
@@ -510,27 +510,48 @@ async fn next_batch(
     Poll::Batch(batch)
 }
 
+/// What every batch of one run is applied with.
+struct Run<'a, H> {
+    settings: &'a Settings,
+    metrics: &'a Metrics,
+    handler: &'a H,
+    decoder: &'a Decoder,
+    checkpoint: &'a Checkpoint,
+}
+
+impl<H> Clone for Run<'_, H> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<H> Copy for Run<'_, H> {}
+
 /// Applies `batch` until it commits. Records never fail a batch (they are
 /// dead-lettered); what is left are infrastructure failures and bugs such as a
 /// schema the code does not expect. Both are retried with capped backoff for as
 /// long as they last, nothing acknowledged meanwhile; the latter logs at ERROR
 /// because it needs a person. `None`: shutdown was signalled first.
 async fn apply_with_retry<H: Handler>(
-    settings: &Settings,
-    metrics: &Metrics,
-    handler: &H,
-    decoder: &Decoder,
+    run: &Run<'_, H>,
     client: &mut Db,
     batch: &[Record],
-    checkpoint: &Checkpoint,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Option<Outcome> {
+    let Run {
+        settings,
+        metrics,
+        handler,
+        decoder,
+        checkpoint,
+    } = *run;
     let mut backoff = Backoff::default();
     loop {
         if client.is_closed() {
             *client = connect_with_retry(handler.name(), settings, shutdown).await?;
         }
-        let error: BatchError = match apply_batch(client, handler, decoder, batch, checkpoint).await {
+        let error: BatchError = match apply_batch(client, handler, decoder, batch, checkpoint).await
+        {
             Ok(outcome) => return Some(outcome),
             Err(e) => e,
         };

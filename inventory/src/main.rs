@@ -130,7 +130,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("{:<24} {:>10} {:>10} {:>10}", "sku", "on_hand", "reserved", "available");
+                println!(
+                    "{:<24} {:>10} {:>10} {:>10}",
+                    "sku", "on_hand", "reserved", "available"
+                );
                 for r in rows {
                     println!(
                         "{:<24} {:>10} {:>10} {:>10}",

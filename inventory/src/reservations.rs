@@ -187,10 +187,7 @@ fn place(
     let shortages: Vec<Shortage> = wanted
         .iter()
         .filter_map(|(sku, &requested)| {
-            let available = scope
-                .stock
-                .get(*sku)
-                .map_or(0, |l| l.on_hand - l.reserved);
+            let available = scope.stock.get(*sku).map_or(0, |l| l.on_hand - l.reserved);
             (available < requested).then(|| Shortage {
                 sku: (*sku).to_owned(),
                 requested,
@@ -274,7 +271,15 @@ fn release(scope: &mut Scope, cause: &Envelope, order_id: Uuid, reason: &str) ->
         levels,
         reason: format!("order cancelled: {reason}"),
     });
-    finish(scope, cause, order_id, reservation, Status::Released, event, &mut steps);
+    finish(
+        scope,
+        cause,
+        order_id,
+        reservation,
+        Status::Released,
+        event,
+        &mut steps,
+    );
     steps
 }
 
@@ -307,7 +312,15 @@ fn ship(scope: &mut Scope, cause: &Envelope, order_id: Uuid) -> Result<Vec<Step>
         lines: reservation.lines.clone(),
         levels,
     });
-    finish(scope, cause, order_id, reservation, Status::Shipped, event, &mut steps);
+    finish(
+        scope,
+        cause,
+        order_id,
+        reservation,
+        Status::Shipped,
+        event,
+        &mut steps,
+    );
     Ok(steps)
 }
 

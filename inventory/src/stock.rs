@@ -43,7 +43,10 @@ impl From<tokio_postgres::Error> for StockError {
 
 fn valid_sku(sku: &str) -> Result<(), StockError> {
     let ok = (1..=64).contains(&sku.len())
-        && sku.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && sku
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && sku
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
@@ -70,20 +73,27 @@ pub async fn set(
 ) -> Result<StockLevel, StockError> {
     valid_sku(sku)?;
     valid_quantity(quantity, 0)?;
-    change(client, sku, |level| match level {
-        Some(l) if quantity < l.reserved => Err(StockError::BelowReserved {
-            sku: sku.to_owned(),
-            quantity,
-            reserved: l.reserved,
-        }),
-        _ => Ok(quantity),
-    }, |level| {
-        Event::StockSet(StockSet {
-            sku: sku.to_owned(),
-            quantity,
-            level,
-        })
-    }, "set", quantity)
+    change(
+        client,
+        sku,
+        |level| match level {
+            Some(l) if quantity < l.reserved => Err(StockError::BelowReserved {
+                sku: sku.to_owned(),
+                quantity,
+                reserved: l.reserved,
+            }),
+            _ => Ok(quantity),
+        },
+        |level| {
+            Event::StockSet(StockSet {
+                sku: sku.to_owned(),
+                quantity,
+                level,
+            })
+        },
+        "set",
+        quantity,
+    )
     .await
 }
 
@@ -95,17 +105,26 @@ pub async fn add(
 ) -> Result<StockLevel, StockError> {
     valid_sku(sku)?;
     valid_quantity(quantity, 1)?;
-    change(client, sku, |level| match level {
-        None => Err(StockError::UnknownSku(sku.to_owned())),
-        Some(l) if l.on_hand + quantity > MAX_UNITS => Err(StockError::TooMany { sku: sku.to_owned() }),
-        Some(l) => Ok(l.on_hand + quantity),
-    }, |level| {
-        Event::StockRestocked(StockRestocked {
-            sku: sku.to_owned(),
-            quantity,
-            level,
-        })
-    }, "restock", quantity)
+    change(
+        client,
+        sku,
+        |level| match level {
+            None => Err(StockError::UnknownSku(sku.to_owned())),
+            Some(l) if l.on_hand + quantity > MAX_UNITS => Err(StockError::TooMany {
+                sku: sku.to_owned(),
+            }),
+            Some(l) => Ok(l.on_hand + quantity),
+        },
+        |level| {
+            Event::StockRestocked(StockRestocked {
+                sku: sku.to_owned(),
+                quantity,
+                level,
+            })
+        },
+        "restock",
+        quantity,
+    )
     .await
 }
 
@@ -197,10 +216,7 @@ pub struct StockRow {
 /// Every SKU's stock, by SKU.
 pub async fn show(client: &tokio_postgres::Client) -> Result<Vec<StockRow>, StockError> {
     let rows = client
-        .query(
-            "SELECT sku, on_hand, reserved FROM stock ORDER BY sku",
-            &[],
-        )
+        .query("SELECT sku, on_hand, reserved FROM stock ORDER BY sku", &[])
         .await?;
     Ok(rows
         .iter()

@@ -75,13 +75,18 @@ fn records(envelopes: &[Envelope], first_offset: i64) -> Vec<Record> {
     envelopes
         .iter()
         .enumerate()
-        .map(|(i, e)| Record::from_envelope(e, "outbox.event.order".into(), 0, first_offset + i as i64))
+        .map(|(i, e)| {
+            Record::from_envelope(e, "outbox.event.order".into(), 0, first_offset + i as i64)
+        })
         .collect()
 }
 
 async fn level(client: &consumer::worker::Db, sku: &str) -> (i64, i64) {
     let row = client
-        .query_one("SELECT on_hand, reserved FROM stock WHERE sku = $1", &[&sku])
+        .query_one(
+            "SELECT on_hand, reserved FROM stock WHERE sku = $1",
+            &[&sku],
+        )
         .await
         .expect("stock row");
     (row.get(0), row.get(1))
@@ -89,7 +94,10 @@ async fn level(client: &consumer::worker::Db, sku: &str) -> (i64, i64) {
 
 async fn status(client: &consumer::worker::Db, order: Uuid) -> String {
     client
-        .query_one("SELECT status FROM reservations WHERE order_id = $1", &[&order])
+        .query_one(
+            "SELECT status FROM reservations WHERE order_id = $1",
+            &[&order],
+        )
         .await
         .expect("reservation")
         .get(0)
@@ -98,10 +106,19 @@ async fn status(client: &consumer::worker::Db, order: Uuid) -> String {
 #[tokio::test]
 async fn one_batch_reserves_rejects_releases_and_ships_in_order_and_a_redelivery_changes_nothing() {
     let mut client = database().await;
-    inventory::stock::set(&mut client, "A-1", 5).await.expect("set A-1");
-    inventory::stock::set(&mut client, "B-2", 1).await.expect("set B-2");
+    inventory::stock::set(&mut client, "A-1", 5)
+        .await
+        .expect("set A-1");
+    inventory::stock::set(&mut client, "B-2", 1)
+        .await
+        .expect("set B-2");
 
-    let (o1, o2, o3, o4) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let (o1, o2, o3, o4) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
     let batch = vec![
         placed(o1, &[("A-1", 2)]),
         // 3 of A-1 left, and B-2 has 1: rejected for B-2 only.
@@ -111,21 +128,37 @@ async fn one_batch_reserves_rejects_releases_and_ships_in_order_and_a_redelivery
         // Nothing left of A-1 now.
         placed(o4, &[("A-1", 1)]),
         Envelope::new(
-            Event::OrderCancelled(OrderCancelled { order_id: o1, reason: "changed mind".into() }),
+            Event::OrderCancelled(OrderCancelled {
+                order_id: o1,
+                reason: "changed mind".into(),
+            }),
             2,
             Utc::now(),
         ),
         Envelope::new(
-            Event::OrderShipped(OrderShipped { order_id: o3, carrier: "DHL".into(), tracking_number: "T1".into() }),
+            Event::OrderShipped(OrderShipped {
+                order_id: o3,
+                carrier: "DHL".into(),
+                tracking_number: "T1".into(),
+            }),
             2,
             Utc::now(),
         ),
     ];
     let checkpoint = Checkpoint::new("inventory-test").unfenced();
-    let outcome = apply_batch(&mut client, &Reservations, &Decoder::default(), &records(&batch, 0), &checkpoint)
-        .await
-        .expect("batch");
-    assert_eq!((outcome.applied, outcome.dead_lettered, outcome.parked), (6, 0, 0));
+    let outcome = apply_batch(
+        &mut client,
+        &Reservations,
+        &Decoder::default(),
+        &records(&batch, 0),
+        &checkpoint,
+    )
+    .await
+    .expect("batch");
+    assert_eq!(
+        (outcome.applied, outcome.dead_lettered, outcome.parked),
+        (6, 0, 0)
+    );
 
     assert_eq!(status(&client, o1).await, "released");
     assert_eq!(status(&client, o2).await, "rejected");
@@ -152,9 +185,21 @@ async fn one_batch_reserves_rejects_releases_and_ships_in_order_and_a_redelivery
             .map(|(t, _, v)| (t.clone(), *v))
             .collect()
     };
-    assert_eq!(of(o1), [("StockReserved".to_owned(), 1), ("StockReleased".to_owned(), 2)]);
+    assert_eq!(
+        of(o1),
+        [
+            ("StockReserved".to_owned(), 1),
+            ("StockReleased".to_owned(), 2)
+        ]
+    );
     assert_eq!(of(o2), [("StockRejected".to_owned(), 1)]);
-    assert_eq!(of(o3), [("StockReserved".to_owned(), 1), ("StockShipped".to_owned(), 2)]);
+    assert_eq!(
+        of(o3),
+        [
+            ("StockReserved".to_owned(), 1),
+            ("StockShipped".to_owned(), 2)
+        ]
+    );
     assert_eq!(of(o4), [("StockRejected".to_owned(), 1)]);
     assert_eq!(events.iter().filter(|(t, _, _)| t == "StockSet").count(), 2);
 
@@ -166,16 +211,32 @@ async fn one_batch_reserves_rejects_releases_and_ships_in_order_and_a_redelivery
     for row in payloads {
         let (kind, payload): (String, String) = (row.get(0), row.get(1));
         let event = Event::from_payload(&kind, 1, payload.as_bytes()).expect("decodes");
-        event.validate().unwrap_or_else(|e| panic!("{kind} is invalid: {e}: {payload}"));
+        event
+            .validate()
+            .unwrap_or_else(|e| panic!("{kind} is invalid: {e}: {payload}"));
     }
 
     // The same records again (a redelivery): the inbox turns every one away.
-    let again = apply_batch(&mut client, &Reservations, &Decoder::default(), &records(&batch, 0), &checkpoint)
-        .await
-        .expect("redelivery");
+    let again = apply_batch(
+        &mut client,
+        &Reservations,
+        &Decoder::default(),
+        &records(&batch, 0),
+        &checkpoint,
+    )
+    .await
+    .expect("redelivery");
     assert_eq!((again.applied, again.duplicates), (0, 6));
-    let count: i64 = client.query_one("SELECT count(*) FROM outbox", &[]).await.expect("count").get(0);
-    assert_eq!(count, 2 + 6, "two stock sets and one reply per order event that acts");
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM outbox", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        count,
+        2 + 6,
+        "two stock sets and one reply per order event that acts"
+    );
     assert_eq!(level(&client, "A-1").await, (2, 0));
 
     // The ledger explains the stock: the last set + restocks - shipped = on hand.
@@ -195,12 +256,27 @@ async fn one_batch_reserves_rejects_releases_and_ships_in_order_and_a_redelivery
 async fn stock_commands_refuse_bad_input_and_change_nothing() {
     let mut client = database().await;
     use inventory::stock::{add, set, StockError};
-    assert!(matches!(set(&mut client, "", 1).await, Err(StockError::InvalidSku(_))));
-    assert!(matches!(set(&mut client, "A 1", 1).await, Err(StockError::InvalidSku(_))));
-    assert!(matches!(set(&mut client, "A-1", -1).await, Err(StockError::InvalidQuantity { .. })));
-    assert!(matches!(add(&mut client, "A-1", 3).await, Err(StockError::UnknownSku(_))));
+    assert!(matches!(
+        set(&mut client, "", 1).await,
+        Err(StockError::InvalidSku(_))
+    ));
+    assert!(matches!(
+        set(&mut client, "A 1", 1).await,
+        Err(StockError::InvalidSku(_))
+    ));
+    assert!(matches!(
+        set(&mut client, "A-1", -1).await,
+        Err(StockError::InvalidQuantity { .. })
+    ));
+    assert!(matches!(
+        add(&mut client, "A-1", 3).await,
+        Err(StockError::UnknownSku(_))
+    ));
     set(&mut client, "A-1", 2).await.expect("set");
-    assert!(matches!(add(&mut client, "A-1", 0).await, Err(StockError::InvalidQuantity { .. })));
+    assert!(matches!(
+        add(&mut client, "A-1", 0).await,
+        Err(StockError::InvalidQuantity { .. })
+    ));
     let after = add(&mut client, "A-1", 3).await.expect("add");
     assert_eq!((after.on_hand, after.reserved, after.version), (5, 0, 2));
 
@@ -215,8 +291,13 @@ async fn stock_commands_refuse_bad_input_and_change_nothing() {
     )
     .await
     .expect("batch");
-    let err = set(&mut client, "A-1", 3).await.expect_err("below reserved");
-    assert!(matches!(err, StockError::BelowReserved { reserved: 4, .. }), "{err}");
+    let err = set(&mut client, "A-1", 3)
+        .await
+        .expect_err("below reserved");
+    assert!(
+        matches!(err, StockError::BelowReserved { reserved: 4, .. }),
+        "{err}"
+    );
     assert_eq!(level(&client, "A-1").await, (5, 4));
     let outbox: Vec<(String, i64)> = client
         .query(
@@ -228,5 +309,8 @@ async fn stock_commands_refuse_bad_input_and_change_nothing() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(outbox, [("StockSet".to_owned(), 1), ("StockRestocked".to_owned(), 2)]);
+    assert_eq!(
+        outbox,
+        [("StockSet".to_owned(), 1), ("StockRestocked".to_owned(), 2)]
+    );
 }

@@ -62,7 +62,8 @@ pub async fn serve(
         crate::ReadModels,
         decoder,
         consumer::worker::shutdown_signal(),
-    ).await?;
+    )
+    .await?;
     Ok(())
 }
 

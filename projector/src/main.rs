@@ -189,7 +189,10 @@ async fn dead_letters(
         DeadLetterCommand::Show { id } => print!("{}", report::show(&**client, id, json).await?),
         // `--all` (no id): every open one.
         DeadLetterCommand::Replay { id, all: _ } => {
-            report::replay(client, &projector::ReadModels, decoder, id, json, |line| print!("{line}")).await?;
+            report::replay(client, &projector::ReadModels, decoder, id, json, |line| {
+                print!("{line}")
+            })
+            .await?;
         }
         DeadLetterCommand::Discard {
             id,
@@ -197,7 +200,16 @@ async fn dead_letters(
             skip_version,
         } => print!(
             "{}",
-            report::discard(client, &projector::ReadModels, decoder, id, &reason, skip_version, json).await?
+            report::discard(
+                client,
+                &projector::ReadModels,
+                decoder,
+                id,
+                &reason,
+                skip_version,
+                json
+            )
+            .await?
         ),
     }
     Ok(())

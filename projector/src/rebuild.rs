@@ -40,10 +40,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
-use consumer::worker as consumer_loop;
 use crate::position::{Checkpoint, Positions, SWAP_LOCK};
 use crate::record::Decoder;
 use crate::settings::Settings;
+use consumer::worker as consumer_loop;
 
 /// The shadow schema's name.
 pub const SHADOW: &str = "rebuild";

@@ -161,10 +161,16 @@ async fn main() {
         let start = Instant::now();
         let mut applied = 0;
         for chunk in slice.chunks(batch) {
-            applied += apply_batch(&mut client, &projector::ReadModels, &decoder, chunk, &checkpoint)
-                .await
-                .unwrap()
-                .applied;
+            applied += apply_batch(
+                &mut client,
+                &projector::ReadModels,
+                &decoder,
+                chunk,
+                &checkpoint,
+            )
+            .await
+            .unwrap()
+            .applied;
         }
         let seconds = start.elapsed().as_secs_f64();
         assert_eq!(applied, slice.len(), "every event applied");

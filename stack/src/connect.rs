@@ -250,10 +250,7 @@ fn start_task_watchdog(stack: &Stack) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(" "),
         )
-        .env(
-            "CONNECTOR",
-            CONNECTORS.map(|(name, _)| name).join(" "),
-        )
+        .env("CONNECTOR", CONNECTORS.map(|(name, _)| name).join(" "))
         .env("CONNECT_USER", CONNECT_REST_USER)
         .env("CONNECT_PASSWORD", &stack.state.kafka.connect_rest_password);
     stack.spawn_unit(WATCHDOG, command)

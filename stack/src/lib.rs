@@ -373,9 +373,9 @@ impl Stack {
 
     /// Waits (up to 120 s) until Debezium is attached to the replication slot.
     fn await_relay_streaming(&self, progress: &dyn Fn(&str)) -> Result<()> {
-        let active = |s: Result<Option<postgres::SlotState>>| s.is_ok_and(|s| s.is_some_and(|s| s.active));
-        let streaming =
-            || active(postgres::slot(self)) && active(postgres::inventory_slot(self));
+        let active =
+            |s: Result<Option<postgres::SlotState>>| s.is_ok_and(|s| s.is_some_and(|s| s.active));
+        let streaming = || active(postgres::slot(self)) && active(postgres::inventory_slot(self));
         if streaming() {
             return Ok(());
         }
@@ -412,8 +412,16 @@ impl Stack {
         bins::inventory_as_owner(self, &["migrate"])?;
         progress("creating the inventory's replication slot (sql/create_slot.sql, as debezium)");
         let mut psql = postgres::psql_command(&self.login(Role::Debezium, INVENTORY_DB));
-        psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "slot=inventory_slot", "-f"])
-            .arg(self.repo.join("sql/create_slot.sql"));
+        psql.args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "slot=inventory_slot",
+            "-f",
+        ])
+        .arg(self.repo.join("sql/create_slot.sql"));
         bins::run_quiet(&mut psql)?;
         progress("migrating the read database (projector migrate, as the owner role)");
         self.migrate_read_db(READ_DB)

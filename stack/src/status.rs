@@ -59,9 +59,10 @@ pub fn health(stack: &Stack, component: Component) -> Result<String, String> {
         Component::Connect => connectors_health(stack),
         // Each consumer's metrics carry its name (the component's).
         Component::Projector => consumer_health(component.name(), &stack.metrics_url()),
-        Component::Inventory | Component::Reactor => {
-            consumer_health(component.name(), &crate::saga::metrics_url(stack, component))
-        }
+        Component::Inventory | Component::Reactor => consumer_health(
+            component.name(),
+            &crate::saga::metrics_url(stack, component),
+        ),
     }
 }
 

@@ -129,7 +129,8 @@ async fn the_writers_command_span_is_the_parent_of_the_projectors_apply_span() {
     let spans = projector::trace::event_spans(projector::SERVICE, std::slice::from_ref(&record));
     let checkpoint = projector::position::Checkpoint::new("tracing").unfenced();
     projector::batch::apply_batch(
-        &mut read, &projector::ReadModels,
+        &mut read,
+        &projector::ReadModels,
         &projector::record::Decoder::default(),
         &[record],
         &checkpoint,

@@ -177,14 +177,12 @@ pub async fn run(cli: &Cli) -> Result<String, Failure> {
 
 /// `writer react`: the order reactor, until SIGTERM or ctrl-c.
 async fn react(cli: &Cli) -> Result<String, Failure> {
-    let settings =
-        consumer::settings::Settings::load(cli.config.as_deref(), crate::react::SERVICE).map_err(
-            |e| {
-                Failure::Settings(anyhow::Error::new(e).context(
-                    "loading the reactor's settings (pass --config FILE or set REACTOR__* variables)",
-                ))
-            },
-        )?;
+    let settings = consumer::settings::Settings::load(cli.config.as_deref(), crate::react::SERVICE)
+        .map_err(|e| {
+            Failure::Settings(anyhow::Error::new(e).context(
+                "loading the reactor's settings (pass --config FILE or set REACTOR__* variables)",
+            ))
+        })?;
     {
         let mut client = consumer::worker::connect(crate::react::SERVICE, &settings)
             .await

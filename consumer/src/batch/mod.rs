@@ -52,8 +52,8 @@ use outbox_events::header;
 use service::{DbError, ErrorClass};
 use uuid::Uuid;
 
-use crate::position::Checkpoint;
 use crate::handler::{p, Handler, Step};
+use crate::position::Checkpoint;
 use crate::record::{Decoder, Record};
 
 mod lookup;
@@ -230,9 +230,8 @@ pub async fn apply_in<H: Handler>(
             Ok((mut outcome, more)) => {
                 sp.commit().await?;
                 for (aggregate_type, aggregate_id) in more {
-                    outcome +=
-                        release_parked(tx, handler, decoder, &aggregate_type, &aggregate_id)
-                            .await?;
+                    outcome += release_parked(tx, handler, decoder, &aggregate_type, &aggregate_id)
+                        .await?;
                 }
                 return Ok(outcome);
             }

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::policy::{Aggregate, AggregateKey, Candidate, Decided};
 use super::{Failure, Outcome};
-use crate::operator::DeadLetterStatus;
 use crate::handler::{p, Handler, Step};
+use crate::operator::DeadLetterStatus;
 use crate::record::{RawHeader, Record};
 
 /// Every statement of a decided batch, in the order they must run: the

@@ -512,9 +512,14 @@ async fn a_dead_letter_replayed_after_an_upcaster_lands_applies_and_releases_wha
     assert_eq!(letter.event_type.as_deref(), Some("OrderPaid"));
 
     // Today's code still cannot read it: the dead letter stays open.
-    let result = operator::replay(&mut env.client, &projector::ReadModels, &Decoder::default(), letter.id)
-        .await
-        .unwrap();
+    let result = operator::replay(
+        &mut env.client,
+        &projector::ReadModels,
+        &Decoder::default(),
+        letter.id,
+    )
+    .await
+    .unwrap();
     assert!(
         matches!(result, Replayed::StillFailing { .. }),
         "{result:?}"
@@ -550,7 +555,8 @@ async fn a_dead_letter_replayed_after_an_upcaster_lands_applies_and_releases_wha
         .map(|(i, e)| reference.record(e, i as i64))
         .collect();
     apply_batch(
-        &mut reference.client, &projector::ReadModels,
+        &mut reference.client,
+        &projector::ReadModels,
         &Decoder::default(),
         &history,
         &projector::position::Checkpoint::new("test"),
@@ -601,7 +607,8 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
     };
 
     let plain = operator::discard(
-        &mut env.client, &projector::ReadModels,
+        &mut env.client,
+        &projector::ReadModels,
         &Decoder::default(),
         id_of(kept),
         "test: not needed",
@@ -617,7 +624,8 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
     assert_eq!(env.order_view(kept).await, Some(("placed".into(), 1)));
 
     let skip = operator::discard(
-        &mut env.client, &projector::ReadModels,
+        &mut env.client,
+        &projector::ReadModels,
         &Decoder::default(),
         id_of(skipped),
         "test: payment voided",
@@ -636,7 +644,13 @@ async fn discarding_is_explicit_and_skipping_a_version_releases_in_order() {
         .iter()
         .any(|d| d.resolution.as_deref()
             == Some("discarded (version skipped): test: payment voided")));
-    let again = operator::replay(&mut env.client, &projector::ReadModels, &Decoder::default(), id_of(kept)).await;
+    let again = operator::replay(
+        &mut env.client,
+        &projector::ReadModels,
+        &Decoder::default(),
+        id_of(kept),
+    )
+    .await;
     assert!(
         matches!(again, Err(operator::OperatorError::NotOpen { .. })),
         "{again:?}"
@@ -795,16 +809,20 @@ async fn a_customer_applied_while_its_order_is_uncommitted_still_reaches_the_ord
 
     let mut tx = env.client.transaction().await.unwrap();
     projector::batch::apply_in(
-        &mut tx, &projector::ReadModels,
+        &mut tx,
+        &projector::ReadModels,
         &Decoder::default(),
         std::slice::from_ref(&order_record),
     )
     .await
     .unwrap();
-    let mut other = projector::worker::connect(projector::SERVICE, &env.settings).await.unwrap();
+    let mut other = projector::worker::connect(projector::SERVICE, &env.settings)
+        .await
+        .unwrap();
     let b = tokio::spawn(async move {
         apply_batch(
-            &mut other, &projector::ReadModels,
+            &mut other,
+            &projector::ReadModels,
             &Decoder::default(),
             &[customer_record],
             &projector::position::Checkpoint::new("test"),
@@ -814,7 +832,9 @@ async fn a_customer_applied_while_its_order_is_uncommitted_still_reaches_the_ord
     });
     // B is seen waiting on the customer's advisory lock, not merely slow: the
     // test cannot pass without the lock.
-    let observer = projector::worker::connect(projector::SERVICE, &env.settings).await.unwrap();
+    let observer = projector::worker::connect(projector::SERVICE, &env.settings)
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let waiting: i64 = observer

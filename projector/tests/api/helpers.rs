@@ -94,7 +94,8 @@ impl TestEnv {
         records: &[Record],
     ) -> Result<projector::batch::Outcome, projector::batch::BatchError> {
         projector::batch::apply_batch(
-            &mut self.client, &projector::ReadModels,
+            &mut self.client,
+            &projector::ReadModels,
             &projector::record::Decoder::default(),
             records,
             &self.checkpoint,

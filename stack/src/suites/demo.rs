@@ -211,7 +211,9 @@ pub fn run_scenario(stack: &Stack, progress: &dyn Fn(&str)) -> Result<Scenario> 
         // or rejects; only then may the order be paid.
         let mut status = await_stock_reply(stack, &id)?;
         let mut version = 2;
-        progress(&format!("order {id} of {customer}: {status} by the inventory's reply"));
+        progress(&format!(
+            "order {id} of {customer}: {status} by the inventory's reply"
+        ));
         for step in steps.iter() {
             let reference = format!("pay-{customer}");
             let tracking = format!("TRK-{customer}");
@@ -402,9 +404,14 @@ pub fn show_read_model(stack: &Stack, scenario: &Scenario) -> Result<String> {
         "SELECT sku, on_hand, reserved, available FROM stock_view ORDER BY sku".to_owned(),
     ];
     let mut out = String::new();
-    for (title, sql) in ["order_view", "customer_summary", "product_sales_daily", "stock_view"]
-        .iter()
-        .zip(queries)
+    for (title, sql) in [
+        "order_view",
+        "customer_summary",
+        "product_sales_daily",
+        "stock_view",
+    ]
+    .iter()
+    .zip(queries)
     {
         out.push_str(&format!(
             "{title}:\n{}\n",

@@ -138,15 +138,32 @@ pub fn check(stack: &Stack, report: &mut OracleReport) -> Result<()> {
             ));
         }
     }
-    let extra: Vec<&String> = reservations.keys().filter(|o| !orders.contains_key(*o)).collect();
+    let extra: Vec<&String> = reservations
+        .keys()
+        .filter(|o| !orders.contains_key(*o))
+        .collect();
     if !extra.is_empty() {
-        note(format!("{} reservations for orders the write side does not have, e.g. {}", extra.len(), extra[0]));
+        note(format!(
+            "{} reservations for orders the write side does not have, e.g. {}",
+            extra.len(),
+            extra[0]
+        ));
     }
 
     // Each consuming inbox holds exactly its topic's events.
     let pairs = [
-        ("the inventory's inbox", INVENTORY_DB, WRITE_DB, ORDER_AGGREGATE),
-        ("the order reactor's inbox", WRITE_DB, INVENTORY_DB, RESERVATION_AGGREGATE),
+        (
+            "the inventory's inbox",
+            INVENTORY_DB,
+            WRITE_DB,
+            ORDER_AGGREGATE,
+        ),
+        (
+            "the order reactor's inbox",
+            WRITE_DB,
+            INVENTORY_DB,
+            RESERVATION_AGGREGATE,
+        ),
     ];
     for (name, inbox_db, outbox_db, aggregate) in pairs {
         let published = set(

@@ -170,17 +170,22 @@ impl TestDb {
     pub async fn confirm_expecting(&self, id: &str, applied: usize) {
         let order_id: uuid::Uuid = id.parse().unwrap();
         let outcome = self
-            .reply(outbox_events::Event::StockReserved(outbox_events::StockReserved {
-                order_id,
-                // What the reactor reads of the reply is its order id.
-                lines: vec![outbox_events::OrderLineQuantity { sku: "A".into(), quantity: 1 }],
-                levels: vec![outbox_events::StockLevel {
-                    sku: "A".into(),
-                    on_hand: 1,
-                    reserved: 1,
-                    version: 1,
-                }],
-            }))
+            .reply(outbox_events::Event::StockReserved(
+                outbox_events::StockReserved {
+                    order_id,
+                    // What the reactor reads of the reply is its order id.
+                    lines: vec![outbox_events::OrderLineQuantity {
+                        sku: "A".into(),
+                        quantity: 1,
+                    }],
+                    levels: vec![outbox_events::StockLevel {
+                        sku: "A".into(),
+                        on_hand: 1,
+                        reserved: 1,
+                        version: 1,
+                    }],
+                },
+            ))
             .await;
         assert_eq!(outcome.applied, applied, "the reactor applied the reply");
     }

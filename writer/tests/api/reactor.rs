@@ -36,10 +36,16 @@ async fn events_of(db: &TestDb, id: &str) -> Vec<(String, i64)> {
 async fn a_reservation_confirms_and_a_shortage_rejects_with_its_reason() {
     let db = TestDb::new().await;
     let confirmed = db.place_confirmed(&["A:2:5.00"]).await;
-    assert_eq!(status_and_reason(&db, &confirmed).await, ("confirmed".into(), None, 2));
+    assert_eq!(
+        status_and_reason(&db, &confirmed).await,
+        ("confirmed".into(), None, 2)
+    );
     assert_eq!(
         events_of(&db, &confirmed).await,
-        [("OrderPlaced".to_owned(), 1), ("OrderConfirmed".to_owned(), 2)]
+        [
+            ("OrderPlaced".to_owned(), 1),
+            ("OrderConfirmed".to_owned(), 2)
+        ]
     );
 
     let rejected = db.place(&["B:3:1.00"]);
@@ -74,7 +80,15 @@ async fn a_reservation_confirms_and_a_shortage_rejects_with_its_reason() {
     assert_eq!(payload["shortages"][0]["sku"], "B");
     // A rejected order is over: it cannot be paid or cancelled.
     for args in [
-        vec!["order", "pay", &rejected, "--reference", "p", "--amount", "3.00"],
+        vec![
+            "order",
+            "pay",
+            &rejected,
+            "--reference",
+            "p",
+            "--amount",
+            "3.00",
+        ],
         vec!["order", "cancel", &rejected, "--reason", "r"],
     ] {
         let out = db.writer(&args);
@@ -98,10 +112,21 @@ async fn a_reply_for_an_order_cancelled_meanwhile_changes_nothing_but_is_recorde
         .await
         .unwrap()
         .get(0);
-    assert_eq!(inbox, 1, "the reply is in the inbox: a redelivery is skipped");
+    assert_eq!(
+        inbox, 1,
+        "the reply is in the inbox: a redelivery is skipped"
+    );
     // Unpaid and placed orders pay only once confirmed.
     let placed = db.place(&["A:1:5.00"]);
-    let out = db.writer(&["order", "pay", &placed, "--reference", "p", "--amount", "5.00"]);
+    let out = db.writer(&[
+        "order",
+        "pay",
+        &placed,
+        "--reference",
+        "p",
+        "--amount",
+        "5.00",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("it is placed"));
 }
