@@ -8,8 +8,9 @@
 # them no client could log in to create any.
 #
 # KAFKA_A_B=v becomes a.b=v, as the image does it: `___` stands for `-`, `__` for `_`.
-# CLUSTER_ID (required). KAFKA_BROKER_PASSWORD, KAFKA_ADMIN_PASSWORD, KAFKA_CONNECT_PASSWORD and
-# KAFKA_PROJECTOR_PASSWORD (required): the users broker, admin, connect and projector (the only
+# CLUSTER_ID (required). KAFKA_BROKER_PASSWORD, KAFKA_ADMIN_PASSWORD, KAFKA_CONNECT_PASSWORD,
+# KAFKA_PROJECTOR_PASSWORD, KAFKA_INVENTORY_PASSWORD and KAFKA_REACTOR_PASSWORD (required): the
+# users broker, admin, connect, projector, inventory and reactor (the only
 # KAFKA_*_PASSWORD variables, which are not settings).
 set -euo pipefail
 : "${CLUSTER_ID:?set CLUSTER_ID}"
@@ -17,7 +18,7 @@ set -euo pipefail
 umask 077
 config=/tmp/server.properties
 home=${KAFKA_HOME:-/opt/kafka}
-users=(broker admin connect projector)
+users=(broker admin connect projector inventory reactor)
 
 : >"$config"
 while IFS='=' read -r name value; do

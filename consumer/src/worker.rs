@@ -648,6 +648,24 @@ impl BacklogGauges {
     }
 }
 
+/// What follows `<service>_` in the name of each metric a consumer exports
+/// (the projector lists its full names: `projector::METRICS`).
+pub const METRIC_SUFFIXES: [&str; 13] = [
+    "events_applied_total",
+    "events_duplicate_total",
+    "records_stale_total",
+    "events_parked_total",
+    "dead_letters_total",
+    "batches_total",
+    "batch_failures_total",
+    "event_latency_seconds",
+    "dead_letters_open",
+    "parked_events",
+    "parked_aggregates",
+    "partition_lag",
+    "consumer_lag",
+];
+
 /// The loop's metrics, named after the service (`projector_events_applied_total`,
 /// `inventory_events_applied_total`, ...): docs/operations.md lists them.
 #[derive(Debug)]

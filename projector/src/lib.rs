@@ -38,6 +38,38 @@ pub use read_model::ReadModels;
 /// (`PROJECTOR__*`) and its default consumer group.
 pub const SERVICE: &str = "projector";
 
+/// Every metric the projector exports: the consumer core's
+/// ([`consumer::worker::METRIC_SUFFIXES`]) named after it, spelled out for
+/// the alerts, the dashboard and docs/operations.md (a test holds the two
+/// lists together).
+pub const METRICS: [&str; 13] = [
+    "projector_events_applied_total",
+    "projector_events_duplicate_total",
+    "projector_records_stale_total",
+    "projector_events_parked_total",
+    "projector_dead_letters_total",
+    "projector_batches_total",
+    "projector_batch_failures_total",
+    "projector_event_latency_seconds",
+    "projector_dead_letters_open",
+    "projector_parked_events",
+    "projector_parked_aggregates",
+    "projector_partition_lag",
+    "projector_consumer_lag",
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_listed_metrics_are_the_cores_named_after_the_projector() {
+        let core: Vec<String> = consumer::worker::METRIC_SUFFIXES
+            .iter()
+            .map(|s| format!("{}_{s}", super::SERVICE))
+            .collect();
+        assert_eq!(core, super::METRICS);
+    }
+}
+
 mod embedded {
     refinery::embed_migrations!("../sql/read");
 }

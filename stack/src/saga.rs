@@ -24,7 +24,15 @@ pub fn start(stack: &Stack, component: Component) -> Result<()> {
     if component == Component::Inventory {
         command.arg("run");
     }
-    command.env("RUST_LOG", LOG_FILTER);
+    // Static membership, as the projector: a killed and restarted process
+    // takes its partitions back at once (compose names them the same).
+    let (prefix, instance) = match component {
+        Component::Inventory => ("INVENTORY", "inventory-1"),
+        _ => ("REACTOR", "reactor-1"),
+    };
+    command
+        .env(format!("{prefix}__KAFKA__GROUP_INSTANCE_ID"), instance)
+        .env("RUST_LOG", LOG_FILTER);
     stack.spawn_unit(component.name(), command)
 }
 

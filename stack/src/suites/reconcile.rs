@@ -1,6 +1,7 @@
 //! `stack reconcile`: the write side against the read side, event by event.
 //!
-//! The write database is the truth. Read from it every outbox event committed
+//! The write databases are the truth: the order service's and the
+//! inventory's, each with its outbox. Read from them every outbox event committed
 //! more than `settle` ago and each aggregate's latest version; read from the
 //! read database what the projector applied (inbox), holds back (parked
 //! events) or gave up on (dead letters). Then report:
@@ -18,7 +19,12 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::{Result, Stack, READ_DB, WRITE_DB};
+use outbox_events::{
+    CUSTOMER_AGGREGATE, INVENTORY_AGGREGATES, ORDER_AGGREGATE, RESERVATION_AGGREGATE,
+    STOCK_AGGREGATE,
+};
+
+use crate::{Result, Stack, INVENTORY_DB, READ_DB, WRITE_DB};
 
 /// What differs between the two sides.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -51,43 +57,91 @@ fn rows(text: &str) -> impl Iterator<Item = Vec<&str>> {
         .map(|l| l.split('|').collect())
 }
 
+/// The databases whose outboxes feed the read side, and each one's latest
+/// aggregate versions (its own state rows, not the outbox, which retention
+/// prunes), given the settle interval.
+fn sources(settle_seconds: u64) -> [(&'static str, String); 2] {
+    let settled = format!("updated_at < now() - interval '{settle_seconds} seconds'");
+    [
+        (
+            WRITE_DB,
+            format!(
+                "SELECT '{ORDER_AGGREGATE}', order_id::text, version FROM orders WHERE {settled} \
+                 UNION ALL SELECT '{CUSTOMER_AGGREGATE}', customer_id, version FROM customers WHERE {settled}"
+            ),
+        ),
+        (
+            INVENTORY_DB,
+            format!(
+                "SELECT '{RESERVATION_AGGREGATE}', order_id::text, version FROM reservations WHERE {settled} \
+                 UNION ALL SELECT '{STOCK_AGGREGATE}', sku, events FROM stock WHERE {settled} AND events > 0"
+            ),
+        ),
+    ]
+}
+
+/// The database whose outbox holds events of `aggregate_type`.
+fn source_of(aggregate_type: &str) -> &'static str {
+    if INVENTORY_AGGREGATES.contains(&aggregate_type) {
+        INVENTORY_DB
+    } else {
+        WRITE_DB
+    }
+}
+
 /// Compares the sides; events younger than `settle_seconds` are still in flight.
+/// Both outboxes (the order service's and the inventory's) against what the
+/// projector applied.
 pub fn run(stack: &Stack, settle_seconds: u64) -> Result<Report> {
-    let outbox = stack.psql(
-        WRITE_DB,
-        &format!(
-            "SELECT id, aggregate_type, aggregate_id, aggregate_version FROM outbox \
-             WHERE occurred_at < now() - interval '{settle_seconds} seconds'"
-        ),
-    )?;
-    // The write model's own versions (not the outbox's, which retention prunes).
-    let latest = stack.psql(
-        WRITE_DB,
-        &format!(
-            "SELECT 'order', order_id::text, version FROM orders \
-               WHERE updated_at < now() - interval '{settle_seconds} seconds' \
-             UNION ALL SELECT 'customer', customer_id, version FROM customers \
-               WHERE updated_at < now() - interval '{settle_seconds} seconds'"
-        ),
-    )?;
-    let all_ids: HashSet<String> = stack
-        .psql(WRITE_DB, "SELECT id FROM outbox")?
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    // Events older than the oldest outbox row were pruned there (retention):
-    // an applied event from before that horizon cannot be judged "unknown".
-    let horizon = stack.psql(
-        WRITE_DB,
-        "SELECT coalesce(min(occurred_at), now()) FROM outbox",
-    )?;
-    let horizon = horizon.trim();
+    let mut outbox = String::new();
+    let mut latest = String::new();
+    let mut all_ids: HashSet<String> = HashSet::new();
+    // Per outbox, the time of its oldest row: events older than that were
+    // pruned there (retention), so an applied event from before it cannot be
+    // judged "unknown".
+    let mut horizons: Vec<(&str, String)> = Vec::new();
+    for (db, versions) in sources(settle_seconds) {
+        outbox += &stack.psql(
+            db,
+            &format!(
+                "SELECT id, aggregate_type, aggregate_id, aggregate_version FROM outbox \
+                 WHERE occurred_at < now() - interval '{settle_seconds} seconds'"
+            ),
+        )?;
+        outbox.push('\n');
+        latest += &stack.psql(db, &versions)?;
+        latest.push('\n');
+        all_ids.extend(
+            stack
+                .psql(db, "SELECT id FROM outbox")?
+                .lines()
+                .map(str::to_owned),
+        );
+        let h = stack.psql(db, "SELECT coalesce(min(occurred_at), now()) FROM outbox")?;
+        horizons.push((db, h.trim().to_owned()));
+    }
+    let horizon_of = |db: &str| {
+        horizons
+            .iter()
+            .find(|(d, _)| *d == db)
+            .map(|(_, h)| h.clone())
+            .unwrap_or_default()
+    };
+    let inventory_types = INVENTORY_AGGREGATES
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let seen = stack.psql(
         READ_DB,
         &format!(
-            "SELECT event_id, CASE WHEN occurred_at >= '{horizon}' THEN 'applied' ELSE 'applied-before-horizon' END FROM inbox \
+            "SELECT event_id, CASE WHEN occurred_at >= CASE WHEN aggregate_type IN ({inventory_types}) \
+               THEN '{}'::timestamptz ELSE '{}'::timestamptz END \
+               THEN 'applied' ELSE 'applied-before-horizon' END FROM inbox \
              UNION ALL SELECT event_id, 'parked' FROM parked_events \
-             UNION ALL SELECT event_id, 'dead' FROM dead_letters WHERE event_id IS NOT NULL"
+             UNION ALL SELECT event_id, 'dead' FROM dead_letters WHERE event_id IS NOT NULL",
+            horizon_of(INVENTORY_DB),
+            horizon_of(WRITE_DB)
         ),
     )?;
     let versions: HashMap<(String, String), i64> = rows(&stack.psql(
@@ -233,18 +287,27 @@ pub fn republish(stack: &Stack, missing: &[(String, String, String, i64)]) -> Re
     if missing.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<String> = missing.iter().map(|m| format!("'{}'", m.0)).collect();
-    let ids = ids.join(",");
-    stack.psql(
-        WRITE_DB,
-        &format!(
-            "BEGIN; \
-             CREATE TEMP TABLE republish ON COMMIT DROP AS SELECT * FROM outbox WHERE id IN ({ids}); \
-             DELETE FROM outbox WHERE id IN ({ids}); \
-             INSERT INTO outbox SELECT * FROM republish ORDER BY aggregate_type, aggregate_id, aggregate_version; \
-             COMMIT;"
-        ),
-    )?;
+    for db in [WRITE_DB, INVENTORY_DB] {
+        let ids: Vec<String> = missing
+            .iter()
+            .filter(|m| source_of(&m.1) == db)
+            .map(|m| format!("'{}'", m.0))
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let ids = ids.join(",");
+        stack.psql(
+            db,
+            &format!(
+                "BEGIN; \
+                 CREATE TEMP TABLE republish ON COMMIT DROP AS SELECT * FROM outbox WHERE id IN ({ids}); \
+                 DELETE FROM outbox WHERE id IN ({ids}); \
+                 INSERT INTO outbox SELECT * FROM republish ORDER BY aggregate_type, aggregate_id, aggregate_version; \
+                 COMMIT;"
+            ),
+        )?;
+    }
     Ok(missing.len())
 }
 

@@ -463,10 +463,10 @@ fn compose_uses_the_same_connector_sql_and_topics_as_the_local_stack() {
         .map(String::as_str)
         .filter(|t| !t.starts_with("__"))
         .collect();
-    assert_eq!(
-        consumed,
-        outbox_events::outbox_topics(),
-        "debezium/topics.txt"
+    assert_eq!(consumed, outbox_events::all_topics(), "debezium/topics.txt");
+    assert!(
+        topics.iter().any(|t| t == "__debezium-heartbeat.inventory"),
+        "debezium/topics.txt lacks the inventory connector's heartbeat topic"
     );
     assert_eq!(
         config["transforms.outbox.route.topic.replacement"],
@@ -503,8 +503,11 @@ fn compose_has_no_start_up_race_and_applies_what_the_files_say() {
         "the superuser's password serves the image's initialisation only"
     );
     assert!(
-        compose.contains(r#""-U", "debezium", "-d", "orders_write", "-f", "/sql/create_slot.sql""#)
+        compose.contains("psql -h postgres -U debezium -d orders_write -f /sql/create_slot.sql")
     );
+    assert!(compose.contains(
+        "psql -h postgres -U debezium -d orders_inventory -v slot=inventory_slot -f /sql/create_slot.sql"
+    ));
     // No default passwords: each is required from the environment.
     for line in compose.lines().filter(|l| l.contains("PASSWORD: ")) {
         assert!(
@@ -526,39 +529,48 @@ fn compose_has_no_start_up_race_and_applies_what_the_files_say() {
             && compose.contains("kafkadata:/var/lib/kafka/data")
     );
     // The connector is PUT (edits apply), and commands wait until it and its task run.
-    assert!(compose.contains("-X PUT") && compose.contains("/connectors/outbox-connector/config"));
+    assert!(
+        compose.contains("-X PUT")
+            && compose.contains("/connectors/$$name/config")
+            && compose.contains("for name in outbox-connector inventory-connector; do")
+    );
     assert!(compose.contains(r#"*'"state":"RUNNING"'*'"state":"RUNNING"'*"#));
     assert!(
         !compose.contains(r#"[ "$$code" = 409 ]"#),
         "a 409 must not count as success"
     );
-    // One image for both migrations, the projector, the writer CLI and the operator's.
-    assert_eq!(compose.matches("<<: *app").count(), 5);
+    // One image for the three migrations, the projector, the inventory, the
+    // reactor, the writer's, the inventory's and the operator's CLIs.
+    assert_eq!(compose.matches("<<: *app").count(), 9);
     assert!(compose.contains("PROJECTOR__DATABASE__USER: orders_operator"));
     // Least privilege: migrations as the owner, each service its own role.
-    assert_eq!(compose.matches("USER: orders_owner").count(), 2);
+    assert_eq!(compose.matches("USER: orders_owner").count(), 3);
+    assert!(compose.contains("INVENTORY__DATABASE__USER: orders_inventory"));
+    assert!(compose.contains("REACTOR__DATABASE__USER: orders_writer"));
     assert!(compose.contains("WRITER__DATABASE__USER: orders_writer"));
     assert!(compose.contains("PROJECTOR__DATABASE__USER: orders_projector"));
     assert!(!compose.contains("orders_app"));
     assert_eq!(
         compose.matches("restart: unless-stopped").count(),
-        5,
-        "postgres, kafka, connect, the task watchdog, projector"
+        7,
+        "postgres, kafka, connect, the task watchdog, inventory, reactor, projector"
     );
     // connect-init extracts the "config" object with sed: the same keys as the file.
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(r#"sed -n '/"config": {/,/^  }/p' debezium/outbox-connector.json | sed '1s/.*"config": //'"#)
-        .current_dir(&repo)
-        .output()
-        .unwrap();
-    let extracted: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("connect-init sends valid JSON");
-    let file: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo.join("debezium/outbox-connector.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(extracted, file["config"]);
+    for (_, path) in stack::connect::CONNECTORS {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                r#"sed -n '/"config": {{/,/^  }}/p' {path} | sed '1s/.*"config": //'"#
+            ))
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        let extracted: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("connect-init sends valid JSON");
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(repo.join(path)).unwrap()).unwrap();
+        assert_eq!(extracted, file["config"], "{path}");
+    }
     // The slot exists before anything writes, in both stacks (sql/create_slot.sql).
     assert!(compose.contains("./sql/create_slot.sql:/sql/create_slot.sql:ro"));
     assert!(compose.contains("slot-init: { condition: service_completed_successfully }"));
