@@ -32,12 +32,14 @@
 //!   and the backlog of parked events, for the CLIs and the gauges.
 //! - [`dead_letter_report`]: what `… dead-letters …` prints, rendered by pure
 //!   functions (text or `--json`).
+//! - [`cli`]: the `dead-letters` subcommands, shared by every binary.
 //! - [`position`]: the consumer positions kept with the data, and the fence.
 //! - [`retention`]: `… inbox prune`.
 //! - [`trace`]: each applied record's span, continuing the producer's trace.
 //! - [`settings`]: typed settings (file + `<SERVICE>__*` environment).
 
 pub mod batch;
+pub mod cli;
 pub mod dead_letter_report;
 pub mod handler;
 pub mod operator;

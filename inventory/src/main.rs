@@ -33,6 +33,9 @@ enum Command {
     /// Stock per SKU: set, add, show.
     #[command(subcommand)]
     Stock(StockCommand),
+    /// Order events the inventory could not apply: list, show, replay, discard.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(consumer::cli::DeadLetterCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +127,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stock(StockCommand::Add { sku, quantity }) => {
             let level = stock::add(&mut client, &sku, quantity).await?;
             print_level(&level, cli.json)
+        }
+        Command::DeadLetters(command) => {
+            consumer::cli::dead_letters(
+                &mut client,
+                &Reservations,
+                &Decoder::default(),
+                command,
+                cli.json,
+            )
+            .await
         }
         Command::Stock(StockCommand::Show) => {
             let rows = stock::show(&client).await?;

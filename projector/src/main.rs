@@ -6,8 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use projector::dead_letter_report as report;
-use projector::operator::Page;
 use projector::record::Decoder;
 use projector::settings::Settings;
 use projector::{app, rebuild::RebuildSpec};
@@ -37,7 +35,7 @@ enum Command {
     Migrate,
     /// Records the projector could not apply: list, show, replay, discard.
     #[command(subcommand, name = "dead-letters")]
-    DeadLetters(DeadLetterCommand),
+    DeadLetters(consumer::cli::DeadLetterCommand),
     /// Rebuild every read model from the beginning of the topics into a
     /// shadow schema while the live projection keeps running, then swap it in
     /// atomically. Run as the owner role (e.g. `PROJECTOR__DATABASE__USER=orders_owner`).
@@ -68,43 +66,6 @@ enum InboxCommand {
         /// Rows per delete transaction.
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
         batch: i64,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum DeadLetterCommand {
-    /// Open dead letters, with the events parked behind each.
-    List {
-        /// Include replayed and discarded ones.
-        #[arg(long)]
-        all: bool,
-        /// Show at most this many (in id order).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
-        limit: i64,
-        /// Start after this dead letter id (the last one of the previous page).
-        #[arg(long, default_value_t = 0)]
-        after: i64,
-    },
-    /// One dead letter with its record exactly as it arrived.
-    Show { id: i64 },
-    /// Apply again with this build's decoder, then the parked events behind it.
-    Replay {
-        /// The dead letter to replay.
-        #[arg(required_unless_present = "all")]
-        id: Option<i64>,
-        /// Replay every open dead letter, oldest first.
-        #[arg(long, conflicts_with = "id")]
-        all: bool,
-    },
-    /// Give up on a dead letter, recording why.
-    Discard {
-        id: i64,
-        #[arg(long)]
-        reason: String,
-        /// Also move the aggregate past this version and apply what is parked
-        /// behind it (the discarded event's effect is lost on purpose).
-        #[arg(long)]
-        skip_version: bool,
     },
 }
 
@@ -144,7 +105,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let decoder = Decoder::default();
     match cli.command {
         Some(Command::DeadLetters(command)) => {
-            dead_letters(&mut client, &decoder, command, cli.json).await
+            consumer::cli::dead_letters(
+                &mut client,
+                &projector::ReadModels,
+                &decoder,
+                command,
+                cli.json,
+            )
+            .await
         }
         Some(Command::Migrate) => app::migrate(&mut client).await,
         Some(Command::Rebuild {
@@ -171,46 +139,4 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Run) | None if cli.migrate_only => app::migrate(&mut client).await,
         Some(Command::Run) | None => app::serve(settings, client, decoder).await,
     }
-}
-
-async fn dead_letters(
-    client: &mut projector::worker::Db,
-    decoder: &Decoder,
-    command: DeadLetterCommand,
-    json: bool,
-) -> anyhow::Result<()> {
-    match command {
-        DeadLetterCommand::List { all, limit, after } => {
-            print!(
-                "{}",
-                report::list(&**client, all, Page { after, limit }, json).await?
-            );
-        }
-        DeadLetterCommand::Show { id } => print!("{}", report::show(&**client, id, json).await?),
-        // `--all` (no id): every open one.
-        DeadLetterCommand::Replay { id, all: _ } => {
-            report::replay(client, &projector::ReadModels, decoder, id, json, |line| {
-                print!("{line}")
-            })
-            .await?;
-        }
-        DeadLetterCommand::Discard {
-            id,
-            reason,
-            skip_version,
-        } => print!(
-            "{}",
-            report::discard(
-                client,
-                &projector::ReadModels,
-                decoder,
-                id,
-                &reason,
-                skip_version,
-                json
-            )
-            .await?
-        ),
-    }
-    Ok(())
 }

@@ -66,6 +66,30 @@ pub fn health(stack: &Stack, component: Component) -> Result<String, String> {
     }
 }
 
+/// Longest an order may wait for the inventory's reply before `stack
+/// status` calls the reactor unhealthy (as the `OrdersAwaitingStock` alert).
+pub const AWAITING_STOCK_LIMIT_S: i64 = 60;
+
+/// Orders still `placed` (no stock reply applied yet) and how long the
+/// oldest has waited, in whole seconds: read from the write database.
+pub fn awaiting_stock(stack: &Stack) -> Result<(i64, i64), String> {
+    let out = crate::postgres::admin_sql(
+        stack,
+        crate::WRITE_DB,
+        &format!(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::bigint \
+             FROM orders WHERE status = '{}'",
+            outbox_events::OrderStatus::Placed
+        ),
+    )
+    .map_err(|e| format!("write database: {e}"))?;
+    let mut fields = out.trim().split('|').map(|f| f.trim().parse::<i64>());
+    match (fields.next(), fields.next()) {
+        (Some(Ok(n)), Some(Ok(oldest))) => Ok((n, oldest)),
+        _ => Err(format!("unexpected answer about waiting orders: {out:?}")),
+    }
+}
+
 pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(3)))
@@ -213,7 +237,13 @@ fn consumer_health(service: &str, metrics_url: &str) -> Result<String, String> {
     if metric("dead_letters_open") > 0.0 || metric("parked_events") > 0.0 {
         // Alive but not whole: some aggregates wait for an operator.
         return Err(format!(
-            "{summary}; see `{service} dead-letters list` (docs/operations.md)"
+            "{summary}; see `{} dead-letters list` (docs/operations.md)",
+            // The reactor is the writer binary's `react`.
+            if service == "reactor" {
+                "writer react"
+            } else {
+                service
+            }
         ));
     }
     Ok(summary)

@@ -123,7 +123,7 @@ pub async fn run(cli: &Cli) -> Result<String, Failure> {
         }
         TopCommand::Migrate { .. } | TopCommand::Outbox(_) => None,
         TopCommand::Load(args) => return load(cli, args).await,
-        TopCommand::React => return react(cli).await,
+        TopCommand::React { command } => return react(cli, command.as_ref()).await,
     };
     let settings = load_settings(cli)?;
     let wait = match cli.command {
@@ -175,8 +175,9 @@ pub async fn run(cli: &Cli) -> Result<String, Failure> {
     }
 }
 
-/// `writer react`: the order reactor, until SIGTERM or ctrl-c.
-async fn react(cli: &Cli) -> Result<String, Failure> {
+/// `writer react`: the order reactor, until SIGTERM or ctrl-c; or with
+/// `dead-letters …`, the operator's commands on its dead letters.
+async fn react(cli: &Cli, command: Option<&cli::ReactCommand>) -> Result<String, Failure> {
     let settings = consumer::settings::Settings::load(cli.config.as_deref(), crate::react::SERVICE)
         .map_err(|e| {
             Failure::Settings(anyhow::Error::new(e).context(
@@ -193,6 +194,17 @@ async fn react(cli: &Cli) -> Result<String, Failure> {
                     settings.database.describe()
                 )
             })?;
+        if let Some(cli::ReactCommand::DeadLetters(command)) = command {
+            consumer::cli::dead_letters(
+                &mut client,
+                &crate::react::OrderReactor,
+                &consumer::record::Decoder::default(),
+                command.clone(),
+                cli.json,
+            )
+            .await?;
+            return Ok(String::new());
+        }
         let pending = crate::pending_migrations(&mut client)
             .await
             .context("reading the write database's migration history")?;
@@ -206,6 +218,7 @@ async fn react(cli: &Cli) -> Result<String, Failure> {
         .with_http_listener(settings.metrics_addr)
         .install()
         .with_context(|| format!("serving metrics on {}", settings.metrics_addr))?;
+    tokio::spawn(crate::react::export_awaiting_stock(settings.clone()));
     consumer::worker::run(
         settings,
         crate::react::OrderReactor,

@@ -74,14 +74,25 @@ pub enum TopCommand {
     /// Run the order reactor: consume the inventory's replies and confirm or
     /// reject placed orders (the stock-reservation saga). `--config` names
     /// the reactor's settings file (database, kafka; `REACTOR__*` variables
-    /// override it), not the writer's.
-    React,
+    /// override it), not the writer's. With `dead-letters …`: the replies it
+    /// could not apply (list, show, replay, discard).
+    React {
+        #[command(subcommand)]
+        command: Option<ReactCommand>,
+    },
     /// Write docs/event_catalog.md and docs/schemas/ from the event contract.
     Catalog {
         /// Directory to write into.
         #[arg(long, default_value = "docs")]
         out_dir: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReactCommand {
+    /// Replies the reactor could not apply: list, show, replay, discard.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(consumer::cli::DeadLetterCommand),
 }
 
 #[derive(Debug, Args)]

@@ -15,7 +15,10 @@ fn main() -> ExitCode {
     let many_clients = matches!(
         Cli::try_parse().map(|c| c.command),
         Ok(TopCommand::Load(ref args)) if args.clients > 1
-    ) || matches!(Cli::try_parse().map(|c| c.command), Ok(TopCommand::React));
+    ) || matches!(
+        Cli::try_parse().map(|c| c.command),
+        Ok(TopCommand::React { command: None })
+    );
     let runtime = if many_clients {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -37,7 +40,10 @@ fn main() -> ExitCode {
 
 async fn async_main() -> ExitCode {
     // Held to the end: dropping it flushes the spans still to be exported.
-    let react = matches!(Cli::try_parse().map(|c| c.command), Ok(TopCommand::React));
+    let react = matches!(
+        Cli::try_parse().map(|c| c.command),
+        Ok(TopCommand::React { command: None })
+    );
     let _telemetry = if react {
         service::telemetry::init(writer::react::SERVICE, "info,rdkafka=warn")
     } else {

@@ -144,3 +144,48 @@ impl Handler for OrderReactor {
         Ok(steps)
     }
 }
+
+/// Gauge: orders placed and still waiting for the inventory's reply (the
+/// saga's open orders). Refreshed every few seconds by `writer react`.
+pub const AWAITING_STOCK: &str = "reactor_orders_awaiting_stock";
+/// Gauge: how long the oldest of them has waited, in seconds (0: none). The
+/// alert `OrdersAwaitingStock` fires when it stays high: the inventory, its
+/// relay or the reactor is down or behind (docs/operations.md).
+pub const OLDEST_AWAITING_STOCK: &str = "reactor_oldest_order_awaiting_stock_seconds";
+
+/// Orders still `placed` and the age in seconds of the oldest: what the
+/// saga has not answered yet.
+pub async fn awaiting_stock(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<(i64, f64), tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 \
+             FROM orders WHERE status = $1",
+            &[&OrderStatus::Placed.as_str()],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Refreshes [`AWAITING_STOCK`] and [`OLDEST_AWAITING_STOCK`] every 5 s on
+/// its own connection until the process ends; a failed read keeps the last
+/// values (and says so at DEBUG: the loop's own logs report the database).
+pub async fn export_awaiting_stock(settings: consumer::settings::Settings) {
+    let mut client: Option<consumer::worker::Db> = None;
+    loop {
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = consumer::worker::connect(SERVICE, &settings).await.ok();
+        }
+        if let Some(c) = &client {
+            match awaiting_stock(&**c).await {
+                Ok((count, oldest)) => {
+                    metrics::gauge!(AWAITING_STOCK).set(count as f64);
+                    metrics::gauge!(OLDEST_AWAITING_STOCK).set(oldest);
+                }
+                Err(e) => tracing::debug!(error = %e, "orders awaiting stock not read"),
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+}
