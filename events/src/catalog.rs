@@ -289,9 +289,9 @@ static SPECS: &[EventSpec] = &[
     },
     EventSpec {
         kind: EventType::OrderRejected,
-        description: "The inventory could not reserve stock for a placed order (its `StockRejected`, relayed by the order reactor): the order ends here, unpaid. `shortages` names the SKUs that were short.",
+        description: "The inventory could not reserve stock for a placed order (its `StockRejected`, relayed by the order reactor): the order ends here, unpaid, no longer open and not a sale. `shortages` names the SKUs that were short.",
         producer: "writer react (on StockRejected)",
-        consumers: &[ORDER_VIEW],
+        consumers: &[ORDER_VIEW, CUSTOMER_SUMMARY, PRODUCT_SALES],
         versions: v1::<OrderRejected>(),
         example: || {
             Event::OrderRejected(OrderRejected {
@@ -574,7 +574,7 @@ const CONSUMER_RULES: &str = "## Rules for consumers\n\n\
 - **Deduplicate by event id, apply by aggregate version.** Delivery is at-least-once for every consumer; exactly-once effects are the consumer's job (the projector's inbox and version policy are one way).\n\
 - **Unknown schema versions are not guessed at.** A new version is consumer-first: consumers learn it (an upcaster) before producers write it; a record of an unknown version is dead-lettered and replayed later.\n\
 - **Stock levels: keep the highest `version` per SKU.** A SKU's level travels in stock events and in reservation events, different aggregates that arrive in any interleaving; a level's `version` counts the SKU's changes, so a consumer keeps the level with the highest one and ignores older ones.\n\
-- **Consumer groups.** The projector consumes as group `projector` (both stacks). A new consumer uses a group of its own and starts from the earliest offset: the topics keep every event (`retention.ms=-1`).\n\
+- **Consumer groups.** The projector consumes as group `projector`, the inventory service as `inventory` (the order topic), the order reactor as `reactor` (the reservation topic), in both stacks. A new consumer uses a group of its own and starts from the earliest offset: the topics keep every event (`retention.ms=-1`).\n\
 - **Owner.** The order service team owns this contract (`events/` and `writer/`); changes go through the catalog and a new schema version.\n\
 - **Personal data.** `CustomerRegistered`, `CustomerContactChanged` and `CustomerAddressChanged` carry names, e-mail and postal addresses; `OrderPlaced` carries a shipping address. The topics keep them for good and the projector's `dead_letters` and `parked_events` keep whole records, so erasure requests need a plan (e.g. encrypting personal fields per customer and deleting the key); the inbox stores no payload.\n\n";
 

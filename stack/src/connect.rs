@@ -89,13 +89,18 @@ pub fn start(stack: &Stack) -> Result<()> {
         }
     }
     start_task_watchdog(stack)?;
-    let registered =
-        process::wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
-            register(stack).is_ok()
-        });
-    if !registered {
-        // Once more, for the error message.
-        register(stack)?;
+    // One connector after the other, each until Connect took it: a PUT
+    // answered late (a worker busy validating the previous connector, a
+    // rebalance) is retried, not the ones that went through.
+    for (name, file) in CONNECTORS {
+        let registered =
+            process::wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
+                register_one(stack, name, file).is_ok()
+            });
+        if !registered {
+            // Once more, for the error message.
+            register_one(stack, name, file)?;
+        }
     }
     Ok(())
 }
@@ -214,24 +219,28 @@ pub fn worker_url(stack: &Stack, n: u8) -> String {
     )
 }
 
-/// `PUT /connectors/NAME/config` with the `config` object of each file of
-/// [`CONNECTORS`]: creates or updates the connectors.
-pub fn register(stack: &Stack) -> Result<()> {
-    for (name, file) in CONNECTORS {
-        let path = stack.repo.join(file);
-        let text = fs::read_to_string(&path).map_err(io_err(format!("reading {file}")))?;
-        let file: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| StackError::Config(format!("{}: {e}", path.display())))?;
-        let url = format!("{}/connectors/{name}/config", url(stack));
-        crate::status::agent()
-            .put(&url)
-            .header("Authorization", authorization(stack))
-            .send_json(&file["config"])
-            .map_err(|e| StackError::Command {
-                command: format!("PUT {url}"),
-                detail: e.to_string(),
-            })?;
-    }
+/// `PUT /connectors/NAME/config` with the `config` object of `file` (one of
+/// [`CONNECTORS`]): creates or updates the connector.
+fn register_one(stack: &Stack, name: &str, file: &str) -> Result<()> {
+    let path = stack.repo.join(file);
+    let text = fs::read_to_string(&path).map_err(io_err(format!("reading {file}")))?;
+    let file: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| StackError::Config(format!("{}: {e}", path.display())))?;
+    let url = format!("{}/connectors/{name}/config", url(stack));
+    // Creating a connector validates it against the database first: slower
+    // than a status read on a loaded machine.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    agent
+        .put(&url)
+        .header("Authorization", authorization(stack))
+        .send_json(&file["config"])
+        .map_err(|e| StackError::Command {
+            command: format!("PUT {url}"),
+            detail: e.to_string(),
+        })?;
     Ok(())
 }
 

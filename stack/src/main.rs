@@ -104,6 +104,9 @@ enum Command {
         /// Batch sizes of the catch-up runs (comma-separated).
         #[arg(long, value_delimiter = ',')]
         batches: Option<Vec<usize>>,
+        /// Offered rates of the end-to-end runs (events/s, comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        rates: Option<Vec<u64>>,
         /// Measure scale-out (1, 2, 3 projectors; 3 and 12 partitions; three
         /// Kafka nodes) and growth (the writer and catch-up with histories of
         /// 10k, 100k and 1M events) instead, each on fresh stacks of its own;
@@ -285,6 +288,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         partitions,
         brokers,
         batches,
+        rates,
         lever,
         ..
     } = &cli.command
@@ -299,6 +303,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         if let Some(batches) = batches {
             spec.catch_up_batches.clone_from(batches);
+        }
+        if let Some(rates) = rates {
+            spec.rates.clone_from(rates);
         }
         spec.projectors = *projectors;
         let shape = stack::Shape {

@@ -206,25 +206,53 @@ pub fn health(stack: &Stack) -> std::result::Result<String, String> {
         "accepting connections on 127.0.0.1:{}",
         stack.state.postgres_port
     );
-    match slot(stack) {
+    // Both relays' slots: the order service's and the inventory's.
+    let mut lines = Vec::new();
+    let mut healthy = true;
+    for (name, state) in [
+        ("outbox_slot", slot(stack)),
+        ("inventory_slot", inventory_slot(stack)),
+    ] {
+        match slot_health(name, state) {
+            Ok(line) => lines.push(line),
+            Err(line) => {
+                healthy = false;
+                lines.push(line);
+            }
+        }
+    }
+    let text = format!("{ready}; {}", lines.join("; "));
+    if healthy {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+/// One slot's line of [`health`]; `Err` when it needs a person.
+fn slot_health(
+    name: &str,
+    state: Result<Option<SlotState>>,
+) -> std::result::Result<String, String> {
+    match state {
         Ok(Some(slot)) if slot.lost() => Err(format!(
-            "{ready}; slot outbox_slot LOST: PostgreSQL removed WAL the relay had not confirmed \
+            "slot {name} LOST: PostgreSQL removed WAL the relay had not confirmed \
              (max_slot_wal_keep_size); the relay cannot resume from it: runbook \"A lost slot\" in docs/operations.md"
         )),
         // Alert thresholds (docs/operations.md): inactive for minutes, or > 1 GB behind.
         Ok(Some(slot)) if slot.active || slot.lag_bytes < SLOT_LAG_ALERT_BYTES => Ok(format!(
-            "{ready}; slot outbox_slot {}, {} bytes behind{}",
+            "slot {name} {}, {} bytes behind{}",
             if slot.active { "active" } else { "inactive" },
             slot.lag_bytes,
             slot.headroom()
         )),
         Ok(Some(slot)) => Err(format!(
-            "{ready}; slot outbox_slot inactive and {} bytes behind{}: WAL is piling up (is Connect running?)",
+            "slot {name} inactive and {} bytes behind{}: WAL is piling up (is Connect running?)",
             slot.lag_bytes,
             slot.headroom()
         )),
-        Ok(None) => Ok(format!("{ready}; no replication slot yet (created by `stack up`)")),
-        Err(e) => Ok(format!("{ready}; slot unknown ({e})")),
+        Ok(None) => Ok(format!("no slot {name} yet (created by `stack up`)")),
+        Err(e) => Ok(format!("slot {name} unknown ({e})")),
     }
 }
 

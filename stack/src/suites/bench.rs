@@ -180,6 +180,14 @@ pub struct LatencyRow {
     pub projector_p50_ms: Option<f64>,
     #[serde(default)]
     pub projector_p99_ms: Option<f64>,
+    /// The saga's hop, per order placed in the run: from `OrderPlaced` to
+    /// `OrderConfirmed` (both commit times, in the write database's outbox:
+    /// relay, inventory, its relay, reactor), p50 and p99. Absent in runs
+    /// older than the saga.
+    #[serde(default)]
+    pub confirmed_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub confirmed_p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -348,6 +356,48 @@ pub(crate) fn outbox_events(stack: &Stack) -> Result<f64> {
 }
 
 /// Waits until the stack's projector has applied every outbox event.
+/// From `OrderPlaced` to `OrderConfirmed` (commit times, write outbox) of
+/// the orders placed between `start` and `end`, p50 and p99 in ms, once
+/// every one of them got its reply (up to 300 s); `None`: none was confirmed.
+fn confirmation_latency(stack: &Stack, start: &str, end: &str) -> Result<Option<(f64, f64)>> {
+    let placed = outbox_events::OrderStatus::Placed;
+    let waiting = format!(
+        "SELECT count(*) FROM orders WHERE status = '{placed}' AND created_at >= '{start}' AND created_at < '{end}'"
+    );
+    let answered = crate::wait_until(Duration::from_secs(300), Duration::from_millis(500), || {
+        stack
+            .psql(crate::WRITE_DB, &waiting)
+            .is_ok_and(|n| n.trim() == "0")
+    });
+    if !answered {
+        return Err(StackError::Bench {
+            step: "end to end: stock replies".into(),
+            detail: "orders of the run still wait for their stock reply after 300 s (stack status)"
+                .into(),
+        });
+    }
+    let (p, c) = (
+        outbox_events::EventType::OrderPlaced,
+        outbox_events::EventType::OrderConfirmed,
+    );
+    let row = stack.psql(
+        crate::WRITE_DB,
+        &format!(
+            "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY l), percentile_cont(0.99) WITHIN GROUP (ORDER BY l) \
+             FROM (SELECT extract(epoch FROM c.occurred_at - p.occurred_at) * 1000 AS l \
+                   FROM outbox p JOIN outbox c ON c.aggregate_type = p.aggregate_type AND c.aggregate_id = p.aggregate_id \
+                     AND c.event_type = '{c}' \
+                   WHERE p.event_type = '{p}' AND p.occurred_at >= '{start}' AND p.occurred_at < '{end}') x"
+        ),
+    )?;
+    let v: Vec<f64> = row
+        .trim()
+        .split('|')
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    Ok((v.len() == 3 && v[0] > 0.0).then(|| (v[1], v[2])))
+}
+
 fn await_caught_up(stack: &Stack, step: &str, limit: Duration) -> Result<()> {
     let mut last = (0.0, 0.0);
     let mut error = None;
@@ -723,6 +773,10 @@ pub(crate) fn end_to_end(
         .max()
         .map(|m| m.min(1000))
         .unwrap_or(0);
+    // Enough stock that every order of the runs is confirmed: the saga's
+    // hop is measured on its happy path.
+    progress("end to end: stock for the load's SKUs (inventory stock set)");
+    crate::saga::seed_stock(stack, 1_000_000_000)?;
     for &rate in &spec.rates {
         let seconds = if rate == sustained {
             spec.sustained_seconds
@@ -764,6 +818,7 @@ pub(crate) fn end_to_end(
             .to_owned();
         await_caught_up(stack, "end to end", Duration::from_secs(900))?;
         let split = watcher.split(stack, &start, &end)?;
+        let confirmed = confirmation_latency(stack, &start, &end)?;
         let events = report["events"].as_u64().unwrap_or(0);
         let row = stack.psql(
             crate::READ_DB,
@@ -794,6 +849,8 @@ pub(crate) fn end_to_end(
                 relay_p99_ms: split.map(|s| s.1),
                 projector_p50_ms: split.map(|s| s.2),
                 projector_p99_ms: split.map(|s| s.3),
+                confirmed_p50_ms: confirmed.map(|c| c.0),
+                confirmed_p99_ms: confirmed.map(|c| c.1),
             });
         }
         if rate == sustained && events > 0 {
@@ -1035,13 +1092,15 @@ pub fn render_markdown(
     md.push_str("\n### End to end: commit → read model, per event\n\n");
     md.push_str(
         "The last four columns split each event's time: commit → visible on the topics (the relay) and \
-         visible → applied (the projector), p50 / p99 of each.\n\n",
+         visible → applied (the projector), p50 / p99 of each. The saga's hop per order placed, \
+         `OrderPlaced` → `OrderConfirmed` (commit to commit: the relay, the inventory, its relay, the \
+         order reactor), is in the last two (– in runs before the saga).\n\n",
     );
-    md.push_str("| offered events/s | achieved | seconds | events | p50 ms | p95 ms | p99 ms | max ms | relay p50 | relay p99 | projector p50 | projector p99 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| offered events/s | achieved | seconds | events | p50 ms | p95 ms | p99 ms | max ms | relay p50 | relay p99 | projector p50 | projector p99 | placed → confirmed p50 | placed → confirmed p99 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let ms = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.0}"));
     for l in &r.latency {
         md.push_str(&format!(
-            "| {} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
+            "| {} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
             l.offered_rate,
             l.achieved_rate,
             l.seconds,
@@ -1054,6 +1113,8 @@ pub fn render_markdown(
             ms(l.relay_p99_ms),
             ms(l.projector_p50_ms),
             ms(l.projector_p99_ms),
+            ms(l.confirmed_p50_ms),
+            ms(l.confirmed_p99_ms),
         ));
     }
     md.push_str(&format!(
