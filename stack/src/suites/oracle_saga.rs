@@ -110,7 +110,7 @@ pub fn check(stack: &Stack, report: &mut OracleReport) -> Result<()> {
     )?;
     let mut shown = 0;
     for (order, state) in &orders {
-        let (status, cancelled) = state.split_once('|').unwrap_or((state, "f"));
+        let (status, cancelled) = state.split_once('|').unwrap_or((state, "false"));
         let status = OrderStatus::parse(status);
         let reservation = reservations.get(order).map(String::as_str);
         let (replied, released) = replies
@@ -122,8 +122,8 @@ pub fn check(stack: &Stack, report: &mut OracleReport) -> Result<()> {
             (Some(Confirmed | Paid), Some("reserved")) => true,
             (Some(Rejected), Some("rejected")) => true,
             (Some(Shipped | Delivered), Some("shipped")) => true,
-            (Some(Refunded), Some("shipped")) => cancelled == "f",
-            (Some(Cancelled | Refunded), Some("released" | "rejected")) => cancelled == "t",
+            (Some(Refunded), Some("shipped")) => cancelled == "false",
+            (Some(Cancelled | Refunded), Some("released" | "rejected")) => cancelled == "true",
             _ => false,
         };
         let once = replied == "1"
