@@ -145,6 +145,26 @@ impl Handler for OrderReactor {
     }
 }
 
+/// Every metric the reactor exports: the consumer core's
+/// ([`consumer::worker::METRIC_SUFFIXES`]) named after it, spelled out for
+/// the alerts and docs/operations.md (a test holds the lists together), and
+/// its own two gauges below.
+pub const METRICS: [&str; 13] = [
+    "reactor_events_applied_total",
+    "reactor_events_duplicate_total",
+    "reactor_records_stale_total",
+    "reactor_events_parked_total",
+    "reactor_dead_letters_total",
+    "reactor_batches_total",
+    "reactor_batch_failures_total",
+    "reactor_event_latency_seconds",
+    "reactor_dead_letters_open",
+    "reactor_parked_events",
+    "reactor_parked_aggregates",
+    "reactor_partition_lag",
+    "reactor_consumer_lag",
+];
+
 /// Gauge: orders placed and still waiting for the inventory's reply (the
 /// saga's open orders). Refreshed every few seconds by `writer react`.
 pub const AWAITING_STOCK: &str = "reactor_orders_awaiting_stock";
@@ -187,5 +207,17 @@ pub async fn export_awaiting_stock(settings: consumer::settings::Settings) {
             }
         }
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_listed_metrics_are_the_cores_named_after_the_reactor() {
+        let core: Vec<String> = consumer::worker::METRIC_SUFFIXES
+            .iter()
+            .map(|s| format!("{}_{s}", super::SERVICE))
+            .collect();
+        assert_eq!(core, super::METRICS);
     }
 }

@@ -311,7 +311,7 @@ fn orders_written_by_the_cli_reach_the_read_model_through_debezium() {
         "projector log:\n{log}"
     );
     assert!(
-        log.contains("projector stopped"),
+        log.contains("consumer stopped service=\"projector\""),
         "projector did not stop cleanly:\n{log}"
     );
 }
