@@ -39,9 +39,9 @@ pub enum WorkerError {
         group: String,
         code: rdkafka::types::RDKafkaErrorCode,
     },
-    /// librdkafka's consumer cannot go on (e.g. another instance joined
-    /// with this one's `kafka.group_instance_id` and fenced it): only a new
-    /// process can, so this one stops.
+    /// librdkafka's consumer cannot go on: another instance runs with this
+    /// one's `kafka.group_instance_id` (fenced again after [`FENCE_REJOINS`]
+    /// new consumers within [`FENCE_WINDOW`]), or another fatal error.
     #[error("the Kafka consumer failed for good; restart the process (a second instance with the same kafka.group_instance_id fences the first)")]
     Fatal(#[source] KafkaError),
 }
@@ -334,6 +334,46 @@ pub type Db = deadpool_postgres::ClientWrapper;
 /// Most time between two attempts at the same batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// A static member fenced by its instance id is given a new consumer this
+/// many times within [`FENCE_WINDOW`]; the next fence stops the process.
+///
+/// Why not stop at the first: a group coordinator that fails over (a broker
+/// killed) can fence a static member by its own instance id — librdkafka
+/// rejoins under a new member id and its next offset commit, sent under the
+/// old one, is refused (seen in the chaos suite, and a known Kafka problem).
+/// That member is alone and a new consumer goes on. Two processes under one
+/// name fence each other at every join instead: after a few rounds one of
+/// them is out of rejoins and stops with [`WorkerError::Fatal`].
+pub const FENCE_REJOINS: usize = 2;
+/// See [`FENCE_REJOINS`].
+pub const FENCE_WINDOW: Duration = Duration::from_secs(600);
+
+/// The fences answered with a new consumer, in the last [`FENCE_WINDOW`].
+#[derive(Default)]
+struct Rejoins(std::collections::VecDeque<Instant>);
+
+impl Rejoins {
+    /// Whether a fence at `now` may be answered with a new consumer.
+    fn allow(&mut self, now: Instant) -> bool {
+        while self
+            .0
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > FENCE_WINDOW)
+        {
+            self.0.pop_front();
+        }
+        if self.0.len() >= FENCE_REJOINS {
+            return false;
+        }
+        self.0.push_back(now);
+        true
+    }
+}
+
+fn fenced(error: &KafkaError) -> bool {
+    error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::FencedInstanceId)
+}
+
 /// Runs until `shutdown` resolves (returns `Ok`) or a fatal error.
 ///
 /// Database outages are retried with capped exponential backoff for as
@@ -358,7 +398,8 @@ pub async fn run_with<H: Handler>(
 ) -> Result<(), WorkerError> {
     let service = handler.name();
     let metrics = Metrics::new(service);
-    let consumer = build_consumer(service, &settings)?;
+    let mut consumer = build_consumer(service, &settings)?;
+    let mut rejoins = Rejoins::default();
     tokio::pin!(shutdown);
     let Some(mut client) = connect_with_retry(service, &settings, &mut shutdown).await else {
         return Ok(());
@@ -407,6 +448,21 @@ pub async fn run_with<H: Handler>(
                 };
                 tracing::error!(service, %error, "consumer stopping");
                 return Err(error);
+            }
+            Poll::Fatal(e) if fenced(&e) && rejoins.allow(Instant::now()) => {
+                // Offsets stored in the old consumer are not committed: the
+                // new one resumes at the group's committed offsets and the
+                // positions stored with the data turn away what was applied.
+                tracing::warn!(
+                    service,
+                    error = %e,
+                    rejoins_left = FENCE_REJOINS - rejoins.0.len(),
+                    "fenced by the group under this instance's name; joining again with a new consumer \
+                     (a coordinator failover can do this; a second instance under this name would be fenced again)"
+                );
+                drop(consumer);
+                consumer = build_consumer(service, &settings)?;
+                continue;
             }
             Poll::Fatal(e) => {
                 let error = WorkerError::Fatal(e);

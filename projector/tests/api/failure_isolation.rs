@@ -1002,3 +1002,69 @@ async fn a_second_instance_under_the_same_name_fences_the_first_which_exits_and_
     second.stop();
     let _ = std::fs::remove_file(&log_path);
 }
+
+/// A static member fenced by its name while no other instance keeps it (in the
+/// chaos suite: a group coordinator that failed over; here: a second instance
+/// that joins and is killed) joins again with a new consumer and goes on
+/// applying, instead of stopping the service.
+#[tokio::test]
+async fn a_fenced_instance_joins_again_and_goes_on_once_the_other_is_gone() {
+    let env = TestEnv::new().await;
+    let name = format!("{}-1", env.settings.kafka.group_id);
+    let log_path = std::env::temp_dir().join(format!("{}-rejoin.log", env.settings.kafka.group_id));
+    let mut first =
+        ProjectorProcess::spawn_named(&env, &name, std::fs::File::create(&log_path).unwrap());
+    let before = Uuid::new_v4();
+    env.publish(&placed(before)).await;
+    await_count(
+        &env.client,
+        "SELECT count(*) FROM inbox",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let second = ProjectorProcess::spawn_named(&env, &name, std::process::Stdio::null());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let rejoined = "joining again with a new consumer";
+    while !std::fs::read_to_string(&log_path)
+        .unwrap()
+        .contains(rejoined)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first instance was not fenced within 60 s of a second joining under its name:\n{}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
+        assert!(
+            first.is_running(),
+            "the first instance exited at its first fence"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.kill();
+
+    let after = Uuid::new_v4();
+    env.publish(&placed(after)).await;
+    await_count(
+        &env.client,
+        "SELECT count(*) FROM inbox",
+        2,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(env.order_view(after).await, Some(("placed".into(), 1)));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(first.is_running(), "the first instance stopped:\n{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains(rejoined)),
+        "the fence is logged at WARN:\n{log}"
+    );
+    assert!(
+        !log.contains("failed for good"),
+        "the fenced instance gave up although it was alone:\n{log}"
+    );
+    first.stop();
+    let _ = std::fs::remove_file(&log_path);
+}

@@ -16,7 +16,10 @@
 //! - Faults ([`Target`]): writer processes, held inside their transactions
 //!   by a short table lock (their open transaction ids are recorded before
 //!   the kill; afterwards each must have committed — its COMMIT was already
-//!   sent — or rolled back, nothing else), Kafka
+//!   sent — or rolled back, nothing else), the inventory service and the
+//!   order reactor (held the same way inside a batch's transaction, its
+//!   inbox rows and stock or order changes written, by a lock on the outbox
+//!   its replies go to), Kafka
 //!   Connect, the broker, each projector instance, PostgreSQL (SIGKILL of the
 //!   whole cluster: every connection dies, crash recovery on restart). The
 //!   first faults cover every target once, in seeded order; the rest are drawn
@@ -144,6 +147,9 @@ pub struct Fault {
     pub restart_ms: u64,
     /// Writer faults: transactions open in the killed process at the kill.
     pub open_transactions: usize,
+    /// Inventory and reactor faults: batches whose transaction was open (inbox
+    /// and changes written, replies not yet) when the process was killed.
+    pub batches_killed: usize,
     /// Whether a process was killed (a writer fault finds none when every
     /// writer is between segments): only kills are counted as kills.
     pub killed: bool,
@@ -163,6 +169,9 @@ pub struct ChaosReport {
     pub writers_killed: usize,
     /// Writing transactions open in killed writers at the kill.
     pub transactions_killed: usize,
+    /// Batches of the inventory and the order reactor killed inside their
+    /// transaction (rolled back, then applied again once: the oracle checks).
+    pub saga_batches_killed: usize,
     /// Of those: committed anyway (the COMMIT was already sent), rolled back,
     /// and neither (still in progress after the run: must be 0).
     pub transactions_committed_after_kill: usize,
@@ -181,6 +190,9 @@ pub struct ChaosReport {
     pub kills: BTreeMap<String, usize>,
     /// Deliveries (`inventory stock add`) made between faults.
     pub restocks: usize,
+    /// The inventory's reservations at the end, per status (`reserved`,
+    /// `rejected`, `released`, `shipped`): the saga's paths the run took.
+    pub reservations: BTreeMap<String, usize>,
     /// Per kind of fault: the longest pause it caused (ms), see [`Fault::pause_ms`].
     pub pause_ms_max: BTreeMap<String, f64>,
     /// Commit (event time) to read-model commit, over every event of the run.
@@ -205,6 +217,8 @@ impl ChaosReport {
              writers    {wk} processes killed holding {tk} open transactions: {tr} rolled back, \
              {tc} committed (COMMIT already sent), {tu} unresolved\n\
              kills      {total} ({kills})\n\
+             saga       {sbk} inventory and reactor batches killed inside their transaction, {restocks} restocks; \
+             reservations {reservations}\n\
              pauses     longest per kind of fault: {pauses}\n\
              events     {ec} committed, {ea} applied; {bd} duplicate records on the topics, \
              {dup} redeliveries turned away by {runs} projector processes (+{stale} skipped below a stored position)\n\
@@ -224,6 +238,14 @@ impl ChaosReport {
             tu = self.transactions_unresolved,
             total = self.faults.len(),
             kills = kills.join(", "),
+            sbk = self.saga_batches_killed,
+            restocks = self.restocks,
+            reservations = self
+                .reservations
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             pauses = self
                 .pause_ms_max
                 .iter()
@@ -330,10 +352,15 @@ pub fn run(stack: &Stack, spec: &ChaosSpec, progress: &dyn Fn(&str)) -> Result<C
                 fault.at_s,
                 fault.downtime_ms,
                 fault.restart_ms,
-                if *target == Target::Writer {
-                    format!(", {} open transactions", fault.open_transactions)
-                } else {
-                    String::new()
+                match target {
+                    Target::Writer => format!(", {} open transactions", fault.open_transactions),
+                    Target::Inventory | Target::Reactor => {
+                        format!(
+                            ", {} batches inside their transaction",
+                            fault.batches_killed
+                        )
+                    }
+                    _ => String::new(),
                 }
             ));
             if fault.killed {
@@ -370,10 +397,15 @@ pub fn run(stack: &Stack, spec: &ChaosSpec, progress: &dyn Fn(&str)) -> Result<C
         }
     }
     progress("waiting for the read side to apply every committed event");
+    // Both outboxes feed the read side: the order service's and the inventory's.
+    let count =
+        |db: &str, sql: &str| -> Option<u64> { stack.psql(db, sql).ok()?.trim().parse().ok() };
     let converged = crate::wait_until(CONVERGE_LIMIT, Duration::from_millis(500), || {
-        let committed = stack.psql(WRITE_DB, "SELECT count(*) FROM outbox");
-        let applied = stack.psql(READ_DB, "SELECT count(*) FROM inbox");
-        matches!((committed, applied), (Ok(c), Ok(a)) if c.trim() == a.trim())
+        let committed = count(WRITE_DB, "SELECT count(*) FROM outbox")
+            .zip(count(crate::INVENTORY_DB, "SELECT count(*) FROM outbox"))
+            .map(|(write, inventory)| write + inventory);
+        let applied = count(READ_DB, "SELECT count(*) FROM inbox");
+        committed.is_some() && committed == applied
     });
     report.converge_seconds = last_restart.elapsed().as_secs_f64();
     if !converged {
@@ -405,6 +437,19 @@ pub fn run(stack: &Stack, spec: &ChaosSpec, progress: &dyn Fn(&str)) -> Result<C
 
     progress("oracle: recomputing the read models from the write side");
     report.oracle = oracle::check(stack)?;
+    for row in stack
+        .psql(
+            crate::INVENTORY_DB,
+            "SELECT status || '|' || count(*) FROM reservations GROUP BY status",
+        )?
+        .lines()
+    {
+        if let Some((status, n)) = row.trim().split_once('|') {
+            report
+                .reservations
+                .insert(status.to_owned(), n.parse().unwrap_or(0));
+        }
+    }
     report.events_committed = report.oracle.events_committed;
     report.events_applied = report.oracle.events_applied;
     let lag = stack.psql(
@@ -422,6 +467,7 @@ pub fn run(stack: &Stack, spec: &ChaosSpec, progress: &dyn Fn(&str)) -> Result<C
     report.commands_failed = tally.failed;
     report.writers_killed = tally.killed;
     report.transactions_killed = report.faults.iter().map(|f| f.open_transactions).sum();
+    report.saga_batches_killed = report.faults.iter().map(|f| f.batches_killed).sum();
     let outcomes = killed_transaction_outcomes(stack)?;
     let outcome = |status: &str| outcomes.get(status).copied().unwrap_or(0);
     report.transactions_committed_after_kill = outcome("committed");
@@ -546,6 +592,7 @@ fn inflict(
         downtime_ms: downtime.as_millis() as u64,
         restart_ms: 0,
         open_transactions: 0,
+        batches_killed: 0,
         killed: true,
     };
     let component = match target {
@@ -653,14 +700,99 @@ fn inflict(
         Target::Inventory => Component::Inventory,
         Target::Reactor => Component::Reactor,
     };
+    // The saga's processes are killed inside a batch's transaction when one
+    // comes along: its inbox rows and state changes written, its replies not
+    // yet appended (they must all roll back and be applied again, once).
+    let held = match target {
+        Target::Inventory => Some(hold_in_transaction(
+            stack,
+            crate::INVENTORY_DB,
+            &stack.inventory_db(),
+            "inventory",
+        )),
+        Target::Reactor => Some(hold_in_transaction(
+            stack,
+            WRITE_DB,
+            &stack.write_db(),
+            "reactor",
+        )),
+        _ => None,
+    };
+    fault.at_s = started.elapsed().as_secs_f64();
+    fault.at_unix = unix_now();
     if stack.pid(component).is_some() {
         stack.kill(component)?;
+    }
+    if let Some(mut held) = held {
+        fault.batches_killed = held.open_transactions;
+        if held.open_transactions == 0 {
+            fault.detail = format!(
+                "{target} (no batch came within the lock's window: killed between batches)"
+            );
+        } else {
+            fault.detail = format!("{target} (inside a batch's transaction)");
+        }
+        if let Some(locker) = held.locker.as_mut() {
+            let _ = locker.kill();
+            let _ = locker.wait();
+        }
     }
     thread::sleep(downtime);
     let begun = Instant::now();
     stack.start(component, &|_| {})?;
     fault.restart_ms = begun.elapsed().as_millis() as u64;
     Ok(fault)
+}
+
+/// A saga process held inside its transaction (see [`hold_in_transaction`]).
+struct Held {
+    /// The session holding the lock; ends by itself after its sleep.
+    locker: Option<std::process::Child>,
+    /// The process's sessions waiting on the lock with a transaction open.
+    open_transactions: usize,
+}
+
+/// Locks the `outbox` of `dbname` against inserts for two seconds and waits
+/// (up to 1.8 s) until the session of `application` waits on that lock with
+/// a transaction id: a batch whose inbox rows and state changes are written
+/// and whose replies are being appended. Reads go on meanwhile.
+fn hold_in_transaction(
+    stack: &Stack,
+    dbname: &str,
+    db: &crate::DbParams,
+    application: &str,
+) -> Held {
+    let mut locker = crate::postgres::psql_command(db);
+    locker
+        .args(["-X", "-q", "-c"])
+        .arg("BEGIN; LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE; SELECT pg_sleep(2); COMMIT;")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let locker = locker.spawn().ok();
+    let mut open_transactions = 0;
+    crate::wait_until(
+        Duration::from_millis(1800),
+        Duration::from_millis(20),
+        || {
+            // As the superuser: other roles' transaction ids are hidden from the owner.
+            open_transactions = stack
+            .admin_sql(
+                dbname,
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application}' \
+                     AND backend_xid IS NOT NULL AND wait_event_type = 'Lock'"
+                ),
+            )
+            .ok()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+            open_transactions > 0
+        },
+    );
+    Held {
+        locker,
+        open_transactions,
+    }
 }
 
 fn unix_now() -> f64 {

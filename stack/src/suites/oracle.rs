@@ -47,14 +47,16 @@ pub const CUSTOMER_SUMMARY_COLUMNS: &str =
 /// Every column of `product_sales_daily`.
 pub const PRODUCT_SALES_COLUMNS: &str = "day, sku, currency, units, revenue_cents";
 
-/// The three read models as text, every column of [`ORDER_VIEW_COLUMNS`],
-/// [`CUSTOMER_SUMMARY_COLUMNS`] and [`PRODUCT_SALES_COLUMNS`], rows in key
-/// order: the one dump every test compares read sides with.
+/// The four read models as text, every column of [`ORDER_VIEW_COLUMNS`],
+/// [`CUSTOMER_SUMMARY_COLUMNS`] and [`PRODUCT_SALES_COLUMNS`] and `stock_view`'s
+/// levels with their counter (not its processing time), rows in key order: the
+/// one dump every test compares read sides with.
 pub fn read_model_dump_sql() -> String {
     format!(
         "SELECT (SELECT coalesce(string_agg(t::text, E'\\n' ORDER BY t.order_id), '') FROM (SELECT {ORDER_VIEW_COLUMNS} FROM order_view) t) \
          || E'\\n--\\n' || (SELECT coalesce(string_agg(t::text, E'\\n' ORDER BY t.customer_id), '') FROM (SELECT {CUSTOMER_SUMMARY_COLUMNS} FROM customer_summary) t) \
-         || E'\\n--\\n' || (SELECT coalesce(string_agg(t::text, E'\\n' ORDER BY t.day, t.sku, t.currency), '') FROM (SELECT {PRODUCT_SALES_COLUMNS} FROM product_sales_daily) t)"
+         || E'\\n--\\n' || (SELECT coalesce(string_agg(t::text, E'\\n' ORDER BY t.day, t.sku, t.currency), '') FROM (SELECT {PRODUCT_SALES_COLUMNS} FROM product_sales_daily) t) \
+         || E'\\n--\\n' || (SELECT coalesce(string_agg(t::text, E'\\n' ORDER BY t.sku), '') FROM (SELECT sku, on_hand, reserved, version FROM stock_view) t)"
     )
 }
 

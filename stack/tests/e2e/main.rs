@@ -699,6 +699,8 @@ fn the_chaos_suite_passes_twenty_kills_over_every_component() {
         "projector-1",
         "projector-2",
         "postgres",
+        "inventory",
+        "reactor",
     ] {
         assert!(
             report.kills.get(target).copied().unwrap_or(0) >= 1,
@@ -710,6 +712,21 @@ fn the_chaos_suite_passes_twenty_kills_over_every_component() {
         report.transactions_killed > 0,
         "no writer was killed inside a transaction"
     );
+    assert!(
+        report.saga_batches_killed > 0,
+        "seed {seed}: neither the inventory nor the reactor was killed inside a batch's transaction"
+    );
+    // The saga took every path: orders confirmed and held or shipped, refused
+    // for lack of stock (the SKUs run out between restocks), released by a
+    // cancellation.
+    assert!(report.restocks > 0, "seed {seed}: no restock");
+    for status in ["reserved", "rejected", "released"] {
+        assert!(
+            report.reservations.get(status).copied().unwrap_or(0) > 0,
+            "seed {seed}: no reservation ended {status}: {:?}",
+            report.reservations
+        );
+    }
     assert_eq!(report.events_applied, report.events_committed);
     assert_eq!(
         report.oracle.broker_duplicates, 0,
@@ -731,6 +748,11 @@ fn the_chaos_suite_passes_twenty_kills_over_every_component() {
         let rows = report.oracle.rows.get(model).copied().unwrap_or(0);
         assert!(rows >= least, "seed {seed}: {model} has {rows} rows");
     }
+    assert!(
+        report.oracle.stock_rows >= 5,
+        "seed {seed}: stock_view has {} rows",
+        report.oracle.stock_rows
+    );
     assert!(report.events_committed as u64 >= report.commands_committed);
     assert!(report.oracle.broker_records >= report.events_committed);
 }
@@ -1932,21 +1954,26 @@ fn a_rebuild_swaps_in_identical_read_models_while_writes_continue() {
     let scenario = demo::run_scenario(&stack, &log).expect("scenario");
     demo::await_read_model(&stack, &scenario, Duration::from_secs(120)).expect("live read model");
 
-    // Readers (the read-only role) poll all three read models throughout: never an error,
+    // Readers (the read-only role) poll all four read models throughout: never an error,
     // never fewer rows in any of them.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
         let (stack, stop) = (stack.clone(), stop.clone());
         std::thread::spawn(move || {
             let login = stack.login(stack::Role::Reader, READ_DB);
-            let models = ["order_view", "customer_summary", "product_sales_daily"];
+            let models = [
+                "order_view",
+                "customer_summary",
+                "product_sales_daily",
+                "stock_view",
+            ];
             let sql = format!(
                 "SELECT {}",
                 models
                     .map(|m| format!("(SELECT count(*) FROM {m})"))
                     .join(", ")
             );
-            let (mut last, mut reads, mut problems) = ([0i64; 3], 0, Vec::new());
+            let (mut last, mut reads, mut problems) = ([0i64; 4], 0, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 match stack::postgres::psql(&login, &sql, &["-tA"]) {
                     Ok(row) => {
@@ -2016,11 +2043,13 @@ fn a_rebuild_swaps_in_identical_read_models_while_writes_continue() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("[rebuild] {report}");
-    assert!(report["tables_swapped"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|t| t == "order_view"));
+    let swapped = report["tables_swapped"].as_array().unwrap();
+    for model in ["order_view", "stock_view"] {
+        assert!(
+            swapped.iter().any(|t| t == model),
+            "{model} not swapped: {report}"
+        );
+    }
     assert!(
         report["retired_schema"].is_null(),
         "the old tables were dropped"
