@@ -723,7 +723,7 @@ fn inflict(
     if stack.pid(component).is_some() {
         stack.kill(component)?;
     }
-    if let Some(mut held) = held {
+    if let Some(held) = held {
         fault.batches_killed = held.open_transactions;
         if held.open_transactions == 0 {
             fault.detail = format!(
@@ -732,10 +732,11 @@ fn inflict(
         } else {
             fault.detail = format!("{target} (inside a batch's transaction)");
         }
-        if let Some(locker) = held.locker.as_mut() {
-            let _ = locker.kill();
-            let _ = locker.wait();
-        }
+        let dbname = match target {
+            Target::Inventory => crate::INVENTORY_DB,
+            _ => WRITE_DB,
+        };
+        held.release(stack, dbname);
     }
     thread::sleep(downtime);
     let begun = Instant::now();
@@ -746,36 +747,67 @@ fn inflict(
 
 /// A saga process held inside its transaction (see [`hold_in_transaction`]).
 struct Held {
-    /// The session holding the lock; ends by itself after its sleep.
+    /// The psql client whose session holds the lock; see [`Held::release`].
     locker: Option<std::process::Child>,
     /// The process's sessions waiting on the lock with a transaction open.
     open_transactions: usize,
 }
 
-/// Locks the `outbox` of `dbname` against inserts for two seconds and waits
-/// (up to 1.8 s) until the session of `application` waits on that lock with
-/// a transaction id: a batch whose inbox rows and state changes are written
-/// and whose replies are being appended. Reads go on meanwhile.
+/// The `application_name` of the session that holds the lock.
+const LOCKER: &str = "chaos lock";
+
+impl Held {
+    /// Ends the locking session at once: killing psql alone would leave its
+    /// backend asleep, holding the lock, until `pg_sleep` returns.
+    fn release(mut self, stack: &Stack, dbname: &str) {
+        let _ = stack.admin_sql(
+            dbname,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{LOCKER}'"
+            ),
+        );
+        if let Some(locker) = self.locker.as_mut() {
+            let _ = locker.kill();
+            let _ = locker.wait();
+        }
+    }
+}
+
+/// Holds the saga process `application` inside a batch's transaction: waits
+/// (up to 30 s) until its inbox in `dbname` grows — batches flow again after
+/// an earlier broker or relay fault — then locks the `outbox` of `dbname`
+/// against inserts and waits (up to 3 s) until a session of `application`
+/// waits on that lock with a transaction id: a batch whose inbox rows and
+/// state changes are written and whose replies are being appended. Reads go
+/// on meanwhile; the lock is released right after the kill.
 fn hold_in_transaction(
     stack: &Stack,
     dbname: &str,
     db: &crate::DbParams,
     application: &str,
 ) -> Held {
+    let inbox = || {
+        stack
+            .psql(dbname, "SELECT count(*) FROM inbox")
+            .ok()
+            .map(|n| n.trim().to_owned())
+    };
+    let before = inbox();
+    crate::wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        inbox() != before
+    });
     let mut locker = crate::postgres::psql_command(db);
     locker
+        .env("PGAPPNAME", LOCKER)
         .args(["-X", "-q", "-c"])
-        .arg("BEGIN; LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE; SELECT pg_sleep(2); COMMIT;")
+        .arg("BEGIN; LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let locker = locker.spawn().ok();
     let mut open_transactions = 0;
-    crate::wait_until(
-        Duration::from_millis(1800),
-        Duration::from_millis(20),
-        || {
-            // As the superuser: other roles' transaction ids are hidden from the owner.
-            open_transactions = stack
+    crate::wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
+        // As the superuser: other roles' transaction ids are hidden from the owner.
+        open_transactions = stack
             .admin_sql(
                 dbname,
                 &format!(
@@ -786,9 +818,8 @@ fn hold_in_transaction(
             .ok()
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0);
-            open_transactions > 0
-        },
-    );
+        open_transactions > 0
+    });
     Held {
         locker,
         open_transactions,
