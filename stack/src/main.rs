@@ -140,10 +140,12 @@ enum Command {
         textfile: Option<PathBuf>,
     },
     /// The reliability suite on a fresh stack of its own (`target/chaos-stack`
-    /// unless --state-dir): load through the writer while seeded SIGKILLs hit
-    /// writers, Connect, the broker, the projector(s) and PostgreSQL; then an
-    /// independent oracle compares the read models with the write side.
-    /// Exit 1 on any difference. See docs/reliability.md.
+    /// unless --state-dir): load through the writer (orders that run the
+    /// stock-reservation saga, restocks) while seeded SIGKILLs hit writers,
+    /// Connect, the broker, the projector(s), the inventory, the order reactor
+    /// and PostgreSQL; then an independent oracle compares the read models
+    /// with the write and inventory databases and checks the saga's
+    /// invariants. Exit 1 on any difference. See docs/reliability.md.
     Chaos {
         /// Length of the fault phase, e.g. 3m, 10m.
         #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]

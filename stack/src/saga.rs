@@ -65,3 +65,86 @@ pub fn seed_stock(stack: &Stack, units: u32) -> Result<()> {
     bins::inventory(stack, &args)?;
     Ok(())
 }
+
+/// What both outboxes hold and what each consumer has recorded in its inbox
+/// (every record of its topics, whatever its effect): how far the pipeline,
+/// saga included, has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// The order service's outbox: every event, and those of orders (the
+    /// inventory's topic).
+    pub write_events: u64,
+    pub order_events: u64,
+    /// The inventory's outbox: every event, and those of reservations (the
+    /// order reactor's topic).
+    pub inventory_events: u64,
+    pub reservation_events: u64,
+    /// The inboxes of the inventory, the order reactor (write database) and
+    /// the projector (read database).
+    pub inventory_inbox: u64,
+    pub reactor_inbox: u64,
+    pub read_inbox: u64,
+    /// No outbox changed while the inboxes were read.
+    pub stable: bool,
+}
+
+impl Progress {
+    /// Events committed in both outboxes.
+    pub fn committed(&self) -> u64 {
+        self.write_events + self.inventory_events
+    }
+
+    /// The saga is done: no outbox changed while the inboxes were read and
+    /// the inventory and the order reactor had recorded every event of their
+    /// topics, so no reply follows without a new command (a reply committed
+    /// between the reads would have changed an outbox).
+    pub fn saga_settled(&self) -> bool {
+        self.stable
+            && self.inventory_inbox >= self.order_events
+            && self.reactor_inbox >= self.reservation_events
+    }
+
+    /// The saga is done and the projector has applied every event of both
+    /// outboxes.
+    pub fn settled(&self) -> bool {
+        self.saga_settled() && self.read_inbox >= self.committed()
+    }
+
+    /// Reads the counts: the outboxes, then the inboxes, then the outboxes
+    /// again (see [`Progress::saga_settled`]).
+    pub fn read(stack: &Stack) -> Result<Self> {
+        let count = |db: &str, sql: &str| -> Result<u64> {
+            Ok(stack.psql(db, sql)?.trim().parse().unwrap_or(0))
+        };
+        let outboxes = |p: &mut Progress| -> Result<()> {
+            let order = outbox_events::ORDER_AGGREGATE;
+            let reservation = outbox_events::RESERVATION_AGGREGATE;
+            let (write, inventory) = (
+                stack.psql(
+                    crate::WRITE_DB,
+                    &format!("SELECT count(*), count(*) FILTER (WHERE aggregate_type = '{order}') FROM outbox"),
+                )?,
+                stack.psql(
+                    crate::INVENTORY_DB,
+                    &format!("SELECT count(*), count(*) FILTER (WHERE aggregate_type = '{reservation}') FROM outbox"),
+                )?,
+            );
+            let pair = |row: &str| -> (u64, u64) {
+                let mut it = row.trim().split('|').map(|n| n.parse().unwrap_or(0));
+                (it.next().unwrap_or(0), it.next().unwrap_or(0))
+            };
+            (p.write_events, p.order_events) = pair(&write);
+            (p.inventory_events, p.reservation_events) = pair(&inventory);
+            Ok(())
+        };
+        let mut progress = Progress::default();
+        outboxes(&mut progress)?;
+        progress.inventory_inbox = count(crate::INVENTORY_DB, "SELECT count(*) FROM inbox")?;
+        progress.reactor_inbox = count(crate::WRITE_DB, "SELECT count(*) FROM inbox")?;
+        progress.read_inbox = count(crate::READ_DB, "SELECT count(*) FROM inbox")?;
+        let mut again = progress;
+        outboxes(&mut again)?;
+        progress.stable = again == progress;
+        Ok(progress)
+    }
+}

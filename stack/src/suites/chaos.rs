@@ -397,15 +397,10 @@ pub fn run(stack: &Stack, spec: &ChaosSpec, progress: &dyn Fn(&str)) -> Result<C
         }
     }
     progress("waiting for the read side to apply every committed event");
-    // Both outboxes feed the read side: the order service's and the inventory's.
-    let count =
-        |db: &str, sql: &str| -> Option<u64> { stack.psql(db, sql).ok()?.trim().parse().ok() };
+    // Both outboxes feed the read side, and the saga's replies follow the
+    // orders: settled once every consumer has every event of its topics.
     let converged = crate::wait_until(CONVERGE_LIMIT, Duration::from_millis(500), || {
-        let committed = count(WRITE_DB, "SELECT count(*) FROM outbox")
-            .zip(count(crate::INVENTORY_DB, "SELECT count(*) FROM outbox"))
-            .map(|(write, inventory)| write + inventory);
-        let applied = count(READ_DB, "SELECT count(*) FROM inbox");
-        committed.is_some() && committed == applied
+        crate::saga::Progress::read(stack).is_ok_and(|p| p.settled())
     });
     report.converge_seconds = last_restart.elapsed().as_secs_f64();
     if !converged {

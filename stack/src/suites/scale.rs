@@ -199,7 +199,7 @@ fn scale_out(
         ..BenchSpec::full()
     };
     bench::relay_and_catch_up(stack, &backlog, &mut measured, progress)?;
-    let total = bench::outbox_events(stack)? as u64;
+    let total = bench::settled_events(stack, "scale")?;
     let mut catch_ups = Vec::new();
     for &projectors in &spec.projectors {
         progress(&format!(
@@ -272,7 +272,8 @@ fn growth(
     bench::register_customers(stack)?;
     // The history is read back by a projector of its own below.
     stack.stop(crate::Component::Projector)?;
-    let mut reader = crate::kafka::TopicReader::open(stack, &crate::kafka::outbox_topics(stack)?)?;
+    // The order service's topics: `await_published` counts its outbox.
+    let mut reader = crate::kafka::TopicReader::open(stack, &outbox_events::outbox_topics())?;
     let mut published = 0;
     let script = stack.repo.join("bench/grow_history.sql");
     for &size in &spec.history {
@@ -307,7 +308,7 @@ fn growth(
     }
     bench::await_published(stack, &mut reader, &mut published, Duration::from_secs(900))?;
     drop(reader);
-    let total = bench::outbox_events(stack)? as u64;
+    let total = bench::settled_events(stack, "scale")?;
     progress(&format!(
         "growth: a fresh projector catches up on {total} events"
     ));
