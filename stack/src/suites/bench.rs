@@ -1663,8 +1663,9 @@ pub fn render_levers(runs: &[(String, Results)]) -> String {
     let base = runs.first().map_or(0.0, |(_, r)| pgbench4(r));
     let mut md = String::from(
         "| run | lever | pgbench tps (4 clients) | relay events/s (× pgbench) | catch-up b1000 events/s (× pgbench) | \
-         e2e 100/s p50 / p99 ms | e2e 1000/s achieved, p50 / p99 ms | recovery s | CPU s / 1M events (normalized) |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+         e2e 100/s p50 / p99 ms | e2e 1000/s achieved, p50 / p99 ms | placed → confirmed p50 / p99 ms at 100/s, 1000/s | \
+         recovery s | CPU s / 1M events (normalized) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let dash = || "–".to_owned();
     for (name, r) in runs {
@@ -1685,6 +1686,12 @@ pub fn render_levers(runs: &[(String, Results)]) -> String {
         let high = at(1000).map_or_else(dash, |l| {
             format!("{:.0}, {:.0} / {:.0}", l.achieved_rate, l.p50_ms, l.p99_ms)
         });
+        let confirmed = |rate: u64| {
+            at(rate)
+                .and_then(|l| l.confirmed_p50_ms.zip(l.confirmed_p99_ms))
+                .map_or_else(dash, |(p50, p99)| format!("{p50:.0} / {p99:.0}"))
+        };
+        let confirmed = format!("{}, {}", confirmed(100), confirmed(1000));
         let recovery = r.recovery_seconds.map_or_else(dash, |s| format!("{s:.1}"));
         let cpu: f64 = r
             .resources
@@ -1706,7 +1713,7 @@ pub fn render_levers(runs: &[(String, Results)]) -> String {
             dash()
         };
         md.push_str(&format!(
-            "| {name} | {} | {pg:.0} | {relay} | {catch_up} | {low} | {high} | {recovery} | {cpu} |\n",
+            "| {name} | {} | {pg:.0} | {relay} | {catch_up} | {low} | {high} | {confirmed} | {recovery} | {cpu} |\n",
             if r.lever.is_empty() { "–" } else { &r.lever },
         ));
     }
