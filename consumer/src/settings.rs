@@ -25,8 +25,8 @@ pub struct KafkaSettings {
     pub group_id: String,
     /// Topics to consume, e.g. `["outbox.event.order"]`.
     pub topics: Vec<String>,
-    /// The consumer group protocol: `classic` (the default: cooperative
-    /// incremental rebalances, and static membership with
+    /// The consumer group protocol: `classic` (the default: eager
+    /// round-robin rebalances, and static membership with
     /// [`Self::group_instance_id`], which gives a killed and restarted
     /// instance its partitions back at once) or `consumer` (KIP-848: the
     /// broker assigns, a member's session is the broker's

@@ -41,7 +41,7 @@ pub enum WorkerError {
     },
     /// librdkafka's consumer cannot go on: another instance runs with this
     /// one's `kafka.group_instance_id` (fenced again after [`FENCE_REJOINS`]
-    /// new consumers within [`FENCE_WINDOW`]), or another fatal error.
+    /// new consumers in a row, see there), or another fatal error.
     #[error("the Kafka consumer failed for good; restart the process (a second instance with the same kafka.group_instance_id fences the first)")]
     Fatal(#[source] KafkaError),
 }
@@ -188,10 +188,10 @@ fn partition_lag(p: &rdkafka::statistics::Partition) -> i64 {
 
 impl ConsumerContext for WorkerContext {
     /// librdkafka's default rebalance with one change: an assignment starts
-    /// at the stored positions. Rebalances are incremental (the classic
-    /// protocol's cooperative-sticky assignor, the default here, or KIP-848):
-    /// only the partitions that move are assigned or revoked, the others keep
-    /// being consumed.
+    /// at the stored positions. Rebalances are eager under the classic
+    /// protocol (the round-robin assignor, see [`build_consumer`]: every
+    /// partition revoked, then the whole assignment) and incremental under
+    /// KIP-848 (only the partitions that move).
     fn rebalance(
         &self,
         consumer: &rdkafka::consumer::BaseConsumer<Self>,
@@ -284,9 +284,16 @@ pub fn build_consumer(
         // With KIP-848 the session and heartbeat are the broker's
         // (group.consumer.*); librdkafka refuses them from the client.
         config
-            // Incremental rebalances, as under KIP-848: a member joining or
-            // leaving moves only the partitions that change hands.
-            .set("partition.assignment.strategy", "cooperative-sticky")
+            // Eager rebalances, one round each: every assignment the group
+            // keeps for a static member covers every partition. With
+            // cooperative-sticky, partitions that move wait for a second
+            // round; a static member restarted meanwhile (or a new consumer
+            // after a fence) gets the cached first-round assignment without
+            // a rebalance, and nobody asks for the second: the chaos suite
+            // saw the order and customer partitions owned by nobody for
+            // minutes. Static membership makes rebalances rare, so their
+            // stop-the-world cost is small.
+            .set("partition.assignment.strategy", "roundrobin")
             .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
             // A third of the session: a restarted instance's group settles quickly.
             .set(
@@ -334,39 +341,40 @@ pub type Db = deadpool_postgres::ClientWrapper;
 /// Most time between two attempts at the same batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// A static member fenced by its instance id is given a new consumer this
-/// many times within [`FENCE_WINDOW`]; the next fence stops the process.
+/// A static member fenced by its instance id is given a new consumer, unless
+/// this is the fence after `FENCE_REJOINS` in a row, each within
+/// [`FENCE_WINDOW`] of the one before: that one stops the process.
 ///
 /// Why not stop at the first: a group coordinator that fails over (a broker
 /// killed) can fence a static member by its own instance id — librdkafka
 /// rejoins under a new member id and its next offset commit, sent under the
 /// old one, is refused (seen in the chaos suite, and a known Kafka problem).
-/// That member is alone and a new consumer goes on. Two processes under one
-/// name fence each other at every join instead: after a few rounds one of
-/// them is out of rejoins and stops with [`WorkerError::Fatal`].
-pub const FENCE_REJOINS: usize = 2;
+/// That member is alone and a new consumer goes on. Why a streak and not a
+/// budget per time: failovers come as often as brokers die (the chaos suite
+/// fenced one process three times in four minutes), while two processes
+/// under one name fence each other within seconds of every join, so only
+/// they build a streak; the one fenced first is out of rejoins first and
+/// stops with [`WorkerError::Fatal`].
+pub const FENCE_REJOINS: usize = 3;
 /// See [`FENCE_REJOINS`].
-pub const FENCE_WINDOW: Duration = Duration::from_secs(600);
+pub const FENCE_WINDOW: Duration = Duration::from_secs(30);
 
-/// The fences answered with a new consumer, in the last [`FENCE_WINDOW`].
+/// The streak of fences, each within [`FENCE_WINDOW`] of the one before.
 #[derive(Default)]
-struct Rejoins(std::collections::VecDeque<Instant>);
+struct Rejoins {
+    streak: usize,
+    last: Option<Instant>,
+}
 
 impl Rejoins {
     /// Whether a fence at `now` may be answered with a new consumer.
     fn allow(&mut self, now: Instant) -> bool {
-        while self
-            .0
-            .front()
-            .is_some_and(|at| now.duration_since(*at) > FENCE_WINDOW)
-        {
-            self.0.pop_front();
-        }
-        if self.0.len() >= FENCE_REJOINS {
-            return false;
-        }
-        self.0.push_back(now);
-        true
+        let close = self
+            .last
+            .is_some_and(|at| now.duration_since(at) < FENCE_WINDOW);
+        self.streak = if close { self.streak + 1 } else { 1 };
+        self.last = Some(now);
+        self.streak <= FENCE_REJOINS
     }
 }
 
@@ -456,7 +464,7 @@ pub async fn run_with<H: Handler>(
                 tracing::warn!(
                     service,
                     error = %e,
-                    rejoins_left = FENCE_REJOINS - rejoins.0.len(),
+                    streak = rejoins.streak,
                     "fenced by the group under this instance's name; joining again with a new consumer \
                      (a coordinator failover can do this; a second instance under this name would be fenced again)"
                 );
