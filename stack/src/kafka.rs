@@ -640,6 +640,9 @@ pub struct ReadRecord {
     pub partition: i32,
     pub offset: i64,
     pub headers: BTreeMap<String, String>,
+    /// The record's timestamp (ms since the epoch): when the relay's
+    /// producer created it (CreateTime), if it carries one.
+    pub timestamp_ms: Option<i64>,
 }
 
 impl TopicReader {
@@ -740,6 +743,7 @@ impl TopicReader {
                         partition: message.partition(),
                         offset: message.offset(),
                         headers,
+                        timestamp_ms: message.timestamp().to_millis(),
                     });
                 }
                 Some(Err(e)) => return Err(StackError::Kafka(format!("reading: {e}"))),
