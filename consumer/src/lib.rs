@@ -26,7 +26,8 @@
 //!   steps, dead letters), pipelined, then an [`batch::Outcome`].
 //! - [`worker`]: the loop around `apply_batch`: poll a batch, apply it with
 //!   capped retries, store offsets, stop cleanly on the shutdown signal;
-//!   metrics named after the handler.
+//!   a new consumer when the group fences this instance's name (up to a
+//!   streak, see `worker::FENCE_REJOINS`); metrics named after the handler.
 //! - [`outbox`]: a handler that publishes appends its events to its outbox.
 //! - [`operator`]: the dead-letter life cycle (list, show, replay, discard)
 //!   and the backlog of parked events, for the CLIs and the gauges.

@@ -62,7 +62,7 @@ impl Checkpoint {
         }
     }
 
-    /// A run that builds a shadow copy (see [`crate::rebuild`]).
+    /// A run that builds a shadow copy (the projector's `rebuild` module).
     pub fn for_rebuild(group_id: impl Into<String>) -> Self {
         Self {
             yields_to_swap: false,
