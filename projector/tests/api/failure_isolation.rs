@@ -948,20 +948,7 @@ async fn a_schema_drift_is_logged_and_retried_never_dead_lettered_and_caught_up_
 /// no retry cures), and the newer applies what follows.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_instance_under_the_same_name_fences_the_first_which_exits_and_says_why() {
-    let env = TestEnv::new().await;
-    let name = format!("{}-1", env.settings.kafka.group_id);
-    let log_path = std::env::temp_dir().join(format!("{}-first.log", env.settings.kafka.group_id));
-    let mut first =
-        ProjectorProcess::spawn_named(&env, &name, std::fs::File::create(&log_path).unwrap());
-    let before = Uuid::new_v4();
-    env.publish(&placed(before)).await;
-    await_count(
-        &env.client,
-        "SELECT count(*) FROM inbox",
-        1,
-        Duration::from_secs(60),
-    )
-    .await;
+    let (env, name, log_path, mut first) = named_instance_applying("first").await;
 
     let mut second = ProjectorProcess::spawn_named(&env, &name, std::process::Stdio::null());
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -1009,20 +996,7 @@ async fn a_second_instance_under_the_same_name_fences_the_first_which_exits_and_
 /// applying, instead of stopping the service.
 #[tokio::test]
 async fn a_fenced_instance_joins_again_and_goes_on_once_the_other_is_gone() {
-    let env = TestEnv::new().await;
-    let name = format!("{}-1", env.settings.kafka.group_id);
-    let log_path = std::env::temp_dir().join(format!("{}-rejoin.log", env.settings.kafka.group_id));
-    let mut first =
-        ProjectorProcess::spawn_named(&env, &name, std::fs::File::create(&log_path).unwrap());
-    let before = Uuid::new_v4();
-    env.publish(&placed(before)).await;
-    await_count(
-        &env.client,
-        "SELECT count(*) FROM inbox",
-        1,
-        Duration::from_secs(60),
-    )
-    .await;
+    let (env, name, log_path, mut first) = named_instance_applying("rejoin").await;
 
     let second = ProjectorProcess::spawn_named(&env, &name, std::process::Stdio::null());
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -1067,4 +1041,25 @@ async fn a_fenced_instance_joins_again_and_goes_on_once_the_other_is_gone() {
     );
     first.stop();
     let _ = std::fs::remove_file(&log_path);
+}
+
+/// A projector instance named `<group>-1`, its log in a file of its own
+/// (`<group>-<log>.log` in the temp dir), once it has applied a first event.
+async fn named_instance_applying(
+    log: &str,
+) -> (TestEnv, String, std::path::PathBuf, ProjectorProcess) {
+    let env = TestEnv::new().await;
+    let name = format!("{}-1", env.settings.kafka.group_id);
+    let log_path = std::env::temp_dir().join(format!("{}-{log}.log", env.settings.kafka.group_id));
+    let first =
+        ProjectorProcess::spawn_named(&env, &name, std::fs::File::create(&log_path).unwrap());
+    env.publish(&placed(Uuid::new_v4())).await;
+    await_count(
+        &env.client,
+        "SELECT count(*) FROM inbox",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    (env, name, log_path, first)
 }

@@ -699,18 +699,8 @@ fn inflict(
     // comes along: its inbox rows and state changes written, its replies not
     // yet appended (they must all roll back and be applied again, once).
     let held = match target {
-        Target::Inventory => Some(hold_in_transaction(
-            stack,
-            crate::INVENTORY_DB,
-            &stack.inventory_db(),
-            "inventory",
-        )),
-        Target::Reactor => Some(hold_in_transaction(
-            stack,
-            WRITE_DB,
-            &stack.write_db(),
-            "reactor",
-        )),
+        Target::Inventory => Some(hold_in_transaction(stack, crate::INVENTORY_DB, "inventory")),
+        Target::Reactor => Some(hold_in_transaction(stack, WRITE_DB, "reactor")),
         _ => None,
     };
     fault.at_s = started.elapsed().as_secs_f64();
@@ -727,11 +717,7 @@ fn inflict(
         } else {
             fault.detail = format!("{target} (inside a batch's transaction)");
         }
-        let dbname = match target {
-            Target::Inventory => crate::INVENTORY_DB,
-            _ => WRITE_DB,
-        };
-        held.release(stack, dbname);
+        held.release(stack);
     }
     thread::sleep(downtime);
     let begun = Instant::now();
@@ -746,6 +732,8 @@ struct Held {
     locker: Option<std::process::Child>,
     /// The process's sessions waiting on the lock with a transaction open.
     open_transactions: usize,
+    /// The database whose outbox is locked.
+    dbname: &'static str,
 }
 
 /// The `application_name` of the session that holds the lock.
@@ -754,9 +742,9 @@ const LOCKER: &str = "chaos lock";
 impl Held {
     /// Ends the locking session at once: killing psql alone would leave its
     /// backend asleep, holding the lock, until `pg_sleep` returns.
-    fn release(mut self, stack: &Stack, dbname: &str) {
+    fn release(mut self, stack: &Stack) {
         let _ = stack.admin_sql(
-            dbname,
+            self.dbname,
             &format!(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{LOCKER}'"
             ),
@@ -775,12 +763,7 @@ impl Held {
 /// waits on that lock with a transaction id: a batch whose inbox rows and
 /// state changes are written and whose replies are being appended. Reads go
 /// on meanwhile; the lock is released right after the kill.
-fn hold_in_transaction(
-    stack: &Stack,
-    dbname: &str,
-    db: &crate::DbParams,
-    application: &str,
-) -> Held {
+fn hold_in_transaction(stack: &Stack, dbname: &'static str, application: &str) -> Held {
     let inbox = || {
         stack
             .psql(dbname, "SELECT count(*) FROM inbox")
@@ -791,7 +774,7 @@ fn hold_in_transaction(
     crate::wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
         inbox() != before
     });
-    let mut locker = crate::postgres::psql_command(db);
+    let mut locker = crate::postgres::psql_command(&stack.db(dbname));
     locker
         .env("PGAPPNAME", LOCKER)
         .args(["-X", "-q", "-c"])
@@ -818,6 +801,7 @@ fn hold_in_transaction(
     Held {
         locker,
         open_transactions,
+        dbname,
     }
 }
 
