@@ -9,8 +9,9 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use stack::{demo, status, Component, Stack};
 
-/// The outbox/CDC stack on this machine, without Docker: PostgreSQL, a
-/// Apache Kafka (KRaft), Kafka Connect (distributed) + Debezium, and the projector.
+/// The outbox/CDC stack on this machine, without Docker: PostgreSQL, Apache
+/// Kafka (KRaft), Kafka Connect (distributed) + Debezium, the inventory
+/// service, the order reactor and the projector.
 #[derive(Debug, Parser)]
 #[command(name = "stack", version)]
 struct Cli {
@@ -48,8 +49,8 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         watch: Option<u64>,
     },
-    /// Print a component's log (postgres, broker, connect, projector), or one
-    /// unit's: broker-2, connect-2, connect-watchdog, projector-2.
+    /// Print a component's log (postgres, broker, connect, inventory, reactor,
+    /// projector), or one unit's: broker-2, connect-2, connect-watchdog, projector-2.
     Logs {
         component: String,
         #[arg(long, default_value_t = 100)]
@@ -202,7 +203,11 @@ fn main() -> ExitCode {
 
 fn component(name: &str) -> anyhow::Result<Component> {
     Component::parse(name).with_context(|| {
-        format!("unknown component {name:?}; use one of postgres, broker, connect, projector")
+        let names: Vec<&str> = Component::ALL.iter().map(|c| c.name()).collect();
+        format!(
+            "unknown component {name:?}; use one of {}",
+            names.join(", ")
+        )
     })
 }
 

@@ -982,9 +982,13 @@ fn thirty_seconds_without_the_read_database_lose_and_dead_letter_nothing() {
     // Down for 30 s, and until the projector has run into it (on a loaded
     // machine the first batch after the cut can take a while to arrive).
     let cut = Instant::now();
+    // Either message proves it: a batch that failed on its open connection,
+    // or the consumer core's reconnect loop after the cut closed it (the
+    // projector notices an idle connection's termination first).
     let retried = || {
         let log = stack.tail_log(stack::Component::Projector, 400);
-        log.contains("batch failed, retrying") || log.contains("read database unreachable")
+        log.contains("batch failed, retrying")
+            || log.contains("database unreachable service=\"projector\"")
     };
     wait_until(
         Duration::from_secs(120),
