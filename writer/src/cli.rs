@@ -100,7 +100,9 @@ pub struct LoadArgs {
     /// Concurrent clients (each with its own connection from the pool).
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
-    /// Commands per second offered in total; omit to go flat out.
+    /// Commands per second offered in total; omit to go flat out. A payment
+    /// refused because the order still waits for the inventory's reply takes
+    /// no slot: the client sends another command at once (up to ten times).
     #[arg(long)]
     pub rate: Option<f64>,
     /// How long to run, e.g. 60s, 2m, 500ms.

@@ -71,8 +71,9 @@ pub struct Report {
     /// Commands the rules refused (nothing written).
     pub refused: u64,
     /// Commands on orders the stock-reservation saga had not confirmed yet
-    /// (tried again later) or had rejected (dropped): refused, nothing
-    /// written, but not the client's mistake.
+    /// (tried again later; another command goes at once, outside the offered
+    /// rate) or had rejected (dropped): refused, nothing written, but not the
+    /// client's mistake.
     pub unconfirmed: u64,
     /// Commands that failed on the database (nothing written).
     pub failed: u64,
@@ -350,6 +351,10 @@ impl Client {
     }
 }
 
+/// Refusals of the saga's doing answered at once by another command, in a row;
+/// the next waits for its slot of the offered rate again.
+const UNCONFIRMED_RETRIES: u32 = 10;
+
 /// Runs `spec` against `pool`; `live` counts as it goes (for a progress line).
 pub async fn run(pool: deadpool_postgres::Pool, spec: &LoadSpec, live: Arc<Live>) -> Report {
     let run_id = Uuid::new_v4().simple().to_string()[..8].to_owned();
@@ -384,12 +389,25 @@ pub async fn run(pool: deadpool_postgres::Pool, spec: &LoadSpec, live: Arc<Live>
             let mut tally = Report::default();
             let mut latencies = Vec::new();
             let limit = spec_count;
+            // Whether the last command was a refusal of the saga's doing to
+            // answer at once, and how many more of those this slot allows.
+            let mut at_once = false;
+            let mut retries_left = UNCONFIRMED_RETRIES;
             while Instant::now() < deadline
                 && limit.is_none_or(|n| live.committed.load(Ordering::Relaxed) < n)
             {
-                if let Some(t) = ticker.as_mut() {
-                    t.tick().await;
+                // A refusal of the saga's doing (a payment before the
+                // inventory's reply) does not take a slot of the offered
+                // rate: the next command goes at once, so the rate offered is
+                // one of commands that can commit. Capped, so that a client
+                // whose orders all wait for their replies still keeps pace.
+                if !at_once {
+                    if let Some(t) = ticker.as_mut() {
+                        t.tick().await;
+                    }
+                    retries_left = UNCONFIRMED_RETRIES;
                 }
+                at_once = false;
                 let (kind, command) = client.next_command();
                 let begun = Instant::now();
                 let result = match pool.get().await {
@@ -415,6 +433,10 @@ pub async fn run(pool: deadpool_postgres::Pool, spec: &LoadSpec, live: Arc<Live>
                         if kind != "refused" && client.unconfirmed(&command, &r) =>
                     {
                         tally.unconfirmed += 1;
+                        if retries_left > 0 {
+                            retries_left -= 1;
+                            at_once = true;
+                        }
                     }
                     Err(StoreError::Rejected(_)) => {
                         tally.refused += 1;

@@ -837,6 +837,7 @@ fn the_benchmark_runs_every_phase_and_writes_its_report() {
         .iter()
         .all(|l| l.events > 0 && l.p50_ms <= l.p99_ms && l.p99_ms <= l.max_ms));
     assert!(results.recovery_seconds.is_some());
+    assert!(results.recovery_later_late_events.is_some());
     let processes: Vec<&str> = results
         .resources
         .iter()

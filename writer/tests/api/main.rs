@@ -8,5 +8,6 @@ mod bad_input;
 mod commands;
 mod helpers;
 mod idempotency;
+mod load;
 mod reactor;
 mod retention;
