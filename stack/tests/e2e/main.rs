@@ -843,9 +843,17 @@ fn the_benchmark_runs_every_phase_and_writes_its_report() {
         .iter()
         .map(|r| r.component.as_str())
         .collect();
+    // Every long-running process of the pipeline, the saga's consumers too.
     assert_eq!(
         processes,
-        ["broker", "connect", "projector", "writer (load)"]
+        [
+            "broker",
+            "connect",
+            "inventory",
+            "reactor",
+            "projector",
+            "writer (load)"
+        ]
     );
 
     let out = stack.state_dir.join("report");
