@@ -400,7 +400,7 @@ pub async fn run(pool: deadpool_postgres::Pool, spec: &LoadSpec, live: Arc<Live>
                 // inventory's reply) does not take a slot of the offered
                 // rate: the next command goes at once, so the rate offered is
                 // one of commands that can commit. Capped, so that a client
-                // whose orders all wait for their replies still keeps pace.
+                // whose orders all wait for their replies does not spin.
                 if !at_once {
                     if let Some(t) = ticker.as_mut() {
                         t.tick().await;

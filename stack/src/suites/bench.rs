@@ -833,22 +833,17 @@ pub(crate) fn end_to_end(
             .psql(crate::READ_DB, "SELECT clock_timestamp()")?
             .trim()
             .to_owned();
-        // Every long-running process of the pipeline, the saga's two
-        // consumers included (PostgreSQL's share is the catch-up's column).
-        let services: Vec<(Component, i32, (u64, u64))> = [
-            Component::Broker,
-            Component::Connect,
-            Component::Inventory,
-            Component::Reactor,
-            Component::Projector,
-        ]
-        .into_iter()
-        .filter_map(|c| {
-            stack
-                .pid(c)
-                .and_then(|pid| proc_sample(pid).map(|s| (c, pid, s)))
-        })
-        .collect();
+        // Every process of the stack but PostgreSQL (its share is the
+        // catch-up's column), the saga's two consumers included.
+        let services: Vec<(Component, i32, (u64, u64))> = Component::ALL
+            .into_iter()
+            .filter(|c| *c != Component::Postgres)
+            .filter_map(|c| {
+                stack
+                    .pid(c)
+                    .and_then(|pid| proc_sample(pid).map(|s| (c, pid, s)))
+            })
+            .collect();
         let watcher = Watcher::start(stack)?;
         let child = full_mix_at(stack, rate, seconds)?;
         let writer_pid = child.id() as i32;
